@@ -1,0 +1,61 @@
+"""Command-line entry point: ``detect <command> ...`` (also ``python -m detect``).
+
+Each command lives in ``detect/commands/<name>.py`` with ``add_arguments(parser)`` and
+``run(args) -> int``; this module only dispatches and turns :class:`DetectError` into a clean
+message and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from detect import __version__
+from detect.errors import DetectError
+
+# command name -> one-line help. The module detect.commands.<name> implements it.
+COMMANDS = {
+    "synth": "generate the built-in synthetic data set (VOC layout)",
+    "proposals": "compute, cache, import/export and measure selective-search proposals",
+    "train": "train a detector (fine-tuning, SVMs, box regression) from a YAML config",
+    "eval": "run a trained detector over a split and score it (VOC / COCO metrics)",
+    "run": "detect objects in images with a trained checkpoint",
+    "score": "score detection files against ground truth (VOC07, VOC10, COCO)",
+    "bench": "time SPP-net against R-CNN on the same images, model and proposals",
+    "demo": "the whole pipeline on built-in data: train, evaluate, draw, compare speed",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="detect", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"detect {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        module = importlib.import_module(f"detect.commands.{name}")
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(command_parser)
+        command_parser.set_defaults(handler=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.handler(args) or 0)
+    except DetectError as exc:
+        print(f"detect {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"detect {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

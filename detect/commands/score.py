@@ -1,0 +1,9 @@
+"""`detect score` (placeholder until its issue lands: replaced by the real command)."""
+
+
+def add_arguments(parser):
+    pass
+
+
+def run(args):
+    raise NotImplementedError("detect score is not implemented yet")

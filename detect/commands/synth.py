@@ -1,0 +1,9 @@
+"""`detect synth` (placeholder until its issue lands: replaced by the real command)."""
+
+
+def add_arguments(parser):
+    pass
+
+
+def run(args):
+    raise NotImplementedError("detect synth is not implemented yet")

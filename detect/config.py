@@ -1,0 +1,262 @@
+"""Experiment configuration: frozen dataclasses loaded from YAML.
+
+Defaults are the paper's settings (SPEC.md); a YAML file under ``configs/`` overrides any subset.
+An unknown or misspelt key is an error listing the valid keys. The merged config is written next to
+every checkpoint and result (:func:`save_config`) so a run can be reproduced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from detect.errors import DetectError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the images and annotations are. ``root`` is a VOC-layout folder or a COCO json."""
+
+    root: str = "data/demo"
+    train_split: str = "trainval"
+    test_split: str = "test"
+    # Class names to use; empty = the 20 VOC classes (VOC) or the json's categories (COCO).
+    classes: tuple[str, ...] = ()
+    # COCO only: the folder holding the images named in the json (default: beside the json).
+    image_dir: str = ""
+    # False turns bad boxes (x2 < x1, outside the image) into a counted warning instead of an error.
+    strict_boxes: bool = True
+
+
+@dataclass(frozen=True)
+class ProposalConfig:
+    """Selective search (SPEC.md §5)."""
+
+    mode: str = "fast"  # fast | quality
+    resize_long_side: int = 500  # image resized so its longer side is this before the search
+    min_size: float = 16.0  # drop boxes with a side below this (original image pixels)
+    max_proposals: int = 2000
+    cache_dir: str = "data/proposals"
+    workers: int = 1
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Backbone, pyramid, scales and head (SPEC.md §2-4, §7)."""
+
+    backbone: str = "zf5"  # zf5 | alexnet | vgg16 | tiny
+    weights: str = "none"  # none | imagenet | PATH to a state dict
+    pyramid_levels: tuple[int, ...] = (1, 2, 3, 6)
+    scales: tuple[int, ...] = (688,)  # shorter side; (480, 576, 688, 864, 1200) for 5 scales
+    max_size: int = 2000  # cap on the longer side (the paper has none; bounds memory)
+    # Projection of image boxes to feature cells: "paper" (Appendix A, floor(x/S)+1, ceil(x/S)-1)
+    # or "offsets" (the reference code's receptive-field offsets declared by the backbone).
+    projection: str = "paper"
+    fc_dims: tuple[int, ...] = (4096, 4096)
+    dropout: float = 0.5
+    # Truncated SVD of fc6 / fc7 at test time (Fast R-CNN: 1024, 256); empty = off.
+    svd_ranks: tuple[int, ...] = ()
+    # R-CNN baseline: crop size (0 = the backbone's own, 224 or 227) and context padding in pixels.
+    rcnn_crop_size: int = 0
+    rcnn_context: int = 16
+    region_batch: int = 4096  # regions per fc batch (bounds memory for huge proposal sets)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Fine-tuning of fc layers (``fc``) or of conv + fc through the SPP layer (``end_to_end``)."""
+
+    mode: str = "fc"  # fc | end_to_end
+    iterations: int = 300_000
+    lr: float = 1e-4
+    lr_steps: tuple[int, ...] = (250_000,)  # lr multiplied by lr_gamma at each step
+    lr_gamma: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    images_per_batch: int = 2
+    rois_per_image_batch: int = 128  # windows per iteration (over all its images)
+    fg_fraction: float = 0.25
+    fg_iou: float = 0.5
+    bg_iou_low: float = 0.1
+    bg_iou_high: float = 0.5
+    flip: bool = True
+    bbox_loss_weight: float = 1.0
+    checkpoint_every: int = 10_000
+    log_every: int = 20
+
+
+@dataclass(frozen=True)
+class SVMConfig:
+    """One-vs-rest linear SVMs with hard-negative mining (SPEC.md §6)."""
+
+    enabled: bool = False
+    feature: str = "fc7"  # fc7 | pool
+    C: float = 0.001
+    positive_weight: float = 2.0
+    intercept_scaling: float = 10.0
+    feature_norm: float = 20.0  # features scaled so their mean L2 norm is this
+    neg_iou: float = 0.3
+    rounds: int = 3
+    initial_negatives: int = 2000  # random negatives per class in the first round
+    hard_threshold: float = -1.0  # negatives scoring above this are added
+    easy_threshold: float = -1.2  # negatives scoring below this are dropped
+
+
+@dataclass(frozen=True)
+class BBoxRegConfig:
+    """Box regression: ``ridge`` on pooled features (the paper) or the ``learned`` layer."""
+
+    method: str = "ridge"  # ridge | learned
+    min_iou: float = 0.6
+    ridge_lambda: float = 4000.0  # 1000 for R-CNN, 4000 for SPP-net
+
+
+@dataclass(frozen=True)
+class TestConfig:
+    """Post-processing at test time (SPEC.md §7)."""
+
+    classifier: str = "softmax"  # softmax | svm
+    bbox_reg: bool = True
+    score_threshold: float = 0.05
+    nms_iou: float = 0.3
+    top_per_class: int = 100
+    max_per_image: int = 100
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """``detect bench``: SPP-net vs R-CNN timing on the same images, model and proposals."""
+
+    num_proposals: int = 2000
+    rcnn_sample: int = 256  # crops actually timed for R-CNN; time is scaled up (and says so)
+    rcnn_batch: int = 64
+    repeats: int = 1
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole experiment."""
+
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    proposals: ProposalConfig = field(default_factory=ProposalConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    svm: SVMConfig = field(default_factory=SVMConfig)
+    bbox_reg: BBoxRegConfig = field(default_factory=BBoxRegConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+
+
+def _convert(value: Any, annotation: Any, where: str) -> Any:
+    """Convert a YAML value to the dataclass field's declared type, or raise naming ``where``."""
+    if dataclasses.is_dataclass(annotation):
+        return _build(annotation, value, where)
+    origin = typing.get_origin(annotation)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise DetectError(f"{where}: expected a list, got {value!r}")
+        (item_type, _ellipsis) = typing.get_args(annotation)
+        return tuple(_convert(v, item_type, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin in (types.UnionType, typing.Union):
+        raise DetectError(f"{where}: unsupported union type")  # not used by the config
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise DetectError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise DetectError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise DetectError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if annotation is str:
+        if not isinstance(value, str | int | float):
+            raise DetectError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    raise DetectError(f"{where}: unsupported type {annotation!r}")
+
+
+def _build(cls: type, values: Any, where: str) -> Any:
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise DetectError(f"{where}: expected a mapping of keys, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        if key not in hints:
+            raise DetectError(
+                f"{where}: unknown key {key!r}; valid keys: {', '.join(valid)}"
+            )
+        kwargs[key] = _convert(value, hints[key], f"{where}.{key}" if where else key)
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict, source: str = "config") -> Config:
+    """Build a :class:`Config` from nested dicts; ``source`` names the origin in errors."""
+    return _build(Config, values, source)
+
+
+def _set_dotted(values: dict, dotted: str, source: str) -> None:
+    if "=" not in dotted:
+        raise DetectError(f"{source}: override {dotted!r} is not of the form section.key=value")
+    key, raw = dotted.split("=", 1)
+    parts = key.split(".")
+    node = values
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise DetectError(f"{source}: override {dotted!r}: {part!r} is not a section")
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (defaults when ``path`` is None) and apply ``section.key=value`` overrides."""
+    values: dict = {}
+    source = "defaults"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError as exc:
+            raise DetectError(f"config {path}: file not found") from exc
+        except yaml.YAMLError as exc:
+            raise DetectError(f"config {path}: invalid YAML: {exc}") from exc
+    for dotted in overrides or []:
+        _set_dotted(values, dotted, source)
+    return config_from_dict(values, source)
+
+
+def config_to_dict(config: Config) -> dict:
+    """Plain nested dict (tuples as lists) suitable for YAML/JSON."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple | list):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(dataclasses.asdict(config))
+
+
+def dump_config(config: Config) -> str:
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False)
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Write the merged config as YAML (atomically)."""
+    from detect.io import atomic_write_text
+
+    atomic_write_text(Path(path), dump_config(config))

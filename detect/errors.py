@@ -1,0 +1,8 @@
+"""The one exception type users see: a message naming the file and the bad value."""
+
+
+class DetectError(Exception):
+    """A user-facing error (bad input file, bad config value, missing weights).
+
+    The CLI prints its message and exits with status 2 instead of showing a traceback.
+    """

@@ -1,0 +1,1 @@
+"""Pure tensor operations on boxes."""

@@ -196,15 +196,16 @@ def _build(cls: type, values: Any, where: str) -> Any:
     for key, value in values.items():
         if key not in hints:
             raise DetectError(
-                f"{where}: unknown key {key!r}; valid keys: {', '.join(valid)}"
+                f"{where.rstrip(': ')}: unknown key {key!r}; valid keys: {', '.join(valid)}"
             )
-        kwargs[key] = _convert(value, hints[key], f"{where}.{key}" if where else key)
+        child = f"{where}{key}" if where.endswith(": ") else f"{where}.{key}"
+        kwargs[key] = _convert(value, hints[key], child)
     return cls(**kwargs)
 
 
 def config_from_dict(values: dict, source: str = "config") -> Config:
     """Build a :class:`Config` from nested dicts; ``source`` names the origin in errors."""
-    return _build(Config, values, source)
+    return _build(Config, values, f"{source}: ")
 
 
 def _set_dotted(values: dict, dotted: str, source: str) -> None:

@@ -158,7 +158,9 @@ class Detections:
                     f"{where}: detection {number}: unknown class {name!r}; known: {list(class_names)}"
                 )
             if not isinstance(box, list | tuple) or len(box) != 4:
-                raise DetectError(f"{where}: detection {number}: box must be 4 numbers, got {box!r}")
+                raise DetectError(
+                    f"{where}: detection {number}: box must be 4 numbers, got {box!r}"
+                )
             boxes.append([float(v) for v in box])
             scores.append(score)
             labels.append(index[name])

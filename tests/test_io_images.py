@@ -1,0 +1,79 @@
+"""Atomic writes and image reading of every kind of file a user may hand us."""
+
+import cv2
+import numpy as np
+import pytest
+
+from detect.data.images import read_image, write_image
+from detect.errors import DetectError
+from detect.io import atomic_path, atomic_write_text
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path):
+    target = tmp_path / "cache.txt"
+    atomic_write_text(target, "old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed mid-write")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["cache.txt"]
+
+
+def _rgb(h=12, w=16):
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_png_round_trip_keeps_rgb_order(tmp_path):
+    image = _rgb()
+    write_image(tmp_path / "a.png", image)
+    np.testing.assert_array_equal(read_image(tmp_path / "a.png"), image)
+    # OpenCV itself stores BGR: the red channel of our RGB image is cv2's last channel
+    np.testing.assert_array_equal(cv2.imread(str(tmp_path / "a.png"))[:, :, 2], image[:, :, 0])
+
+
+def test_grayscale_rgba_and_16bit(tmp_path):
+    gray = np.arange(12 * 16, dtype=np.uint8).reshape(12, 16)
+    cv2.imwrite(str(tmp_path / "g.png"), gray)
+    out = read_image(tmp_path / "g.png")
+    assert out.shape == (12, 16, 3) and (out[:, :, 0] == gray).all()
+
+    rgba = np.dstack([_rgb(), np.full((12, 16), 7, np.uint8)])
+    cv2.imwrite(str(tmp_path / "a.png"), rgba)
+    assert read_image(tmp_path / "a.png").shape == (12, 16, 3)
+
+    deep = (np.arange(12 * 16, dtype=np.uint16).reshape(12, 16) * 300).astype(np.uint16)
+    cv2.imwrite(str(tmp_path / "d.png"), np.dstack([deep] * 3))
+    out = read_image(tmp_path / "d.png")
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out[:, :, 0], np.round(deep / 257.0).astype(np.uint8))
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    """A 10x20 JPEG tagged orientation 6 (rotate 90 CW) reads as 20x10."""
+    image = np.zeros((10, 20, 3), np.uint8)
+    ok, data = cv2.imencode(".jpg", image)
+    assert ok
+    data = data.tobytes()
+    # minimal APP1 Exif segment with one IFD entry: Orientation (0x0112) SHORT = 6
+    tiff = (
+        b"MM\x00\x2a\x00\x00\x00\x08"
+        + b"\x00\x01"
+        + b"\x01\x12\x00\x03\x00\x00\x00\x01\x00\x06\x00\x00"
+        + b"\x00\x00\x00\x00"
+    )
+    app1 = b"Exif\x00\x00" + tiff
+    segment = b"\xff\xe1" + (len(app1) + 2).to_bytes(2, "big") + app1
+    (tmp_path / "r.jpg").write_bytes(data[:2] + segment + data[2:])
+    assert read_image(tmp_path / "r.jpg").shape == (20, 10, 3)
+
+
+def test_missing_and_corrupt_files_name_the_path(tmp_path):
+    with pytest.raises(DetectError, match=r"nope.jpg: file not found"):
+        read_image(tmp_path / "nope.jpg")
+    (tmp_path / "bad.jpg").write_bytes(b"not an image at all")
+    with pytest.raises(DetectError, match=r"bad.jpg: not a readable image"):
+        read_image(tmp_path / "bad.jpg")
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(DetectError, match="empty.png"):
+        read_image(tmp_path / "empty.png")

@@ -18,8 +18,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/detect demo --out runs/demo
 
+# pytest exits 5 when it collected no tests: that is a broken suite, never a pass.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	@$(BIN)/python -m pytest -q; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
+	exit $$status
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"

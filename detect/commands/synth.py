@@ -1,9 +1,86 @@
-"""`detect synth` (placeholder until its issue lands: replaced by the real command)."""
+"""`detect synth --out data/NAME`: generate the built-in synthetic data set (VOC layout).
+
+A folder that already holds a complete data set made with the same parameters is left as it is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from detect.data.synthetic import (
+    SYNTHETIC_CLASSES,
+    generate_synthetic_dataset,
+    is_complete,
+    read_info,
+)
+from detect.errors import DetectError
+
+SPLITS = ("train", "val", "trainval", "test")
 
 
-def add_arguments(parser):
-    pass
+def _size(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 256x320, got {text!r}") from exc
+    return height, width
 
 
-def run(args):
-    raise NotImplementedError("detect synth is not implemented yet")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="output folder, e.g. data/demo")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--train", type=int, default=120, help="train images (default 120)")
+    parser.add_argument("--val", type=int, default=40, help="val images (default 40)")
+    parser.add_argument("--test", type=int, default=60, help="test images (default 60)")
+    parser.add_argument(
+        "--size", type=_size, default=(256, 320), help="image size HxW (default 256x320)"
+    )
+    parser.add_argument(
+        "--max-objects", type=int, default=5, help="objects per image: 1..N (default 5)"
+    )
+    parser.add_argument(
+        "--format", choices=("jpg", "png"), default="jpg", help="image file format (default jpg)"
+    )
+    parser.add_argument("--force", action="store_true", help="regenerate even when complete")
+
+
+def format_summary(summary: dict) -> str:
+    """A table: images, objects per class, difficult and truncated counts, per split."""
+    splits = [s for s in SPLITS if s in summary.get("images", {})]
+    rows = [("images", *(summary["images"][s] for s in splits))]
+    rows += [(name, *(summary["objects"][s][name] for s in splits)) for name in SYNTHETIC_CLASSES]
+    rows += [(key, *(summary[key][s] for s in splits)) for key in ("difficult", "truncated")]
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{'':<{width}}" + "".join(f"{s:>10}" for s in splits)]
+    lines += [f"{r[0]:<{width}}" + "".join(f"{v:>10}" for v in r[1:]) for r in rows]
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    params = {
+        "num_train": args.train,
+        "num_val": args.val,
+        "num_test": args.test,
+        "image_size": args.size,
+        "seed": args.seed,
+        "max_objects": args.max_objects,
+        "image_ext": f".{args.format}",
+    }
+    if not args.force and is_complete(args.out, **params):
+        print(
+            f"{args.out}: already holds a complete synthetic data set with these parameters; kept"
+        )
+    else:
+        start = time.perf_counter()
+        generate_synthetic_dataset(args.out, **params)
+        print(f"{args.out}: synthetic data set written in {time.perf_counter() - start:.1f} s")
+    info = read_info(args.out)
+    if info is None:
+        raise DetectError(f"synthetic data {args.out}: synthetic.json missing after generation")
+    height, width = info["params"]["image_size"]
+    print(
+        f"classes: {', '.join(info['classes'])}; images {height}x{width}; seed {info['params']['seed']}"
+    )
+    print(format_summary(info["summary"]))
+    return 0

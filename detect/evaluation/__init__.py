@@ -1,1 +1,1 @@
-"""detect.evaluation"""
+"""Scoring detections: VOC AP (:mod:`.voc_ap`), comp4 files (:mod:`.voc_files`), COCO (:mod:`.coco`)."""

@@ -1,0 +1,455 @@
+"""The built-in synthetic detection data set (VOC layout on disk), deterministic by seed.
+
+Each image holds 1-5 objects of :data:`SYNTHETIC_CLASSES` (a red circle, a green triangle, a blue
+square and a yellow star: different in shape *and* colour) at varied sizes (about 24 px up to half
+the shorter image side), aspect ratios, rotations and positions, drawn in order so later objects
+occlude earlier ones, on a procedural texture (a smooth random colour field with soft blobs, stripes
+and grain; nothing is downloaded). Each object is a flat colour with a darker 1-2 px rim. A few objects are marked ``difficult``: tiny ones (visible box
+under 12 px) and heavily occluded ones (under 40% of their pixels visible). Objects that cross the
+image border are marked ``truncated``.
+
+Every box is the tight box of the object's *visible* pixels in the final rendering (its mask after
+occlusion and clipping to the image), in 0-based continuous xyxy: pixel columns 3..9 give
+``x1 = 3, x2 = 10``. Shapes are filled without antialiasing, so the masks are exact.
+
+Image ``i`` (1-based, id ``f"{i:06d}"``) is rendered from its own random stream seeded by
+``(seed, i)``: the same seed gives byte-identical annotations, and changing the number of test images
+does not change the training images. Ids ``1..num_train`` are ``train``, the next ``num_val`` are
+``val``, the rest ``test``; ``trainval`` is ``train`` followed by ``val``, as in the VOC devkit.
+
+A ``synthetic.json`` in the folder records the parameters and a summary. It is written (atomically)
+first with ``"complete": false`` and rewritten with ``"complete": true`` only after every file, so an
+interrupted generation is detected by :func:`is_complete` and redone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from detect.data.images import write_image
+from detect.data.voc import write_voc_dataset
+from detect.errors import DetectError
+from detect.io import atomic_write_text
+from detect.structures import Annotation
+
+log = logging.getLogger(__name__)
+
+SYNTHETIC_CLASSES: tuple[str, ...] = ("circle", "triangle", "square", "star")
+# Base RGB colour of each class; each object's colour is jittered around it by COLOUR_JITTER.
+CLASS_COLOURS: tuple[tuple[int, int, int], ...] = (
+    (220, 35, 35),
+    (35, 185, 55),
+    (40, 75, 225),
+    (245, 215, 30),
+)
+COLOUR_JITTER = 18
+RIM_SHADE = 0.55  # each object has a 1-2 px rim of its colour times this
+_RIM_KERNEL = np.ones((3, 3), np.uint8)
+PIXEL_NOISE = 4.0  # std of the grain added to the whole image after drawing
+
+INFO_FILE = "synthetic.json"
+INFO_FORMAT = "detect-synthetic-v1"
+GENERATOR_VERSION = 1  # bump when the rendering changes: it invalidates generated folders
+
+MIN_OBJECT_SIZE = 24  # nominal object size (geometric mean of width and height), pixels
+TINY_PROBABILITY = 0.04  # chance that an object is tiny (nominal size 6-11 px)
+MAX_ASPECT = 2.0  # nominal width / height within [1 / MAX_ASPECT, MAX_ASPECT]
+MIN_VISIBLE = 0.25  # placements that leave an object less visible than this are retried
+DIFFICULT_VISIBLE = 0.4  # an object with less of its pixels visible is difficult
+DIFFICULT_SIZE = 12  # an object whose visible box's longer side is below this is difficult
+PLACEMENT_TRIES = 30
+_SHIFT = 4  # cv2.fillPoly fixed-point bits (1/16 px vertex precision)
+
+
+@dataclass
+class SyntheticImage:
+    """One rendered image and its objects, bottom (drawn first) to top.
+
+    Attributes:
+        image: ``(H, W, 3)`` uint8 RGB.
+        boxes: ``(G, 4)`` float32 xyxy, 0-based continuous pixels, tight around ``masks``.
+        labels: ``(G,)`` int64 indices into :data:`SYNTHETIC_CLASSES`.
+        difficult: ``(G,)`` bool.
+        truncated: ``(G,)`` bool, the shape crosses the image border.
+        masks: ``(G, H, W)`` bool, each object's visible pixels (after occlusion).
+        visible: ``(G,)`` float, visible pixels / pixels of the unoccluded shape inside the image.
+        colours: ``(G, 3)`` uint8, the RGB colour each object was filled with (its rim is that
+            times :data:`RIM_SHADE`).
+    """
+
+    image: np.ndarray
+    boxes: np.ndarray
+    labels: np.ndarray
+    difficult: np.ndarray
+    truncated: np.ndarray
+    masks: np.ndarray
+    visible: np.ndarray
+    colours: np.ndarray
+
+
+def _unit_polygon(label: int, rng: np.random.Generator) -> np.ndarray:
+    """The outline of a class's shape as ``(P, 2)`` points in ``[-1, 1]^2``."""
+    name = SYNTHETIC_CLASSES[label]
+    if name == "circle":
+        angles = np.linspace(0.0, 2.0 * np.pi, 72, endpoint=False)
+        return np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    if name == "triangle":
+        apex = rng.uniform(-0.7, 0.7)
+        return np.array([[apex, -1.0], [1.0, 1.0], [-1.0, 1.0]])
+    if name == "square":
+        return np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
+    if name == "star":
+        inner = rng.uniform(0.38, 0.5)
+        angles = -np.pi / 2 + np.arange(10) * np.pi / 5
+        radii = np.where(np.arange(10) % 2 == 0, 1.0, inner)
+        return np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=1)
+    raise ValueError(name)
+
+
+def _shape_polygon(label: int, rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A random placement of a class's shape: ``(P, 2)`` float image points (x, y)."""
+    short = min(height, width)
+    if rng.random() < TINY_PROBABILITY:
+        size = rng.uniform(6.0, 11.0)
+    else:
+        size = np.exp(rng.uniform(np.log(MIN_OBJECT_SIZE), np.log(max(short / 2, MIN_OBJECT_SIZE))))
+    aspect = np.exp(rng.uniform(-np.log(MAX_ASPECT), np.log(MAX_ASPECT)))
+    half_w, half_h = size * np.sqrt(aspect) / 2, size / np.sqrt(aspect) / 2
+    points = _unit_polygon(label, rng) * [half_w, half_h]
+    # Squares stay roughly axis-aligned (rotated they read as diamonds); the others turn freely.
+    angle = (
+        rng.uniform(-0.3, 0.3)
+        if SYNTHETIC_CLASSES[label] == "square"
+        else rng.uniform(0, 2 * np.pi)
+    )
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    points = points @ rotation.T
+    low, high = points.min(axis=0), points.max(axis=0)
+    if rng.random() < 0.15:  # may cross the border: the centre anywhere inside the image
+        centre = rng.uniform([0, 0], [width, height])
+    else:  # wholly inside where it fits
+        centre = rng.uniform(-low, np.maximum([width, height] - high, -low + 1e-3))
+    return points + centre
+
+
+def _fill(polygon: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``(H, W)`` bool mask of a filled polygon (no antialiasing)."""
+    mask = np.zeros((height, width), np.uint8)
+    cv2.fillPoly(mask, [np.round(polygon * (1 << _SHIFT)).astype(np.int32)], 1, cv2.LINE_8, _SHIFT)
+    return mask.astype(bool)
+
+
+def _visible_masks(masks: list[np.ndarray]) -> list[np.ndarray]:
+    """Each mask minus the union of the masks drawn after it (on top of it)."""
+    covered = np.zeros_like(masks[0]) if masks else None
+    visible = []
+    for mask in reversed(masks):
+        visible.append(mask & ~covered)
+        covered = covered | mask
+    return visible[::-1]
+
+
+def _smooth_field(rng: np.random.Generator, height: int, width: int, cells: int) -> np.ndarray:
+    """``(H, W, 3)`` float32 smooth random colours: a coarse random grid upsampled bicubically."""
+    grid = rng.uniform(0.0, 1.0, (cells, cells + 1, 3)).astype(np.float32)
+    return cv2.resize(grid, (width, height), interpolation=cv2.INTER_CUBIC)
+
+
+def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """``(H, W, 3)`` float32 procedural texture in 0..255, muted so objects stand out."""
+    image = 40.0 + 170.0 * _smooth_field(rng, height, width, int(rng.integers(2, 6)))
+    image += 30.0 * (_smooth_field(rng, height, width, int(rng.integers(12, 24))) - 0.5)
+    for _ in range(int(rng.integers(3, 9))):  # soft blobs, blended within their own window
+        cx, cy = int(rng.integers(0, width)), int(rng.integers(0, height))
+        ax, ay = int(rng.integers(8, width // 3)), int(rng.integers(8, height // 3))
+        angle, sigma = float(rng.uniform(0, 180)), float(rng.uniform(3, 12))
+        strength, colour = rng.uniform(0.4, 0.9), rng.uniform(30, 220, 3).astype(np.float32)
+        reach = max(ax, ay) + int(3 * sigma) + 1
+        x0, y0 = max(cx - reach, 0), max(cy - reach, 0)
+        x1, y1 = min(cx + reach, width), min(cy + reach, height)
+        alpha = np.zeros((y1 - y0, x1 - x0), np.float32)
+        cv2.ellipse(alpha, (cx - x0, cy - y0), (ax, ay), angle, 0, 360, 1.0, -1)
+        alpha = cv2.GaussianBlur(alpha, (0, 0), sigma)[..., None] * strength
+        window = image[y0:y1, x0:x1]
+        window += alpha * (colour - window)
+    if rng.random() < 0.6:  # stripes at a random angle and period
+        angle, period = rng.uniform(0, np.pi), rng.uniform(6, 40)
+        ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+        phase = (xs * np.cos(angle) + ys * np.sin(angle)) * (2 * np.pi / period)
+        image += (rng.uniform(10, 30) * np.sin(phase))[..., None]
+    grey = image.mean(axis=2, keepdims=True)
+    return grey + 0.5 * (image - grey)  # halve the saturation
+
+
+def render_image(
+    rng: np.random.Generator, height: int, width: int, max_objects: int = 5
+) -> SyntheticImage:
+    """Render one image with 1..``max_objects`` objects on a textured background.
+
+    Args:
+        rng: the image's random stream (all randomness comes from it).
+        height, width: image size in pixels.
+        max_objects: upper bound on the number of objects (at least 1).
+
+    Returns:
+        The image and its objects; boxes are computed from the visible masks.
+    """
+    image = _background(rng, height, width)
+    labels: list[int] = []
+    masks: list[np.ndarray] = []
+    areas: list[int] = []  # pixels of each unoccluded shape inside the image
+    truncated: list[bool] = []
+    for _ in range(int(rng.integers(1, max_objects + 1))):
+        label = int(rng.integers(len(SYNTHETIC_CLASSES)))
+        for _try in range(PLACEMENT_TRIES):
+            polygon = _shape_polygon(label, rng, height, width)
+            mask = _fill(polygon, height, width)
+            area = int(mask.sum())
+            if area < 0.5 * max(cv2.contourArea(polygon.astype(np.float32)), 1.0):
+                continue  # mostly outside the image
+            visible = _visible_masks([*masks, mask])[:-1]
+            if all(v.sum() >= MIN_VISIBLE * a for v, a in zip(visible, areas, strict=True)):
+                break
+        else:
+            continue  # no placement keeps the others visible enough: skip this object
+        low, high = polygon.min(axis=0), polygon.max(axis=0)
+        labels.append(label)
+        masks.append(mask)
+        areas.append(area)
+        truncated.append(bool(low.min() < 0 or high[0] > width or high[1] > height))
+    colours = np.array(
+        [
+            np.clip(
+                np.array(CLASS_COLOURS[label]) + rng.integers(-COLOUR_JITTER, COLOUR_JITTER + 1, 3),
+                0,
+                255,
+            )
+            for label in labels
+        ],
+        dtype=np.uint8,
+    ).reshape(-1, 3)
+    for mask, colour, area in zip(masks, colours, areas, strict=True):
+        image[mask] = colour
+        # A darker rim, inside the mask, keeps touching objects of one class apart.
+        inner = cv2.erode(mask.view(np.uint8), _RIM_KERNEL, iterations=1 if area < 400 else 2)
+        image[mask & ~inner.astype(bool)] = colour * RIM_SHADE
+    image += PIXEL_NOISE * rng.standard_normal(image.shape, dtype=np.float32)
+    visible_masks = _visible_masks(masks)
+    boxes, difficult, visible_fraction = [], [], []
+    for mask, area in zip(visible_masks, areas, strict=True):
+        rows, cols = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+        box = [cols[0], rows[0], cols[-1] + 1, rows[-1] + 1]
+        fraction = float(mask.sum()) / area
+        boxes.append(box)
+        visible_fraction.append(fraction)
+        longer = max(box[2] - box[0], box[3] - box[1])
+        difficult.append(fraction < DIFFICULT_VISIBLE or longer < DIFFICULT_SIZE)
+    return SyntheticImage(
+        image=np.clip(np.round(image), 0, 255).astype(np.uint8),
+        boxes=np.array(boxes, np.float32).reshape(-1, 4),
+        labels=np.array(labels, np.int64),
+        difficult=np.array(difficult, bool),
+        truncated=np.array(truncated, bool),
+        masks=np.array(visible_masks, bool).reshape(-1, height, width),
+        visible=np.array(visible_fraction, np.float64),
+        colours=colours,
+    )
+
+
+def image_rng(seed: int, index: int) -> np.random.Generator:
+    """The random stream of image ``index`` (1-based) for ``seed``."""
+    return np.random.default_rng([seed, index])
+
+
+def synthetic_params(
+    num_train: int = 120,
+    num_val: int = 40,
+    num_test: int = 60,
+    image_size: tuple[int, int] = (256, 320),
+    seed: int = 0,
+    max_objects: int = 5,
+    image_ext: str = ".jpg",
+) -> dict:
+    """The parameters recorded in ``synthetic.json`` (validated); arguments as
+    :func:`generate_synthetic_dataset`."""
+    height, width = (int(v) for v in image_size)
+    if min(height, width) < 2 * MIN_OBJECT_SIZE:
+        raise DetectError(f"synthetic data: image size {height}x{width} is too small (min side 48)")
+    if num_train < 0 or num_val < 0 or num_test < 0 or num_train + num_val + num_test == 0:
+        raise DetectError(
+            f"synthetic data: image counts must be >= 0 and not all 0, got train={num_train} "
+            f"val={num_val} test={num_test}"
+        )
+    if max_objects < 1:
+        raise DetectError(f"synthetic data: max_objects must be >= 1, got {max_objects}")
+    if image_ext not in (".jpg", ".png"):
+        raise DetectError(f"synthetic data: image_ext must be '.jpg' or '.png', got {image_ext!r}")
+    return {
+        "generator_version": GENERATOR_VERSION,
+        "num_train": int(num_train),
+        "num_val": int(num_val),
+        "num_test": int(num_test),
+        "image_size": [height, width],
+        "seed": int(seed),
+        "max_objects": int(max_objects),
+        "image_ext": image_ext,
+    }
+
+
+def read_info(root: str | Path) -> dict | None:
+    """The folder's ``synthetic.json`` contents, or None when absent or unreadable."""
+    try:
+        info = json.loads((Path(root) / INFO_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return info if isinstance(info, dict) and info.get("format") == INFO_FORMAT else None
+
+
+def is_complete(root: str | Path, **params) -> bool:
+    """True when ``root`` holds a finished data set generated with these parameters (keyword
+    arguments as :func:`generate_synthetic_dataset`) and every listed file is present."""
+    root = Path(root)
+    info = read_info(root)
+    if not info or not info.get("complete") or info.get("params") != synthetic_params(**params):
+        return False
+    for split in ("train", "val", "trainval", "test"):
+        split_path = root / "ImageSets" / "Main" / f"{split}.txt"
+        if not split_path.is_file():
+            return False
+        for image_id in split_path.read_text().split():
+            xml = root / "Annotations" / f"{image_id}.xml"
+            image = root / "JPEGImages" / f"{image_id}{info['params']['image_ext']}"
+            if not (xml.is_file() and image.is_file()):
+                return False
+    return True
+
+
+def _write_info(root: Path, params: dict, complete: bool, summary: dict | None = None) -> None:
+    info = {
+        "format": INFO_FORMAT,
+        "complete": complete,
+        "params": params,
+        "classes": list(SYNTHETIC_CLASSES),
+        "summary": summary or {},
+    }
+    atomic_write_text(root / INFO_FILE, json.dumps(info, indent=1) + "\n")
+
+
+def _check_target(root: Path) -> None:
+    """Refuse to write into a non-empty folder that is not a synthetic data set (e.g. real VOC)."""
+    if root.exists() and not root.is_dir():
+        raise DetectError(f"synthetic data {root}: exists and is not a folder")
+    if root.is_dir() and any(root.iterdir()) and not (root / INFO_FILE).is_file():
+        raise DetectError(
+            f"synthetic data {root}: folder is not empty and holds no {INFO_FILE}; refusing to "
+            "overwrite it (choose an empty or new folder)"
+        )
+
+
+def _remove_stale(root: Path, image_names: set[str]) -> None:
+    """Delete images and XML left by an earlier, larger generation in the same folder."""
+    stems = {Path(name).stem for name in image_names}
+    for path in (root / "JPEGImages").iterdir():
+        if path.name not in image_names:
+            path.unlink()
+    for path in (root / "Annotations").glob("*.xml"):
+        if path.stem not in stems:
+            path.unlink()
+
+
+def summarize(annotations_by_split: Mapping[str, list[Annotation]]) -> dict:
+    """Images per split, objects per class per split, and difficult / truncated counts."""
+    summary: dict = {"images": {}, "objects": {}, "difficult": {}, "truncated": {}}
+    for split, split_annotations in annotations_by_split.items():
+        counts = dict.fromkeys(SYNTHETIC_CLASSES, 0)
+        for annotation in split_annotations:
+            for label in annotation.labels.tolist():
+                counts[SYNTHETIC_CLASSES[label]] += 1
+        summary["images"][split] = len(split_annotations)
+        summary["objects"][split] = counts
+        summary["difficult"][split] = int(sum(int(a.difficult.sum()) for a in split_annotations))
+        summary["truncated"][split] = int(sum(int(a.truncated.sum()) for a in split_annotations))
+    return summary
+
+
+def generate_synthetic_dataset(
+    root: str | Path,
+    num_train: int = 120,
+    num_val: int = 40,
+    num_test: int = 60,
+    image_size: tuple[int, int] = (256, 320),
+    seed: int = 0,
+    max_objects: int = 5,
+    image_ext: str = ".jpg",
+    progress: bool = True,
+) -> dict[str, list[Annotation]]:
+    """Generate the synthetic data set in VOC layout under ``root``.
+
+    Writes ``JPEGImages/<id><image_ext>``, ``Annotations/<id>.xml``, ``ImageSets/Main/{train,val,
+    trainval,test}.txt`` and ``synthetic.json`` (parameters and summary, marked complete last).
+
+    Args:
+        root: output folder; created, or an earlier synthetic data set there is overwritten. A
+            non-empty folder without ``synthetic.json`` is refused.
+        num_train, num_val, num_test: images per split (``trainval`` = train + val).
+        image_size: ``(H, W)`` in pixels.
+        seed: the same seed gives the same images and byte-identical annotations.
+        max_objects: objects per image are drawn uniformly from ``1..max_objects``.
+        image_ext: ``".jpg"`` (quality 95) or ``".png"`` (lossless).
+        progress: show a tqdm bar.
+
+    Returns:
+        ``{split: [Annotation]}`` for ``train``, ``val``, ``trainval`` and ``test``; boxes
+        ``(G, 4)`` float32 xyxy 0-based continuous pixels, labels index
+        :data:`SYNTHETIC_CLASSES`.
+    """
+    root = Path(root)
+    params = synthetic_params(
+        num_train, num_val, num_test, image_size, seed, max_objects, image_ext
+    )
+    height, width = params["image_size"]
+    _check_target(root)
+    root.mkdir(parents=True, exist_ok=True)
+    _write_info(root, params, complete=False)
+    counts = {"train": num_train, "val": num_val, "test": num_test}
+    annotations_by_split: dict[str, list[Annotation]] = {}
+    index = 0
+    with tqdm(total=sum(counts.values()), desc="synthetic images", disable=not progress) as bar:
+        for split, count in counts.items():
+            annotations_by_split[split] = []
+            for _ in range(count):
+                index += 1
+                image_id = f"{index:06d}"
+                rendered = render_image(image_rng(seed, index), height, width, max_objects)
+                path = root / "JPEGImages" / f"{image_id}{image_ext}"
+                write_image(path, rendered.image)
+                annotations_by_split[split].append(
+                    Annotation(
+                        image_id=image_id,
+                        path=path,
+                        width=width,
+                        height=height,
+                        boxes=rendered.boxes,
+                        labels=rendered.labels,
+                        difficult=rendered.difficult,
+                        truncated=rendered.truncated,
+                    )
+                )
+                bar.update()
+    annotations_by_split["trainval"] = annotations_by_split["train"] + annotations_by_split["val"]
+    write_voc_dataset(root, SYNTHETIC_CLASSES, annotations_by_split)
+    _remove_stale(
+        root, {a.path.name for a in annotations_by_split["trainval"] + annotations_by_split["test"]}
+    )
+    summary = summarize(annotations_by_split)
+    _write_info(root, params, complete=True, summary=summary)
+    log.info("synthetic data set written to %s: %s images", root, summary["images"])
+    return annotations_by_split

@@ -1,0 +1,124 @@
+"""`detect score` end to end on a tiny VOC folder and a tiny COCO json."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from detect.cli import main
+from detect.data.voc import write_voc_dataset
+from detect.evaluation.coco import STAT_NAMES, write_coco_results
+from detect.evaluation.voc_files import comp4_path, write_comp4
+from detect.structures import Annotation, Detections, write_detections_json
+
+CLASSES = ("a", "b", "c")
+
+
+@pytest.fixture
+def voc(tmp_path):
+    """Ground truth and detections of the hand-worked case in test_voc_ap.py."""
+    root = tmp_path / "voc"
+    gt = Annotation(
+        "1",
+        root / "JPEGImages" / "1.jpg",
+        100,
+        100,
+        [[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50], [60, 60, 70, 70]],
+        [0, 0, 0, 1],
+        [False, False, True, False],
+    )
+    other = Annotation("2", root / "JPEGImages" / "2.jpg", 100, 100, [], [])
+    write_voc_dataset(root, CLASSES, {"test": [gt, other]})
+    boxes = [[0, 0, 10, 10], [0, 0, 10, 10], [40, 40, 50, 50], [80, 80, 90, 90], [20, 20, 30, 30]]
+    dets = {"1": Detections(boxes, [0.9, 0.8, 0.7, 0.6, 0.5], [0, 0, 0, 0, 0])}
+    return root, dets
+
+
+def run_score(tmp_path, *args) -> tuple[int, dict | None]:
+    out = tmp_path / "scores.json"
+    status = main(["score", *map(str, args), "--json", str(out)])
+    return status, json.loads(out.read_text()) if out.exists() else None
+
+
+def test_comp4_voc07_and_voc10(tmp_path, voc, capsys):
+    root, dets = voc
+    write_comp4(tmp_path / "comp4", "test", dets, CLASSES)
+    args = [
+        "--gt",
+        root,
+        "--split",
+        "test",
+        "--detections",
+        tmp_path / "comp4",
+        "--classes",
+        *CLASSES,
+    ]
+    status, scores = run_score(tmp_path, *args)
+    assert status == 0 and scores["metric"] == "voc07"
+    # Class a: 8.5 / 11 (worked out in test_voc_ap.py); b: 0 (no detections); c: no GT -> null.
+    assert scores["ap"]["a"] == pytest.approx(8.5 / 11) and scores["ap"]["b"] == 0.0
+    assert scores["ap"]["c"] is None and scores["mAP"] == pytest.approx(8.5 / 22)
+    printed = capsys.readouterr().out
+    assert "mean" in printed and "0.7727" in printed
+    status, scores = run_score(tmp_path, *args, "--metric", "voc10")
+    assert status == 0 and scores["ap"]["a"] == pytest.approx(0.75)
+
+
+def test_project_detections_json(tmp_path, voc):
+    root, dets = voc
+    path = tmp_path / "dets.json"
+    # The file's own class order differs from the ground truth's: labels are mapped by name.
+    reordered = {k: Detections(d.boxes, d.scores, 2 - d.labels) for k, d in dets.items()}
+    write_detections_json(path, reordered, ("c", "b", "a"))
+    status, scores = run_score(tmp_path, "--gt", root, "--detections", path, "--classes", *CLASSES)
+    assert status == 0 and scores["ap"]["a"] == pytest.approx(8.5 / 11)
+
+
+def test_bad_detection_files_exit_2(tmp_path, voc, capsys):
+    root, dets = voc
+    write_comp4(tmp_path / "comp4", "test", dets, CLASSES)
+    comp4_path(tmp_path / "comp4", "test", "b").write_text("1 0.5 1 1 5\n")
+    status, _ = run_score(
+        tmp_path, "--gt", root, "--detections", tmp_path / "comp4", "--classes", *CLASSES
+    )
+    err = capsys.readouterr().err
+    assert status == 2 and "comp4_det_test_b.txt line 1" in err
+    comp4_path(tmp_path / "comp4", "test", "b").write_text("9 0.5 1 1 5 5\n")
+    status, _ = run_score(
+        tmp_path, "--gt", root, "--detections", tmp_path / "comp4", "--classes", *CLASSES
+    )
+    assert status == 2 and "image '9' is not in split 'test'" in capsys.readouterr().err
+    status, _ = run_score(tmp_path, "--gt", root, "--split", "val", "--detections", tmp_path)
+    assert status == 2 and "val.txt" in capsys.readouterr().err
+
+
+def test_coco_results(tmp_path):
+    images = [{"id": 1, "file_name": "1.jpg", "width": 50, "height": 50}]
+    anns = [
+        {
+            "id": 1,
+            "image_id": 1,
+            "category_id": 5,
+            "bbox": [0, 0, 10, 10],
+            "area": 100,
+            "iscrowd": 0,
+        }
+    ]
+    gt = Path(tmp_path / "gt.json")
+    gt.write_text(
+        json.dumps({"images": images, "annotations": anns, "categories": [{"id": 5, "name": "x"}]})
+    )
+    results = tmp_path / "res.json"
+    write_coco_results(results, {"1": Detections([[0, 0, 10, 10]], [0.9], [0])}, [5])
+    status, scores = run_score(tmp_path, "--gt", gt, "--detections", results)
+    assert status == 0 and scores["metric"] == "coco"
+    assert list(scores["stats"]) == list(STAT_NAMES)
+    # One perfect detection: AP 1 at every IoU; no small/large objects -> -1 (pycocotools).
+    assert scores["mAP"] == pytest.approx(1.0) and scores["stats"]["APm"] == -1.0
+    assert scores["stats"]["APs"] == pytest.approx(1.0)
+    status, scores = run_score(tmp_path, "--gt", gt, "--detections", results, "--metric", "voc07")
+    assert status == 0 and scores["ap"]["x"] == pytest.approx(1.0)
+    assert not math.isnan(scores["mAP"])

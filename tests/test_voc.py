@@ -198,3 +198,22 @@ def test_not_a_dataset_path(tmp_path):
     path = tmp_path / "x.txt"
     path.write_text("")
     assert "x.txt" in _error(path)
+
+
+def test_class_list_written_and_used_by_default(tmp_path):
+    from detect.data.voc import read_voc_dataset, write_voc_dataset
+    from detect.structures import Annotation
+
+    image = tmp_path / "JPEGImages" / "a.png"
+    image.parent.mkdir(parents=True)
+    import numpy as np
+
+    from detect.data.images import write_image
+
+    write_image(image, np.zeros((20, 30, 3), np.uint8))
+    ann = Annotation("a", image, 30, 20, [[1, 2, 10, 12]], [1])
+    write_voc_dataset(tmp_path, ("disc", "star"), {"test": [ann]})
+    assert (tmp_path / "classes.txt").read_text() == "disc\nstar\n"
+    dataset = read_voc_dataset(tmp_path, "test")
+    assert dataset.class_names == ("disc", "star")
+    assert dataset[0].labels.tolist() == [1]

@@ -211,6 +211,20 @@ def read_voc_annotation(
     )
 
 
+CLASS_LIST_NAME = "classes.txt"
+
+
+def read_class_list(root: Path) -> tuple[str, ...]:
+    """Class names from ``<root>/classes.txt`` (one per line), or ``()`` when there is none."""
+    path = Path(root) / CLASS_LIST_NAME
+    if not path.is_file():
+        return ()
+    names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+    if not names:
+        raise DetectError(f"class list {path}: no class names in the file")
+    return names
+
+
 def read_voc_dataset(
     root: str | Path,
     split: str,
@@ -223,7 +237,9 @@ def read_voc_dataset(
     Args:
         root: folder with ``Annotations/``, ``JPEGImages/`` and ``ImageSets/Main/<split>.txt``.
         split: split name, e.g. ``"trainval"`` or ``"test"``.
-        classes: class names (label order); empty = the 20 VOC classes.
+        classes: class names (label order); empty = the names listed in ``<root>/classes.txt``
+            (one per line, written by :func:`write_voc_dataset`) when that file exists, else the
+            20 VOC classes.
         strict_boxes: when False, boxes outside the image are *clipped* to it and boxes that are
             empty after clipping (x2 < x1, or wholly outside) are *dropped*; one warning reports
             the counts. When True (default) any such box is a :class:`DetectError`.
@@ -235,7 +251,7 @@ def read_voc_dataset(
     """
     root = Path(root)
     _check_layout(root, check_images)
-    class_names = tuple(classes) or VOC_CLASSES
+    class_names = tuple(classes) or read_class_list(root) or VOC_CLASSES
     if len(set(class_names)) != len(class_names):
         raise DetectError(f"VOC data set {root}: duplicate class names in {list(class_names)}")
     class_index = {name: i for i, name in enumerate(class_names)}
@@ -300,10 +316,12 @@ def write_voc_dataset(
     Images are not written here: the caller puts them at ``root/JPEGImages/<id>.<ext>`` (e.g. with
     :func:`detect.data.images.write_image`) and sets ``Annotation.path`` to that file; the XML
     ``<filename>`` is ``path.name``. Boxes ``(G, 4)`` 0-based continuous xyxy are written as VOC
-    1-based inclusive values. Every file is written atomically.
+    1-based inclusive values. ``classes.txt`` records the class names (label order) so readers
+    need not be told them. Every file is written atomically.
     """
     root = Path(root)
     (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
+    atomic_write_text(root / CLASS_LIST_NAME, "".join(f"{name}\n" for name in class_names))
     written: set[str] = set()
     for split, split_annotations in annotations_by_split.items():
         for annotation in split_annotations:

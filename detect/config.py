@@ -44,6 +44,9 @@ class ProposalConfig:
     max_proposals: int = 2000
     cache_dir: str = "data/proposals"
     workers: int = 1
+    # Read proposals from this file instead of computing them: Fast R-CNN's released VOC2007
+    # selective-search .mat, or a per-image .npz / .json (detect.proposals.formats). Empty = compute.
+    import_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class ModelConfig:
     rcnn_crop_size: int = 0
     rcnn_context: int = 16
     region_batch: int = 4096  # regions per fc batch (bounds memory for huge proposal sets)
+    rcnn_batch: int = 64  # R-CNN crops per conv batch at test time (bounds memory)
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,10 @@ class FinetuneConfig:
     bbox_loss_weight: float = 1.0
     checkpoint_every: int = 10_000
     log_every: int = 20
+    # Start from the weights of this detect checkpoint (its classes and backbone must match).
+    init_checkpoint: str = ""
+    # fc mode: cache each image's frozen conv features in memory (False: recompute every time).
+    cache_features: bool = True
 
 
 @dataclass(frozen=True)
@@ -106,6 +114,8 @@ class SVMConfig:
     initial_negatives: int = 2000  # random negatives per class in the first round
     hard_threshold: float = -1.0  # negatives scoring above this are added
     easy_threshold: float = -1.2  # negatives scoring below this are dropped
+    # Proposals kept per image in the negative pool (0 = all, as the paper; bounds memory).
+    max_negatives_per_image: int = 0
 
 
 @dataclass(frozen=True)
@@ -115,6 +125,7 @@ class BBoxRegConfig:
     method: str = "ridge"  # ridge | learned
     min_iou: float = 0.6
     ridge_lambda: float = 4000.0  # 1000 for R-CNN, 4000 for SPP-net
+    feature_norm: float = 20.0  # pooled features scaled so their mean L2 norm is this (R-CNN)
 
 
 @dataclass(frozen=True)
@@ -137,6 +148,11 @@ class BenchConfig:
     rcnn_sample: int = 256  # crops actually timed for R-CNN; time is scaled up (and says so)
     rcnn_batch: int = 64
     repeats: int = 1
+    # The multi-scale SPP-net row (SPEC.md §4); empty = single scale (model.scales) only.
+    multi_scales: tuple[int, ...] = (480, 576, 688, 864, 1200)
+    # Ranks for the --svd rows when model.svd_ranks is empty (Fast R-CNN's fc6 / fc7).
+    svd_ranks: tuple[int, ...] = (1024, 256)
+    matmul_size: int = 2048  # n of the n x n fp32 matrix multiply whose GFLOP/s is the reference
 
 
 @dataclass(frozen=True)

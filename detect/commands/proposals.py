@@ -1,9 +1,153 @@
-"""`detect proposals` (placeholder until its issue lands: replaced by the real command)."""
+"""``detect proposals``: compute, cache, import/export and measure selective-search proposals.
+
+Examples::
+
+    detect proposals --data data/VOC2007 --split trainval --workers 2 --out data/proposals/voc07
+    detect proposals --data data/VOC2007 --shard 0/4 --out cache/   # job 0 of a 4-job array
+    detect proposals --data data/VOC2007 --out cache/ --check       # after copying shards together
+    detect proposals --data data/VOC2007 --split test --import voc_2007_test.mat --recall
+    detect proposals --data photos/ --export photos_proposals.json
+
+Exit status: 0 when every image has proposals, 1 when some image failed (or, with ``--check``, is
+missing from the cache), 2 for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from detect.config import load_config
+from detect.errors import DetectError
+from detect.proposals.cache import ProposalCache
+from detect.proposals.compute import check_cache, compute_proposals, parse_shard, shard_items
+from detect.proposals.formats import read_proposals, write_proposals
+from detect.proposals.recall import format_recall_table, proposal_recall, save_recall_plot
+from detect.proposals.sources import resolve_images
 
 
-def add_arguments(parser):
-    pass
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = (
+        "Cache: one .npz per image under --out; shards' folders combine by copying them into one. "
+        "Exit status: 0 all images done, 1 some image failed (or --check found some missing), "
+        "2 bad input."
+    )
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="VOC folder, COCO .json, folder of images, or .txt list of image paths",
+    )
+    parser.add_argument("--split", help="VOC/COCO split (default: the config's data.train_split)")
+    parser.add_argument("--config", help="YAML config (its proposals: and data: sections are used)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override, e.g. proposals.max_proposals=1000 (repeatable)",
+    )
+    parser.add_argument("--classes", help="comma-separated class names (VOC/COCO reading)")
+    parser.add_argument("--mode", choices=("fast", "quality"), help="selective search preset")
+    parser.add_argument("--workers", type=int, help="parallel processes (default: config, 1)")
+    parser.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="compute only shard I (0-based) of N; the N shards cover every image exactly once",
+    )
+    parser.add_argument("--out", help="cache folder, one .npz per image (default: config)")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="compute nothing: report images missing/stale in the cache (e.g. after merging shards)",
+    )
+    parser.add_argument(
+        "--import",
+        dest="import_file",
+        metavar="FILE",
+        help="use proposals from a .mat (Fast R-CNN), .npz or .json file instead of computing",
+    )
+    parser.add_argument("--export", metavar="FILE", help="write the proposals as .mat/.npz/.json")
+    parser.add_argument(
+        "--recall",
+        action="store_true",
+        help="recall@0.5/0.7 and AR vs number of proposals: table and PNG in the --out folder",
+    )
 
 
-def run(args):
-    raise NotImplementedError("detect proposals is not implemented yet")
+def _selection(args: argparse.Namespace):
+    overrides = list(args.set)
+    if args.classes:
+        overrides.append(f"data.classes=[{args.classes}]")
+    config = load_config(args.config, overrides)
+    cfg = config.proposals
+    changes = {
+        key: value
+        for key, value in (("mode", args.mode), ("workers", args.workers), ("cache_dir", args.out))
+        if value is not None
+    }
+    cfg = dataclasses.replace(cfg, **changes)
+    split = args.split or config.data.train_split
+    items, dataset = resolve_images(args.data, split, config.data)
+    total = len(items)
+    if args.shard:
+        items = shard_items(items, *parse_shard(args.shard))
+    return cfg, split, items, dataset, total
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg, split, items, dataset, total = _selection(args)
+    if args.recall and dataset is None:
+        raise DetectError(f"--recall needs annotations: --data {args.data} is not VOC or COCO")
+    shard_note = f" (shard {args.shard} of {total})" if args.shard else ""
+    cache = ProposalCache.from_config(cfg)
+    if args.check:
+        statuses = check_cache(items, cache)
+        print(f"cache {cache.cache_dir}: {len(items)} images{shard_note}")
+        for status, ids in statuses.items():
+            example = f"  e.g. {', '.join(ids[:5])}" if ids and status != "hit" else ""
+            print(f"  {status:>8}: {len(ids)}{example}")
+        return 0 if len(statuses["hit"]) == len(items) else 1
+
+    failures: list[tuple[str, str]] = []
+    import_file = args.import_file or cfg.import_file
+    if import_file:
+        imported = read_proposals(import_file, [item.image_id for item in items])
+        proposals = {i.image_id: imported[i.image_id] for i in items if i.image_id in imported}
+        failures = [
+            (str(i.path), f"not in {import_file}") for i in items if i.image_id not in imported
+        ]
+        print(f"imported {import_file}: {len(proposals)} of {len(items)} images{shard_note}")
+    else:
+        result = compute_proposals(items, cache, cfg.workers)
+        proposals, failures = result.proposals, result.failures
+        print(
+            f"proposals ({cfg.mode}, long side {cfg.resize_long_side}, at most "
+            f"{cfg.max_proposals}) in {cache.cache_dir}: {len(items)} images{shard_note}, "
+            f"{result.cached} cached, {result.computed} computed "
+            f"({result.recomputed} replaced stale/corrupt cache files), {len(failures)} failed"
+        )
+        if result.computed:
+            print(
+                f"seconds per image: {result.search_seconds / result.computed:.3f} per worker, "
+                f"{result.wall_seconds / result.computed:.3f} wall with {cfg.workers} worker(s)"
+            )
+    if proposals:
+        counts = np.array([boxes.shape[0] for boxes in proposals.values()])
+        print(f"boxes per image: mean {counts.mean():.1f}, min {counts.min()}, max {counts.max()}")
+    for path, message in failures:
+        print(f"failed: {path}: {message}", file=sys.stderr)
+
+    if args.export:
+        write_proposals(args.export, proposals)
+        print(f"wrote {len(proposals)} images' proposals to {args.export}")
+    if args.recall:
+        recall = proposal_recall(proposals, dataset)
+        print(format_recall_table(recall))
+        plot = Path(cfg.cache_dir) / f"recall_{split}.png"
+        save_recall_plot(recall, plot)
+        print(f"recall plot: {plot}")
+    return 1 if failures else 0

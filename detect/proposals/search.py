@@ -1,0 +1,115 @@
+"""Selective search (Uijlings et al.) through OpenCV contrib's ``cv2.ximgproc.segmentation``.
+
+The image is resized so its longer side is ``resize_long_side`` (the original R-CNN / SPP-net
+pipeline ran selective search on ~500-pixel images for speed), the search runs single-threaded
+(parallelism comes from running several images at once, :mod:`detect.proposals.compute`), and the
+boxes are mapped back to the original image's pixels.
+
+OpenCV ranks the regions by ``rand() * hierarchy level``; the C library's ``rand`` is seeded before
+every search so the same image always gives the same boxes in the same order, whatever the number
+of workers or the order the images are processed in.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+from detect.errors import DetectError
+from detect.ops.boxes import clip_boxes, remove_small_boxes, unique_boxes, xyxy_from_xywh
+
+MODES = ("fast", "quality")
+# Seed of the C library's rand() before each search (glibc treats 0 and 1 alike; 1 is its default).
+RAND_SEED = 1
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    return ctypes.CDLL(name) if name else None
+
+
+def _seed_c_rand() -> None:
+    libc = _libc()
+    if libc is not None:
+        libc.srand(RAND_SEED)
+
+
+def _resize_for_search(image: np.ndarray, long_side: int) -> np.ndarray:
+    """Resize ``(H, W, 3)`` so ``max(H, W) == long_side`` (0 = keep the original size)."""
+    height, width = image.shape[:2]
+    if long_side <= 0 or max(height, width) == long_side:
+        return image
+    scale = long_side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    return cv2.resize(image, size, interpolation=interpolation)
+
+
+def raw_selective_search(image_bgr: np.ndarray, mode: str) -> np.ndarray:
+    """OpenCV's selective search on a BGR uint8 image: ``(R, 4)`` int32 ``x, y, w, h`` rects in
+    the method's ranking order (rect covers pixels ``x .. x + w - 1``)."""
+    if mode not in MODES:
+        raise DetectError(f"proposals: unknown selective search mode {mode!r}; use one of {MODES}")
+    search = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
+    search.setBaseImage(image_bgr)
+    if mode == "fast":
+        search.switchToSelectiveSearchFast()
+    else:
+        search.switchToSelectiveSearchQuality()
+    _seed_c_rand()
+    rects = search.process()
+    return np.asarray(rects, dtype=np.int32).reshape(-1, 4)
+
+
+def postprocess_boxes(
+    boxes: Tensor, height: int, width: int, min_size: float, max_proposals: int
+) -> Tensor:
+    """Clip ``(R, 4)`` xyxy boxes to the image, drop those with a side below ``min_size``, drop
+    exact duplicates and keep the first ``max_proposals`` (0 = all), preserving the input order."""
+    boxes = clip_boxes(boxes, height, width)
+    boxes = boxes[remove_small_boxes(boxes, min_size)]
+    boxes = boxes[unique_boxes(boxes)]
+    if max_proposals > 0:
+        boxes = boxes[:max_proposals]
+    return boxes.contiguous()
+
+
+def selective_search(
+    image: np.ndarray,
+    mode: str = "fast",
+    resize_long_side: int = 500,
+    min_size: float = 16.0,
+    max_proposals: int = 2000,
+) -> Tensor:
+    """Selective-search proposals for one image.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 RGB.
+        mode: ``"fast"`` or ``"quality"`` (OpenCV's two presets).
+        resize_long_side: the search runs on the image resized so its longer side is this
+            (0 = the original size); boxes are mapped back to original pixels.
+        min_size: boxes with a width or height below this (original pixels) are dropped.
+        max_proposals: at most this many boxes are kept, in the method's ranking order (0 = all).
+
+    Returns:
+        ``(R, 4)`` float32 xyxy boxes, 0-based continuous pixels of ``image``, clipped to it.
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise DetectError(
+            f"selective_search: expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}"
+        )
+    height, width = image.shape[:2]
+    resized = _resize_for_search(np.ascontiguousarray(image[:, :, ::-1]), resize_long_side)
+    # A rect (x, y, w, h) covers pixels x .. x + w - 1, i.e. continuous [x, x + w).
+    boxes = xyxy_from_xywh(torch.from_numpy(raw_selective_search(resized, mode)))
+    scale = torch.tensor(
+        [width / resized.shape[1], height / resized.shape[0]] * 2, dtype=torch.float32
+    )
+    return postprocess_boxes(boxes * scale, height, width, min_size, max_proposals)

@@ -1,0 +1,72 @@
+"""What ``detect proposals --data PATH`` points at: a VOC folder, a COCO json, a folder of images or
+a ``.txt`` list of image paths, turned into :class:`ImageItem` s (and the data set, when annotated)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from detect.config import DataConfig
+from detect.errors import DetectError
+from detect.proposals.compute import ImageItem, items_from_dataset
+from detect.structures import DetectionDataset
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def _unique_stems(paths: list[Path], where: Path) -> list[ImageItem]:
+    seen: dict[str, Path] = {}
+    for path in paths:
+        if path.stem in seen:
+            raise DetectError(
+                f"{where}: images {seen[path.stem]} and {path} share the id {path.stem!r}"
+            )
+        seen[path.stem] = path
+    return [ImageItem(stem, path) for stem, path in seen.items()]
+
+
+def items_from_folder(folder: str | Path) -> list[ImageItem]:
+    """Images directly in ``folder`` (by suffix, sorted by name); the id is the file stem."""
+    folder = Path(folder)
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise DetectError(f"image folder {folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    return _unique_stems(paths, folder)
+
+
+def items_from_list(list_file: str | Path) -> list[ImageItem]:
+    """Image paths one per line (relative to the list's folder; blank lines and ``#`` comments
+    ignored); the id is the file stem."""
+    list_file = Path(list_file)
+    try:
+        lines = list_file.read_text().splitlines()
+    except OSError as exc:
+        raise DetectError(f"image list {list_file}: cannot read: {exc}") from exc
+    names = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not names:
+        raise DetectError(f"image list {list_file}: no image paths")
+    return _unique_stems([list_file.parent / name for name in names], list_file)
+
+
+def resolve_images(
+    data: str | Path, split: str, data_cfg: DataConfig
+) -> tuple[list[ImageItem], DetectionDataset | None]:
+    """Images named by ``data`` and, for a VOC folder or COCO json, the annotated data set (used
+    for recall). Folders with ``Annotations/`` or ``ImageSets/`` are VOC; other folders are read
+    as plain image folders."""
+    data = Path(data)
+    is_voc = data.is_dir() and ((data / "Annotations").is_dir() or (data / "ImageSets").is_dir())
+    if is_voc or (data.suffix.lower() == ".json" and data.is_file()):
+        from detect.data import load_dataset
+
+        dataset = load_dataset(
+            data, split, data_cfg.classes, data_cfg.image_dir, data_cfg.strict_boxes
+        )
+        return items_from_dataset(dataset), dataset
+    if data.is_dir():
+        return items_from_folder(data), None
+    if data.suffix.lower() == ".txt" and data.is_file():
+        return items_from_list(data), None
+    raise DetectError(
+        f"--data {data}: not a VOC folder, COCO .json, image folder or .txt list of images"
+        + ("" if data.exists() else " (path does not exist)")
+    )

@@ -77,3 +77,15 @@ def test_missing_and_corrupt_files_name_the_path(tmp_path):
     (tmp_path / "empty.png").write_bytes(b"")
     with pytest.raises(DetectError, match="empty.png"):
         read_image(tmp_path / "empty.png")
+
+
+def test_atomic_write_uses_normal_file_permissions(tmp_path):
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "shared.txt", "x")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "shared.txt").stat().st_mode) == 0o644

@@ -156,6 +156,22 @@ class BenchConfig:
 
 
 @dataclass(frozen=True)
+class DemoConfig:
+    """``detect demo``: the built-in data set and how much of the R-CNN baseline to run."""
+
+    num_train: int = 120
+    num_val: int = 40
+    num_test: int = 60
+    image_size: tuple[int, ...] = (256, 320)  # (H, W)
+    # The R-CNN baseline: these section.key=value changes to the SPP-net config (e.g. fc-only
+    # fine-tuning on warped crops, starting from SPP-net's trained backbone and head).
+    rcnn_overrides: tuple[str, ...] = ()
+    rcnn_eval_images: int = 20  # test images R-CNN is evaluated on (it is slow); 0 = skip R-CNN
+    bench_images: int = 3
+    draw_images: int = 8
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole experiment."""
 
@@ -168,6 +184,7 @@ class Config:
     bbox_reg: BBoxRegConfig = field(default_factory=BBoxRegConfig)
     test: TestConfig = field(default_factory=TestConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
+    demo: DemoConfig = field(default_factory=DemoConfig)
 
 
 def _convert(value: Any, annotation: Any, where: str) -> Any:
@@ -224,7 +241,7 @@ def config_from_dict(values: dict, source: str = "config") -> Config:
     return _build(Config, values, f"{source}: ")
 
 
-def _set_dotted(values: dict, dotted: str, source: str) -> None:
+def set_dotted(values: dict, dotted: str, source: str) -> None:
     if "=" not in dotted:
         raise DetectError(f"{source}: override {dotted!r} is not of the form section.key=value")
     key, raw = dotted.split("=", 1)
@@ -251,7 +268,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         except yaml.YAMLError as exc:
             raise DetectError(f"config {path}: invalid YAML: {exc}") from exc
     for dotted in overrides or []:
-        _set_dotted(values, dotted, source)
+        set_dotted(values, dotted, source)
     return config_from_dict(values, source)
 
 

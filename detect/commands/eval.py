@@ -1,9 +1,53 @@
-"""`detect eval` (placeholder until its issue lands: replaced by the real command)."""
+"""`detect eval`: run a trained detector over a split and score it (VOC07 / VOC10 / COCO).
+
+Usage: ``detect eval --checkpoint CK [--data PATH] [--split test] [--method spp|rcnn]
+[--metric voc07|voc10|coco] [--out DIR] [--max-images N] [--set section.key=value ...]``.
+Writes ``detections.json``, comp4 files (or ``coco_results.json``), ``metrics.json`` and
+``pr_curves.png`` into ``--out`` (default ``<checkpoint folder>/eval_<split>``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
 
 
-def add_arguments(parser):
-    pass
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, type=Path, help="checkpoint.pt of a run")
+    parser.add_argument("--data", help="VOC-layout folder or COCO json (default: from the run)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument(
+        "--method", choices=["spp", "rcnn"], help="forward path (default: the trained one)"
+    )
+    parser.add_argument("--metric", choices=["voc07", "voc10", "coco"], default="voc07")
+    parser.add_argument("--out", type=Path, help="output folder")
+    parser.add_argument("--max-images", type=int, help="evaluate only the first N images")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override the saved config, e.g. --set test.classifier=svm",
+    )
 
 
-def run(args):
-    raise NotImplementedError("detect eval is not implemented yet")
+def run(args) -> int:
+    from detect.evaluate import evaluate_checkpoint, format_eval_table
+
+    result = evaluate_checkpoint(
+        args.checkpoint,
+        data_root=args.data,
+        split=args.split,
+        method=args.method,
+        metric=args.metric,
+        out_dir=args.out,
+        max_images=args.max_images,
+        overrides=args.overrides,
+    )
+    print(format_eval_table(result))
+    print(
+        f"results in {result.out_dir}: metrics.json, detections.json, {result.results_path.name}"
+        + (f", {result.pr_curve.name}" if result.pr_curve else "")
+    )
+    return 0

@@ -1,9 +1,63 @@
-"""`detect train` (placeholder until its issue lands: replaced by the real command)."""
+"""`detect train`: fine-tune a detector (then SVMs / ridge box regression) from a YAML config.
+
+Usage: ``detect train --config configs/X.yaml [--data PATH] [--out runs/NAME] [--method spp|rcnn]
+[--resume] [--set section.key=value ...]``. The run folder gets ``checkpoint.pt``, ``config.yaml``,
+``train_log.csv`` and ``loss.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+from detect.config import load_config
 
 
-def add_arguments(parser):
-    pass
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="YAML config (default: the paper's settings)")
+    parser.add_argument("--data", help="VOC-layout folder or COCO json (default: data.root)")
+    parser.add_argument("--out", type=Path, help="run folder (default: runs/<config name>)")
+    parser.add_argument("--method", choices=["spp", "rcnn"], default="spp")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue the interrupted run in --out"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value (repeatable), e.g. --set finetune.iterations=500",
+    )
 
 
-def run(args):
-    raise NotImplementedError("detect train is not implemented yet")
+def run(args) -> int:
+    from detect.training import train
+
+    config = load_config(args.config, args.overrides)
+    out = args.out or Path("runs") / (args.config.stem if args.config else "train")
+    try:
+        result = train(config, args.data, out, method=args.method, resume=args.resume)
+    except KeyboardInterrupt:
+        print(
+            f"detect train: interrupted; checkpoint saved in {out / 'checkpoint.pt'}. "
+            f"Continue with the same command plus --resume.",
+            file=sys.stderr,
+        )
+        return 130
+    files = [result.checkpoint, result.config_path, result.log_csv, result.loss_png]
+    print(
+        f"trained {result.method} on {result.num_images} images "
+        f"({len(result.class_names)} classes: {', '.join(result.class_names)}) "
+        f"in {result.seconds:.1f} s"
+    )
+    print(f"  stages      {', '.join(result.stages)}")
+    loss = (
+        "no loss logged" if math.isnan(result.final_loss) else f"final loss {result.final_loss:.4f}"
+    )
+    print(f"  iterations  {result.iterations}, {loss}")
+    print(f"  run folder  {result.out_dir}: {', '.join(p.name for p in files if p)}")
+    print(f"next: detect eval --checkpoint {result.checkpoint}")
+    return 0

@@ -1,0 +1,297 @@
+"""The whole pipeline on the built-in data: generate, propose, train, evaluate, compare, draw.
+
+``detect demo`` (and ``make demo``) runs :func:`run_demo`: every stage reuses what an earlier run
+left (the data set, the proposal cache, finished checkpoints), so a rerun only re-evaluates,
+re-times and redraws.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from detect.config import Config, load_config, save_config
+from detect.errors import DetectError
+from detect.io import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+
+
+@dataclass
+class DemoSummary:
+    """What the demo measured; ``report`` is the path of ``report.md``."""
+
+    out_dir: Path
+    data_root: Path
+    num_trainval: int
+    num_test: int
+    spp_map: float
+    spp_ap: dict[str, float]
+    spp_seconds_per_image: float
+    rcnn_map: float | None
+    rcnn_eval_images: int
+    rcnn_seconds_per_image: float | None
+    bench: dict
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    report: Path | None = None
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def speedup(self) -> float:
+        """R-CNN / SPP-net seconds per image from the bench (same model, images, proposals)."""
+        return next(row["speedup"] for row in self.bench["rows"] if row["path"] == "spp")
+
+
+class _Stages:
+    """Wall-clock seconds per demo stage, logged as each one ends."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def run(self, name: str, function, *args, **kwargs):
+        log.info("demo: %s ...", name)
+        start = time.perf_counter()
+        result = function(*args, **kwargs)
+        self.seconds[name] = time.perf_counter() - start
+        log.info("demo: %s done in %.1f s", name, self.seconds[name])
+        return result
+
+
+def _ensure_data(root: Path, cfg: Config) -> None:
+    from detect.data.synthetic import generate_synthetic_dataset, is_complete
+
+    params = dict(
+        num_train=cfg.demo.num_train,
+        num_val=cfg.demo.num_val,
+        num_test=cfg.demo.num_test,
+        image_size=tuple(cfg.demo.image_size),
+        seed=cfg.seed,
+    )
+    if is_complete(root, **params):
+        log.info("demo: reusing the synthetic data set in %s", root)
+        return
+    generate_synthetic_dataset(root, **params)
+
+
+def _proposals(cfg: Config, splits: tuple[str, ...]) -> dict[str, int]:
+    from detect.data import load_dataset
+    from detect.proposals import load_or_compute_proposals
+
+    counts = {}
+    for split in splits:
+        dataset = load_dataset(cfg.data.root, split)
+        counts[split] = len(dataset)
+        load_or_compute_proposals(dataset, cfg.proposals)
+    return counts
+
+
+def _train(cfg: Config, out_dir: Path, method: str):
+    """Train, or reuse the finished checkpoint of an identical earlier run."""
+    from detect.training import train
+
+    resume = (out_dir / "checkpoint.pt").is_file()
+    try:
+        return train(cfg, out_dir=out_dir, method=method, resume=resume)
+    except DetectError as exc:
+        if not resume:
+            raise
+        log.warning("demo: cannot reuse %s (%s); training again", out_dir, exc)
+        (out_dir / "checkpoint.pt").unlink()
+        return train(cfg, out_dir=out_dir, method=method, resume=False)
+
+
+def rcnn_config(cfg: Config, spp_checkpoint: Path) -> Config:
+    """The baseline's config: the SPP-net config with ``demo.rcnn_overrides`` applied and
+    fine-tuning started from SPP-net's checkpoint (same backbone weights)."""
+    from detect.config import config_from_dict, config_to_dict, set_dotted
+
+    values = config_to_dict(cfg)
+    for dotted in [*cfg.demo.rcnn_overrides, f"finetune.init_checkpoint={spp_checkpoint}"]:
+        set_dotted(values, dotted, "demo.rcnn_overrides")
+    return config_from_dict(values, "demo.rcnn_overrides")
+
+
+def _bench(cfg: Config, checkpoint: Path, out_dir: Path) -> dict:
+    from detect.bench import format_report, run_bench
+    from detect.data import load_dataset
+    from detect.data.images import read_image
+    from detect.proposals import load_or_compute_proposals
+    from detect.training.checkpoint import load_checkpoint
+
+    loaded = load_checkpoint(checkpoint)
+    dataset = load_dataset(cfg.data.root, cfg.data.test_split)
+    dataset = dataclasses.replace(dataset, annotations=dataset.annotations[: cfg.demo.bench_images])
+    proposals = load_or_compute_proposals(dataset, cfg.proposals, progress=False)
+    images = [read_image(ann.path) for ann in dataset.annotations]
+    boxes = [proposals[ann.image_id] for ann in dataset.annotations]
+    report = run_bench(loaded.model, images, boxes, loaded.config, loaded.scorer)
+    atomic_write_text(out_dir / "bench.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out_dir / "bench.txt", format_report(report) + "\n")
+    return report
+
+
+def _draw(cfg: Config, evaluation, out_dir: Path) -> Path:
+    from detect.data import load_dataset
+    from detect.data.images import read_image, write_image
+    from detect.visualize import draw_detections, make_grid
+
+    dataset = load_dataset(cfg.data.root, cfg.data.test_split)
+    pictures = []
+    for ann in dataset.annotations[: cfg.demo.draw_images]:
+        picture = draw_detections(
+            read_image(ann.path),
+            evaluation.detections[ann.image_id],
+            dataset.class_names,
+            score_threshold=0.5,
+        )
+        write_image(out_dir / "detections" / f"{ann.image_id}.png", picture)
+        pictures.append(picture)
+    grid = out_dir / "detections.png"
+    write_image(grid, make_grid(pictures, cols=4))
+    return grid
+
+
+def run_demo(
+    out_dir: str | Path = "runs/demo",
+    config_path: str | Path | None = None,
+    overrides: list[str] | None = None,
+) -> DemoSummary:
+    """Run the demo; see the module docstring. ``config_path`` defaults to ``configs/demo.yaml``."""
+    from detect.evaluate import evaluate_checkpoint
+
+    out = Path(out_dir)
+    cfg = load_config(config_path or DEMO_CONFIG, overrides)
+    root = Path(cfg.data.root)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    stages = _Stages()
+
+    stages.run("data", _ensure_data, root, cfg)
+    counts = stages.run("proposals", _proposals, cfg, (cfg.data.train_split, cfg.data.test_split))
+    spp_run = stages.run("train SPP-net", _train, cfg, out / "spp", "spp")
+    spp_eval = stages.run(
+        "evaluate SPP-net",
+        evaluate_checkpoint,
+        spp_run.checkpoint,
+        split=cfg.data.test_split,
+        out_dir=out / "spp" / "eval",
+    )
+
+    rcnn_eval = None
+    if cfg.demo.rcnn_eval_images > 0:
+        rcnn_cfg = rcnn_config(cfg, spp_run.checkpoint)
+        rcnn_run = stages.run("train R-CNN", _train, rcnn_cfg, out / "rcnn", "rcnn")
+        rcnn_eval = stages.run(
+            "evaluate R-CNN",
+            evaluate_checkpoint,
+            rcnn_run.checkpoint,
+            split=cfg.data.test_split,
+            out_dir=out / "rcnn" / "eval",
+            max_images=cfg.demo.rcnn_eval_images,
+        )
+
+    bench = stages.run("bench", _bench, cfg, spp_run.checkpoint, out)
+    grid = stages.run("draw", _draw, cfg, spp_eval, out)
+
+    summary = DemoSummary(
+        out_dir=out,
+        data_root=root,
+        num_trainval=counts[cfg.data.train_split],
+        num_test=counts[cfg.data.test_split],
+        spp_map=spp_eval.mAP,
+        spp_ap=spp_eval.ap,
+        spp_seconds_per_image=spp_eval.seconds_per_image,
+        rcnn_map=rcnn_eval.mAP if rcnn_eval else None,
+        rcnn_eval_images=rcnn_eval.num_images if rcnn_eval else 0,
+        rcnn_seconds_per_image=rcnn_eval.seconds_per_image if rcnn_eval else None,
+        bench=bench,
+        stage_seconds=stages.seconds,
+        files=[
+            out / "config.yaml",
+            spp_run.checkpoint,
+            spp_run.loss_png,
+            spp_eval.metrics_path,
+            spp_eval.pr_curve,
+            out / "bench.json",
+            out / "bench.txt",
+            grid,
+        ],
+    )
+    if rcnn_eval is not None:
+        summary.files += [rcnn_eval.metrics_path]
+    summary.report = out / "report.md"
+    summary.files.append(summary.report)
+    atomic_write_text(summary.report, format_report(summary, cfg))
+    return summary
+
+
+def _spp_row(bench: dict) -> dict:
+    return next(row for row in bench["rows"] if row["path"] == "spp")
+
+
+def _rcnn_row(bench: dict) -> dict:
+    return next(row for row in bench["rows"] if row["path"] == "rcnn")
+
+
+def format_summary_table(summary: DemoSummary) -> str:
+    """The one summary table: data, accuracy, time per image, speed-up (Markdown)."""
+    spp, rcnn = _spp_row(summary.bench), _rcnn_row(summary.bench)
+    rcnn_map = (
+        f"{summary.rcnn_map:.3f} ({summary.rcnn_eval_images} test images)"
+        if summary.rcnn_map is not None
+        else "skipped"
+    )
+    rows = [
+        (
+            "data set",
+            f"synthetic, {summary.num_trainval} trainval / {summary.num_test} test images",
+        ),
+        ("SPP-net VOC07 mAP", f"{summary.spp_map:.3f} ({summary.num_test} test images)"),
+        ("R-CNN VOC07 mAP", rcnn_map),
+        (
+            "SPP-net s/image (bench)",
+            f"{spp['total_seconds']:.4f} (conv {spp['seconds'].get('conv', 0):.4f}, "
+            f"pool {spp['seconds'].get('pool', 0):.4f}, fc {spp['seconds'].get('fc', 0):.4f})",
+        ),
+        ("R-CNN s/image (bench)", f"{rcnn['total_seconds']:.4f}"),
+        (
+            "speed-up (same model, images, proposals)",
+            f"{spp['speedup']:.1f}x (FLOP ceiling {spp['flop_ceiling']:.1f}x)",
+        ),
+        ("proposals / image (bench)", f"{summary.bench['regions_per_image']:.0f}"),
+    ]
+    lines = ["| | |", "| --- | --- |"] + [f"| {name} | {value} |" for name, value in rows]
+    return "\n".join(lines)
+
+
+def format_report(summary: DemoSummary, cfg: Config) -> str:
+    """``report.md``: the summary table, per-class AP, stage times and the files written."""
+    ap_lines = ["| class | SPP-net AP |", "| --- | --- |"] + [
+        f"| {name} | {value:.3f} |" for name, value in summary.spp_ap.items()
+    ]
+    stage_lines = ["| stage | seconds |", "| --- | --- |"] + [
+        f"| {name} | {seconds:.1f} |" for name, seconds in summary.stage_seconds.items()
+    ]
+    stage_lines.append(f"| total | {sum(summary.stage_seconds.values()):.1f} |")
+    files = "\n".join(f"- `{path}`" for path in summary.files if path is not None)
+    bench_text = (summary.out_dir / "bench.txt").read_text()
+    return (
+        "# detect demo\n\n"
+        f"backbone `{cfg.model.backbone}` trained from scratch ({cfg.finetune.mode}), "
+        f"scales {list(cfg.model.scales)}, pyramid {list(cfg.model.pyramid_levels)}, "
+        f"classifier {cfg.test.classifier}, box regression {cfg.bbox_reg.method}; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s).\n\n"
+        f"{format_summary_table(summary)}\n\n## Per-class AP (VOC07)\n\n"
+        + "\n".join(ap_lines)
+        + "\n\n## Stage times\n\n"
+        + "\n".join(stage_lines)
+        + f"\n\n## Bench\n\n```\n{bench_text}```\n\n## Files\n\n{files}\n"
+    )

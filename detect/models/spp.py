@@ -1,0 +1,135 @@
+"""Projection of image boxes onto the conv feature map and the spatial pyramid pooling layer.
+
+SPEC.md §2 (the SPP bins) and §3 (the projection of paper Appendix A).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import roi_pool
+
+from detect.errors import DetectError
+
+PROJECTION_MODES = ("paper", "offsets")
+
+
+def project_boxes(
+    boxes: Tensor,
+    stride: int,
+    map_size: tuple[int, int],
+    offsets: tuple[float, float] = (0.0, 0.0),
+) -> Tensor:
+    """Map image boxes to inclusive feature-map windows (SPEC.md §3, paper Appendix A).
+
+    ``left = floor((x1 - offsets[0]) / S) + 1``, ``right = ceil((x2 - offsets[1]) / S) - 1``, the
+    same for top / bottom; ``offsets = (0, 0)`` is the paper's formula. When ``left > right`` (a
+    box narrower than a cell) both become the cell between them whose centre is nearest the box
+    centre, ``floor((cx - offset) / S + 0.5)``. Windows are clamped to the map, so every window
+    has at least one cell.
+
+    Args:
+        boxes: ``(R, 4)`` xyxy, continuous pixels of the (scaled) image the features came from.
+        stride: the backbone's total stride S.
+        map_size: ``(h, w)`` of the feature map.
+        offsets: ``(left, right)`` receptive-field offsets in pixels (the "offsets" mode).
+
+    Returns:
+        ``(R, 4)`` int64 windows ``(x0, y0, x1, y1)`` of cell indices, inclusive on both ends.
+    """
+    boxes = boxes.detach().to(torch.float64)
+    low = torch.floor((boxes[:, :2] - offsets[0]) / stride).long() + 1
+    high = torch.ceil((boxes[:, 2:] - offsets[1]) / stride).long() - 1
+    # The "midpoint" of a tiny box: the cell whose centre (offset + S * i) is nearest the box
+    # centre; it always lies between right and left (which differ by at most 2).
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2 - (offsets[0] + offsets[1]) / 2
+    middle = torch.floor(centre / stride + 0.5).long()
+    tiny = low > high
+    low = torch.where(tiny, middle, low)
+    high = torch.where(tiny, middle, high)
+    height, width = map_size
+    limits = torch.tensor([width - 1, height - 1])
+    low = torch.minimum(low.clamp(min=0), limits)
+    high = torch.minimum(high.clamp(min=0), limits)
+    return torch.cat([low, high], dim=1)
+
+
+def projection_offsets(mode: str, backbone_offsets: tuple[float, float]) -> tuple[float, float]:
+    """The offsets :func:`project_boxes` uses for ``model.projection`` ``mode``."""
+    if mode == "paper":
+        return (0.0, 0.0)
+    if mode == "offsets":
+        return backbone_offsets
+    raise DetectError(f"model.projection: unknown mode {mode!r}; known: {list(PROJECTION_MODES)}")
+
+
+class SpatialPyramidPool(nn.Module):
+    """Max-pool windows of a feature map into ``len(levels)`` grids, concatenated (SPEC.md §2).
+
+    Level ``n`` splits a window of ``h x w`` cells into ``n x n`` bins; bin ``(i, j)`` covers rows
+    ``[floor(i*h/n), ceil((i+1)*h/n))`` and columns likewise (``adaptive_max_pool2d`` semantics).
+    Output per window: the levels in the order given, each flattened as ``(C, n, n)``.
+
+    torchvision's ``roi_pool`` with ``spatial_scale=1`` on inclusive cell coordinates computes
+    exactly these bins, and coarser levels that divide the finest one are unions of whole finest
+    bins, so they are max-pooled from the finest result (both facts are tested against brute-force
+    ``adaptive_max_pool2d``). Differentiable (max-pool gradient to the arg-max cell).
+    """
+
+    def __init__(self, levels: Sequence[int] = (1, 2, 3, 6)) -> None:
+        super().__init__()
+        if not levels or any(int(n) < 1 for n in levels):
+            raise DetectError(f"model.pyramid_levels: expected positive integers, got {levels!r}")
+        self.levels = tuple(int(n) for n in levels)
+        self.finest = max(self.levels)
+
+    @property
+    def num_bins(self) -> int:
+        return sum(n * n for n in self.levels)
+
+    def forward(
+        self, features: Tensor, windows: Tensor, batch_index: Tensor | None = None
+    ) -> Tensor:
+        """Pool windows of a batch of feature maps.
+
+        Args:
+            features: ``(N, C, h, w)`` (or ``(C, h, w)`` for one map).
+            windows: ``(R, 4)`` int inclusive cell windows ``(x0, y0, x1, y1)`` (see
+                :func:`project_boxes`).
+            batch_index: ``(R,)`` which map each window is on (default: all on map 0).
+
+        Returns:
+            ``(R, C * num_bins)`` pooled features.
+        """
+        if features.ndim == 3:
+            features = features[None]
+        count = windows.shape[0]
+        if count == 0:
+            return features.new_zeros((0, features.shape[1] * self.num_bins))
+        if batch_index is None:
+            batch_index = torch.zeros(count, dtype=windows.dtype, device=windows.device)
+        rois = torch.cat([batch_index[:, None], windows], dim=1).to(features.dtype)
+        fine = roi_pool(features, rois, (self.finest, self.finest), spatial_scale=1.0)
+        outputs = []
+        for n in self.levels:
+            if n == self.finest:
+                pooled = fine
+            elif self.finest % n == 0:
+                pooled = F.max_pool2d(fine, self.finest // n)
+            else:
+                pooled = roi_pool(features, rois, (n, n), spatial_scale=1.0)
+            outputs.append(pooled.flatten(1))
+        return torch.cat(outputs, dim=1)
+
+    def pool_maps(self, features: Tensor) -> Tensor:
+        """Image-level SPP: each whole map of ``(N, C, h, w)`` -> ``(N, C * num_bins)``."""
+        count, _channels, height, width = features.shape
+        whole = torch.tensor([[0, 0, width - 1, height - 1]], device=features.device)
+        return self.forward(
+            features,
+            whole.expand(count, 4),
+            torch.arange(count, device=features.device),
+        )

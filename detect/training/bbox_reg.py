@@ -1,0 +1,97 @@
+"""Bounding-box regression by ridge regression on pooled features (SPEC.md §6, R-CNN's recipe).
+
+Per class, the training rows are the regions (proposals and ground-truth boxes) whose best IoU
+with a ground truth of that class is at least ``min_iou``; the targets are
+:func:`detect.ops.boxes.encode_deltas` to that ground truth. Features are scaled so their mean L2
+norm is ``feature_norm`` (as R-CNN does) and the ridge penalty ``lambda`` applies to the weights,
+not the intercept.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from detect.config import BBoxRegConfig
+from detect.training.features import RegionFeatures
+from detect.training.svm import feature_scale
+
+log = logging.getLogger(__name__)
+
+
+def fit_ridge(x: Tensor, y: Tensor, lam: float) -> tuple[Tensor, Tensor]:
+    """Minimise ``||x @ w + b - y||^2 + lam * ||w||^2`` in closed form (float64).
+
+    Args:
+        x: ``(N, D)`` features. y: ``(N, T)`` targets.
+    Returns:
+        ``w (D, T)`` and ``b (T,)`` (float32). Uses the ``N x N`` dual system when ``N < D``.
+    """
+    x64, y64 = x.double(), y.double()
+    x_mean, y_mean = x64.mean(dim=0), y64.mean(dim=0)
+    xc, yc = x64 - x_mean, y64 - y_mean
+    n, d = xc.shape
+    if n < d:
+        w = xc.T @ torch.linalg.solve(xc @ xc.T + lam * torch.eye(n, dtype=torch.float64), yc)
+    else:
+        w = torch.linalg.solve(xc.T @ xc + lam * torch.eye(d, dtype=torch.float64), xc.T @ yc)
+    b = y_mean - x_mean @ w
+    return w.float(), b.float()
+
+
+@dataclass
+class RidgeRegressor:
+    """Per-class linear regressors: deltas of class k = ``(pooled * scale) @ weight[k] + bias[k]``.
+
+    ``weight (K, D, 4)``, ``bias (K, 4)``; a class without training rows has zeros (no shift).
+    """
+
+    scale: float
+    weight: Tensor
+    bias: Tensor
+
+    def __call__(self, out) -> Tensor:
+        """``(R, 4K)`` deltas from a :class:`detect.models.HeadOutput`'s ``pooled`` features."""
+        deltas = torch.einsum("rd,kdt->rkt", out.pooled.float() * self.scale, self.weight)
+        return (deltas + self.bias).reshape(out.pooled.shape[0], -1)
+
+    def state_dict(self) -> dict:
+        return {"scale": self.scale, "weight": self.weight, "bias": self.bias}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> RidgeRegressor:
+        return cls(float(state["scale"]), state["weight"], state["bias"])
+
+
+def train_ridge(features: RegionFeatures, num_classes: int, cfg: BBoxRegConfig) -> RidgeRegressor:
+    """Fit one ridge regressor per class on ``features.reg_*`` (rows with IoU >= min_iou)."""
+    scale = feature_scale(features.reg_features.numpy(), cfg.feature_norm)
+    dims = features.reg_features.shape[1]
+    weight = torch.zeros((num_classes, dims, 4))
+    bias = torch.zeros((num_classes, 4))
+    for k in range(num_classes):
+        rows = features.reg_labels == k
+        if not bool(rows.any()):
+            log.warning(
+                "ridge box regression: class %d has no region with IoU >= %s", k, cfg.min_iou
+            )
+            continue
+        weight[k], bias[k] = fit_ridge(
+            features.reg_features[rows] * scale, features.reg_targets[rows], cfg.ridge_lambda
+        )
+    return RidgeRegressor(scale, weight, bias)
+
+
+class RidgeScorer:
+    """:class:`detect.inference.RegionScorer` taking scores from ``base`` and deltas from ridge."""
+
+    def __init__(self, base, ridge: RidgeRegressor) -> None:
+        self.base = base
+        self.ridge = ridge
+
+    def __call__(self, out) -> tuple[Tensor, Tensor]:
+        scores, _ = self.base(out)
+        return scores, self.ridge(out)

@@ -1,0 +1,213 @@
+"""Checkpoints: one ``torch.save`` file holding everything needed to use or resume a model.
+
+Contents (a dict; loadable with ``torch.load(weights_only=True)``)::
+
+    format        "detect-checkpoint-v1"
+    version       detect.__version__ that wrote it
+    method        "spp" | "rcnn"
+    class_names   [K names], no background
+    config        merged config (detect.config.config_to_dict)
+    model         Detector state dict
+    stage         "finetune" (in progress or finished) | "done"
+    iteration     fine-tuning iterations completed
+    svm / ridge   SVM and ridge parameters when trained (see svm.SVMModel / bbox_reg.RidgeRegressor)
+    optimizer, rng, log   resume state (optimizer state dict, torch/numpy/python RNG states,
+                  the CSV log rows and the partial interval sums so far)
+
+Written atomically (:func:`detect.io.atomic_torch_save`), so an interrupted write never replaces
+the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from detect import __version__
+from detect.config import Config, config_from_dict, config_to_dict
+from detect.errors import DetectError
+from detect.io import atomic_torch_save
+
+CHECKPOINT_FORMAT = "detect-checkpoint-v1"
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: torch.nn.Module,
+    class_names: tuple[str, ...] | list[str],
+    config: Config,
+    extras: dict[str, Any] | None = None,
+) -> None:
+    """Write ``model`` (a Detector) with its class names, config and ``extras`` atomically."""
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": __version__,
+        "method": model.method,
+        "class_names": list(class_names),
+        "config": config_to_dict(config),
+        "model": model.state_dict(),
+        **(extras or {}),
+    }
+    atomic_torch_save(payload, Path(path))
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The raw checkpoint dict, with a clear error for missing or foreign files."""
+    path = Path(path)
+    if not path.is_file():
+        raise DetectError(f"checkpoint {path}: file not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt / foreign files
+        raise DetectError(
+            f"checkpoint {path}: cannot read it as a detect checkpoint: {exc}"
+        ) from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise DetectError(f"checkpoint {path}: not a {CHECKPOINT_FORMAT} file")
+    return payload
+
+
+def check_compatible(
+    payload: dict[str, Any],
+    path: str | Path,
+    expected_classes: tuple[str, ...] | list[str] | None = None,
+    expected_backbone: str | None = None,
+) -> None:
+    """Raise :class:`DetectError` naming the file and both values when classes or backbone differ."""
+    classes = list(payload["class_names"])
+    if expected_classes is not None and classes != list(expected_classes):
+        raise DetectError(
+            f"checkpoint {path}: trained for classes {classes}, but the data/config has "
+            f"{list(expected_classes)}"
+        )
+    backbone = payload["config"]["model"]["backbone"]
+    if expected_backbone is not None and backbone != expected_backbone:
+        raise DetectError(
+            f"checkpoint {path}: backbone is {backbone!r}, but the config asks for "
+            f"{expected_backbone!r}"
+        )
+
+
+def load_weights(model: torch.nn.Module, state: dict[str, Any], path: str | Path) -> None:
+    """Load a state dict into ``model``; a mismatch is a :class:`DetectError`, not a traceback."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0:3]
+        raise DetectError(
+            f"checkpoint {path}: weights do not fit this model ({' '.join(first)})"
+        ) from exc
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A ready-to-run model (eval mode) with its classes, config and region scorer."""
+
+    model: torch.nn.Module
+    class_names: tuple[str, ...]
+    config: Config
+    scorer: Any  # detect.inference.RegionScorer
+    method: str
+    payload: dict[str, Any]
+
+
+def build_scorer(payload: dict[str, Any], config: Config, path: str | Path = "checkpoint"):
+    """The RegionScorer selected by ``config.test.classifier`` and ``config.bbox_reg.method``.
+
+    ``softmax`` uses the network's classifier, ``svm`` the checkpoint's SVMs; deltas come from the
+    ridge regressor when ``bbox_reg.method == "ridge"`` and the checkpoint has one, else from the
+    learned layer.
+    """
+    from detect.inference import SoftmaxScorer
+    from detect.training.bbox_reg import RidgeRegressor, RidgeScorer
+    from detect.training.svm import SVMModel, SVMScorer
+
+    ridge = None
+    if config.bbox_reg.method == "ridge" and payload.get("ridge") is not None:
+        ridge = RidgeRegressor.from_state_dict(payload["ridge"])
+    classifier = config.test.classifier
+    if classifier == "svm":
+        if payload.get("svm") is None:
+            raise DetectError(
+                f"checkpoint {path}: test.classifier is 'svm' but the checkpoint has no SVMs "
+                "(train with svm.enabled: true)"
+            )
+        return SVMScorer(SVMModel.from_state_dict(payload["svm"]), deltas_from=ridge)
+    if classifier != "softmax":
+        raise DetectError(f"config: test.classifier must be softmax or svm, got {classifier!r}")
+    return RidgeScorer(SoftmaxScorer(), ridge) if ridge is not None else SoftmaxScorer()
+
+
+def load_checkpoint(
+    path: str | Path,
+    expected_classes: tuple[str, ...] | list[str] | None = None,
+    method: str | None = None,
+    overrides: list[str] | None = None,
+    expected_backbone: str | None = None,
+) -> LoadedCheckpoint:
+    """Rebuild the detector saved in ``path`` (eval mode, SVD-compressed per the config) and its
+    scorer, ready for :func:`detect.inference.detect_image`.
+
+    Args:
+        expected_classes: when given, a checkpoint for other classes is a :class:`DetectError`.
+        method: ``"spp"`` or ``"rcnn"`` to run the saved weights through the other forward path
+            (same backbone and head); default the checkpoint's own method.
+        overrides: ``section.key=value`` changes to the saved config (e.g. ``test.classifier=svm``).
+        expected_backbone: when given, a checkpoint of another backbone is a :class:`DetectError`.
+    """
+    from detect.config import set_dotted
+    from detect.models import build_detector
+
+    payload = read_checkpoint(path)
+    check_compatible(payload, path, expected_classes, expected_backbone)
+    values = copy.deepcopy(payload["config"])
+    for dotted in overrides or []:
+        set_dotted(values, dotted, f"checkpoint {path}")
+    config = config_from_dict(values, f"checkpoint {path} config")
+    class_names = tuple(payload["class_names"])
+    method = method or payload["method"]
+    model = build_detector(method, config.model, len(class_names))
+    load_weights(model, payload["model"], path)
+    model.compress_svd()  # test-time truncated SVD of fc6/fc7 when model.svd_ranks is set
+    model.eval()
+    scorer = build_scorer(payload, config, path)
+    return LoadedCheckpoint(model, class_names, config, scorer, method, payload)
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """torch, numpy and python ``random`` global RNG states in a weights-only-loadable form."""
+    np_state = np.random.get_state()
+    py_version, py_internal, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": [py_version, list(py_internal), py_gauss],
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    torch.set_rng_state(state["torch"])
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        (
+            "MT19937",
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["pos"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))

@@ -1,0 +1,279 @@
+"""``train``: the whole training recipe of one run folder (SPEC.md §6).
+
+Stages: fine-tuning (:mod:`detect.training.finetune`), then the SVMs when ``svm.enabled``, then
+ridge box regression when ``bbox_reg.method == "ridge"``. The run folder gets ``config.yaml``
+(the merged config), ``checkpoint.pt`` (rewritten atomically during and after training),
+``train_log.csv`` and ``loss.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from detect.config import Config, config_to_dict, save_config
+from detect.errors import DetectError
+from detect.structures import DetectionDataset
+from detect.training.checkpoint import (
+    check_compatible,
+    load_weights,
+    read_checkpoint,
+    save_checkpoint,
+)
+from detect.training.finetune import MODES, finetune
+
+log = logging.getLogger(__name__)
+
+METHODS = ("spp", "rcnn")
+CHECKPOINT_NAME = "checkpoint.pt"
+LOG_NAME = "train_log.csv"
+LOSS_PLOT_NAME = "loss.png"
+CONFIG_NAME = "config.yaml"
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced. ``final_loss`` is the mean loss of the last log interval."""
+
+    out_dir: Path
+    checkpoint: Path
+    config_path: Path
+    log_csv: Path
+    loss_png: Path | None
+    method: str
+    class_names: tuple[str, ...]
+    num_images: int
+    iterations: int
+    final_loss: float
+    seconds: float
+    stages: tuple[str, ...]
+
+
+def validate_training_config(config: Config, method: str) -> None:
+    """Reject settings the training code cannot run, naming the key and value."""
+    checks = [
+        (method in METHODS, "method", method, f"one of {list(METHODS)}"),
+        (
+            config.finetune.mode in MODES,
+            "finetune.mode",
+            config.finetune.mode,
+            f"one of {list(MODES)}",
+        ),
+        (config.svm.feature in ("fc7", "pool"), "svm.feature", config.svm.feature, "fc7 or pool"),
+        (
+            config.bbox_reg.method in ("ridge", "learned"),
+            "bbox_reg.method",
+            config.bbox_reg.method,
+            "ridge or learned",
+        ),
+        (
+            config.finetune.iterations >= 0,
+            "finetune.iterations",
+            config.finetune.iterations,
+            ">= 0",
+        ),
+        (
+            config.finetune.images_per_batch >= 1,
+            "finetune.images_per_batch",
+            config.finetune.images_per_batch,
+            ">= 1",
+        ),
+        (
+            config.finetune.rois_per_image_batch >= 1,
+            "finetune.rois_per_image_batch",
+            config.finetune.rois_per_image_batch,
+            ">= 1",
+        ),
+        (config.finetune.log_every >= 1, "finetune.log_every", config.finetune.log_every, ">= 1"),
+        (
+            config.finetune.checkpoint_every >= 1,
+            "finetune.checkpoint_every",
+            config.finetune.checkpoint_every,
+            ">= 1",
+        ),
+        (
+            0.0 <= config.finetune.fg_fraction <= 1.0,
+            "finetune.fg_fraction",
+            config.finetune.fg_fraction,
+            "in [0, 1]",
+        ),
+        (config.finetune.lr > 0, "finetune.lr", config.finetune.lr, "> 0"),
+    ]
+    for ok, key, value, expected in checks:
+        if not ok:
+            raise DetectError(f"config: {key} must be {expected}, got {value!r}")
+
+
+def check_class_coverage(dataset: DetectionDataset) -> dict[str, int]:
+    """Objects per class (difficult ones excluded); a class with none is a :class:`DetectError`."""
+    if len(dataset) == 0:
+        raise DetectError(f"data set {dataset.root}: split {dataset.split!r} has no images")
+    counts = dict.fromkeys(dataset.class_names, 0)
+    for ann in dataset.annotations:
+        for label in ann.labels[~ann.difficult].tolist():
+            counts[dataset.class_names[label]] += 1
+    missing = [name for name, count in counts.items() if count == 0]
+    if missing:
+        raise DetectError(
+            f"data set {dataset.root}: split {dataset.split!r} has no (non-difficult) objects of "
+            f"class(es) {missing}; configured classes: {list(dataset.class_names)}. Remove them "
+            "from data.classes or annotate some images."
+        )
+    return counts
+
+
+def _config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
+    differences = []
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            differences += _config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            differences.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return differences
+
+
+def _resume_payload(path: Path, config: Config, method: str) -> dict:
+    if not path.is_file():
+        raise DetectError(f"--resume: no checkpoint to resume at {path}")
+    payload = read_checkpoint(path)
+    if payload["method"] != method:
+        raise DetectError(
+            f"checkpoint {path}: method is {payload['method']!r}, but this run asks for {method!r}"
+        )
+    differences = _config_differences(payload["config"], config_to_dict(config))
+    if differences:
+        raise DetectError(
+            f"checkpoint {path}: --resume needs the same config as the interrupted run; "
+            f"differences: {'; '.join(differences)}"
+        )
+    return payload
+
+
+def train(
+    config: Config,
+    data_root: str | Path | None = None,
+    out_dir: str | Path = "runs/train",
+    method: str = "spp",
+    resume: bool = False,
+    on_iteration=None,
+) -> TrainResult:
+    """Train a detector on ``config.data.train_split`` and write the run folder ``out_dir``.
+
+    Args:
+        config: the experiment; ``data_root`` (when given) replaces ``config.data.root``.
+        method: ``"spp"`` (SPP-net) or ``"rcnn"`` (the per-crop baseline, same recipe).
+        resume: continue the interrupted run in ``out_dir`` (same config required).
+        on_iteration: optional callback with the number of completed fine-tuning iterations.
+
+    Raises:
+        DetectError: bad config values, a class without objects, classes or backbone that differ
+            from ``finetune.init_checkpoint`` or the checkpoint being resumed, a diverging loss.
+        KeyboardInterrupt: Ctrl-C, after a checkpoint was saved.
+    """
+    from detect.data import load_dataset
+    from detect.models import build_detector
+    from detect.proposals import load_or_compute_proposals
+    from detect.visualize import plot_loss_curve
+
+    started = time.perf_counter()
+    validate_training_config(config, method)
+    if data_root is not None:
+        config = dataclasses.replace(
+            config, data=dataclasses.replace(config.data, root=str(data_root))
+        )
+    out_dir = Path(out_dir)
+    checkpoint_path = out_dir / CHECKPOINT_NAME
+    log_path, config_path = out_dir / LOG_NAME, out_dir / CONFIG_NAME
+    payload = _resume_payload(checkpoint_path, config, method) if resume else None
+
+    data = config.data
+    dataset = load_dataset(
+        data.root, data.train_split, data.classes, data.image_dir, data.strict_boxes
+    )
+    counts = check_class_coverage(dataset)
+    log.info("training on %d images of %s: %s", len(dataset), data.root, counts)
+    class_names = dataset.class_names
+    init = None
+    if payload is not None:
+        check_compatible(payload, checkpoint_path, class_names, config.model.backbone)
+    elif config.finetune.init_checkpoint:
+        init = read_checkpoint(config.finetune.init_checkpoint)
+        check_compatible(init, config.finetune.init_checkpoint, class_names, config.model.backbone)
+
+    proposals = load_or_compute_proposals(dataset, config.proposals)
+
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+    random.seed(config.seed)
+    model = build_detector(method, config.model, len(class_names))
+    if payload is not None:
+        load_weights(model, payload["model"], checkpoint_path)
+    elif init is not None:
+        load_weights(model, init["model"], config.finetune.init_checkpoint)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, config_path)
+
+    stages = ["finetune"]
+    if payload is not None and payload.get("stage") == "done":
+        log.info("checkpoint %s is already complete; nothing to resume", checkpoint_path)
+        rows = payload["log"]["rows"]
+    else:
+        resume_state = payload if payload is not None else None
+        result = finetune(
+            model, dataset, proposals, config, checkpoint_path, log_path, resume_state, on_iteration
+        )
+        rows = result.rows
+        extras: dict = {"stage": "done", "iteration": config.finetune.iterations}
+        extras["log"] = {"rows": rows, "sums": {}}
+        if config.svm.enabled or config.bbox_reg.method == "ridge":
+            extras.update(_train_linear_models(model, dataset, proposals, config))
+            stages += [s for s in ("svm", "ridge") if extras.get(s) is not None]
+        save_checkpoint(checkpoint_path, model, class_names, config, extras)
+
+    loss_png = plot_loss_curve(log_path, out_dir / LOSS_PLOT_NAME) if rows else None
+    return TrainResult(
+        out_dir=out_dir,
+        checkpoint=checkpoint_path,
+        config_path=config_path,
+        log_csv=log_path,
+        loss_png=loss_png,
+        method=method,
+        class_names=tuple(class_names),
+        num_images=len(dataset),
+        iterations=config.finetune.iterations,
+        final_loss=rows[-1]["loss"] if rows else float("nan"),
+        seconds=time.perf_counter() - started,
+        stages=tuple(stages),
+    )
+
+
+def _train_linear_models(model, dataset, proposals, config: Config) -> dict:
+    """Extract region features once, then fit the SVMs and / or the ridge regressor."""
+    from detect.training.bbox_reg import train_ridge
+    from detect.training.features import extract_region_features
+    from detect.training.svm import train_svms
+
+    features = extract_region_features(
+        model,
+        dataset,
+        proposals,
+        svm_feature=config.svm.feature,
+        min_iou=config.bbox_reg.min_iou,
+        max_negatives_per_image=config.svm.max_negatives_per_image,
+        seed=config.seed,
+    )
+    num_classes = len(dataset.class_names)
+    extras: dict = {"svm": None, "ridge": None}
+    if config.svm.enabled:
+        extras["svm"] = train_svms(features, num_classes, config.svm, config.seed).state_dict()
+    if config.bbox_reg.method == "ridge":
+        extras["ridge"] = train_ridge(features, num_classes, config.bbox_reg).state_dict()
+    return extras

@@ -1,0 +1,180 @@
+"""Fine-tuning and ``train``: loss goes down, exact resume, NaN stop, fc mode, R-CNN, bad input."""
+
+import csv
+import signal
+from collections import Counter
+
+import pytest
+import torch
+from _train_data import make_tiny_voc, tiny_config
+
+from detect.config import FinetuneConfig
+from detect.errors import DetectError
+from detect.training import train
+from detect.training.checkpoint import read_checkpoint
+from detect.training.finetune import image_order, learning_rate
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_tiny_voc(tmp_path_factory.mktemp("tiny"))
+
+
+def read_rows(path):
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_learning_rate_steps():
+    cfg = FinetuneConfig(lr=0.1, lr_steps=(3, 5), lr_gamma=0.5)
+    assert [learning_rate(i, cfg) for i in range(7)] == [0.1] * 3 + [0.05] * 2 + [0.025] * 2
+
+
+def test_image_order_visits_every_image_once_per_epoch():
+    order = [i for it in range(10) for i in image_order(7, it, 2, 5)]  # 4 epochs of 5 images
+    for epoch in range(4):
+        assert sorted(order[5 * epoch : 5 * epoch + 5]) == list(range(5))
+    assert order[:5] != order[5:10] or order[5:10] != order[10:15]  # reshuffled per epoch
+    assert image_order(7, 3, 2, 5) == image_order(7, 3, 2, 5)
+
+
+def test_a_few_iterations_lower_the_loss(data, tmp_path):
+    cfg = tiny_config(data, iterations=40, lr=0.05, lr_steps=[], log_every=10)
+    result = train(cfg, out_dir=tmp_path / "run")
+    rows = read_rows(result.log_csv)
+    assert [int(r["iteration"]) for r in rows] == [10, 20, 30, 40]
+    assert float(rows[-1]["loss"]) < 0.8 * float(rows[0]["loss"])
+    assert result.final_loss == pytest.approx(float(rows[-1]["loss"]))
+    for name in ("checkpoint.pt", "config.yaml", "train_log.csv", "loss.png"):
+        assert (tmp_path / "run" / name).is_file()
+    payload = read_checkpoint(result.checkpoint)
+    assert payload["stage"] == "done" and payload["iteration"] == 40
+    assert payload["class_names"] == ["red", "blue"]
+
+
+def test_resume_equals_uninterrupted(data, tmp_path):
+    cfg = tiny_config(data)  # 6 iterations, checkpoint every 3, dropout on, flips on
+    full = train(cfg, out_dir=tmp_path / "full")
+
+    def interrupt_at_4(completed):
+        if completed == 4:
+            signal.raise_signal(signal.SIGINT)  # what Ctrl-C does
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out_dir=tmp_path / "cut", on_iteration=interrupt_at_4)
+    assert read_checkpoint(tmp_path / "cut" / "checkpoint.pt")["iteration"] == 4
+    resumed = train(cfg, out_dir=tmp_path / "cut", resume=True)
+
+    a = read_checkpoint(full.checkpoint)["model"]
+    b = read_checkpoint(resumed.checkpoint)["model"]
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert read_rows(full.log_csv) == read_rows(resumed.log_csv)
+    # A second Ctrl-C handler is not left behind.
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path):
+    cfg = tiny_config(data, iterations=30, lr=1e12, lr_steps=[], checkpoint_every=1)
+    with pytest.raises(DetectError, match=r"diverged at iteration (\d+).*(nan|inf).*last good"):
+        train(cfg, out_dir=tmp_path / "run")
+    payload = read_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert payload["stage"] == "finetune"
+    assert all(torch.isfinite(v).all() for v in payload["model"].values() if v.is_floating_point())
+
+
+def test_fc_mode_keeps_conv_fixed(data, tmp_path):
+    cfg = tiny_config(data, mode="fc", iterations=4)
+    base = tiny_config(data, iterations=0)
+    start = read_checkpoint(train(base, out_dir=tmp_path / "init").checkpoint)["model"]
+    assert (tmp_path / "init" / "train_log.csv").read_text() == (
+        "iteration,loss,cls_loss,bbox_loss,lr\n"
+    )
+    end = read_checkpoint(train(cfg, out_dir=tmp_path / "fc").checkpoint)["model"]
+    conv = [k for k in start if k.startswith("backbone.")]
+    head = [k for k in start if k.startswith("head.")]
+    assert conv and head
+    assert all(torch.equal(start[k], end[k]) for k in conv)  # incl. BatchNorm running stats
+    assert any(not torch.equal(start[k], end[k]) for k in head)
+
+
+def test_rcnn_baseline_trains_the_same_way(data, tmp_path):
+    result = train(
+        tiny_config(data, iterations=2, rois_per_image_batch=8),
+        out_dir=tmp_path / "r",
+        method="rcnn",
+    )
+    payload = read_checkpoint(result.checkpoint)
+    assert payload["method"] == "rcnn" and result.method == "rcnn"
+
+
+def test_svm_and_ridge_stages(data, tmp_path):
+    cfg = tiny_config(data, iterations=2)
+    from dataclasses import replace
+
+    cfg = replace(
+        cfg,
+        svm=replace(cfg.svm, enabled=True, initial_negatives=50, rounds=1),
+        bbox_reg=replace(cfg.bbox_reg, method="ridge", min_iou=0.5),
+    )
+    result = train(cfg, out_dir=tmp_path / "svm")
+    assert result.stages == ("finetune", "svm", "ridge")
+    payload = read_checkpoint(result.checkpoint)
+    assert payload["svm"]["weight"].shape == (2, 32)  # fc7 of fc_dims [32, 32]
+    assert payload["ridge"]["weight"].shape == (2, 64 * 5, 4)  # 64 channels x (1 + 4) bins
+
+
+def test_class_without_objects_is_an_error_up_front(data, tmp_path):
+    from dataclasses import replace
+
+    cfg = tiny_config(data)
+    cfg = replace(cfg, data=replace(cfg.data, classes=("red", "blue", "green")))
+    with pytest.raises(
+        DetectError, match=r"no \(non-difficult\) objects of class\(es\) \['green'\]"
+    ):
+        train(cfg, out_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_init_checkpoint_with_other_classes_is_an_error(data, tmp_path):
+    first = train(tiny_config(data, iterations=0), out_dir=tmp_path / "a")
+    from dataclasses import replace
+
+    cfg = tiny_config(data, init_checkpoint=str(first.checkpoint))
+    swapped = replace(cfg, data=replace(cfg.data, classes=("blue", "red")))
+    with pytest.raises(
+        DetectError, match=r"checkpoint .*a/checkpoint.pt.*\['red', 'blue'\].*\['blue', 'red'\]"
+    ):
+        train(swapped, out_dir=tmp_path / "b")
+    # Same classes: starts from those weights.
+    result = train(
+        replace(cfg, finetune=replace(cfg.finetune, iterations=0)), out_dir=tmp_path / "c"
+    )
+    a, c = read_checkpoint(first.checkpoint)["model"], read_checkpoint(result.checkpoint)["model"]
+    assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_resume_errors(data, tmp_path):
+    with pytest.raises(DetectError, match="no checkpoint to resume"):
+        train(tiny_config(data), out_dir=tmp_path / "none", resume=True)
+    train(tiny_config(data, iterations=1), out_dir=tmp_path / "run")
+    with pytest.raises(DetectError, match=r"finetune.lr: 0.01 -> 0.02"):
+        train(tiny_config(data, iterations=1, lr=0.02), out_dir=tmp_path / "run", resume=True)
+    with pytest.raises(DetectError, match="method is 'spp'"):
+        train(tiny_config(data, iterations=1), out_dir=tmp_path / "run", resume=True, method="rcnn")
+
+
+def test_flips_and_images_are_used(data, tmp_path, monkeypatch):
+    seen = Counter()
+    import detect.training.finetune as finetune_module
+
+    original = finetune_module.hflip_example
+
+    def spy(image, proposals, gt_boxes):
+        seen["flip"] += 1
+        return original(image, proposals, gt_boxes)
+
+    monkeypatch.setattr(finetune_module, "hflip_example", spy)
+    train(tiny_config(data, iterations=6), out_dir=tmp_path / "run")
+    assert 0 < seen["flip"] < 12  # about half of the 12 image visits

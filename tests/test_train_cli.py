@@ -1,0 +1,94 @@
+"""`detect train` / `detect eval`: a tiny run end to end and the bad-input cases (exit status 2)."""
+
+import json
+
+import pytest
+import yaml
+from _train_data import make_tiny_voc, tiny_config_dict
+
+from detect.cli import main
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_tiny_voc(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture
+def config_file(data, tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_config_dict(data, iterations=4)))
+    return path
+
+
+def test_train_then_eval(data, config_file, tmp_path, capsys):
+    run = tmp_path / "runs" / "tiny"
+    args = ["train", "--config", str(config_file), "--out", str(run)]
+    assert main([*args, "--set", "finetune.log_every=1"]) == 0
+    out = capsys.readouterr().out
+    assert "trained spp on 6 images (2 classes: red, blue)" in out
+    assert "final loss" in out and "checkpoint.pt" in out
+    for name in ("checkpoint.pt", "config.yaml", "train_log.csv", "loss.png"):
+        assert (run / name).is_file()
+    # --set overrides land in the saved config.
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["finetune"]["iterations"] == 4 and saved["finetune"]["log_every"] == 1
+    assert len((run / "train_log.csv").read_text().splitlines()) == 1 + 4
+
+    args = ["eval", "--checkpoint", str(run / "checkpoint.pt"), "--out", str(tmp_path / "ev")]
+    assert main([*args, "--max-images", "3", "--metric", "voc10"]) == 0
+    out = capsys.readouterr().out
+    assert "mean" in out and "3 images" in out
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["metric"] == "voc10" and metrics["num_images"] == 3
+    assert set(metrics["ap"]) == {"red", "blue"}
+    assert (tmp_path / "ev" / "comp4" / "comp4_det_test_red.txt").is_file()
+    assert (tmp_path / "ev" / "pr_curves.png").is_file()
+    # Over the whole split, `detect score` on the written comp4 files gives the same mAP.
+    full = tmp_path / "full"
+    assert main(["eval", "--checkpoint", str(run / "checkpoint.pt"), "--out", str(full)]) == 0
+    score_json = tmp_path / "score.json"
+    score = ["score", "--gt", str(data / "voc"), "--split", "test", "--classes", "red", "blue"]
+    score += ["--detections", str(full / "comp4"), "--json", str(score_json)]
+    assert main(score) == 0
+    expected = json.loads((full / "metrics.json").read_text())
+    assert expected["metric"] == "voc07" and expected["num_images"] == 6
+    assert json.loads(score_json.read_text())["mAP"] == pytest.approx(expected["mAP"], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--config", "missing.yaml"], "config missing.yaml: file not found"),
+        (["--set", "finetune.itrations=3"], "unknown key 'itrations'"),
+        (["--set", "finetune.mode=both"], "finetune.mode must be one of"),
+        (["--set", "finetune.lr=-1"], "finetune.lr must be > 0"),
+        (["--data", "/nonexistent/voc"], "/nonexistent/voc"),
+        (["--resume"], "no checkpoint to resume"),
+        (["--set", "data.classes=[red,blue,green]"], "class(es) ['green']"),
+    ],
+)
+def test_train_bad_input(config_file, tmp_path, capsys, extra, message):
+    args = ["train", "--config", str(config_file), "--out", str(tmp_path / "run"), *extra]
+    if extra[0] == "--config":
+        args = ["train", *extra, "--out", str(tmp_path / "run")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("detect train: error:") and message in err
+    assert "Traceback" not in err
+
+
+def test_eval_bad_input(tmp_path, capsys):
+    assert main(["eval", "--checkpoint", str(tmp_path / "none.pt")]) == 2
+    assert "none.pt: file not found" in capsys.readouterr().err
+
+
+def test_example_config_loads():
+    from pathlib import Path
+
+    from detect.config import load_config
+    from detect.training.pipeline import validate_training_config
+
+    config = load_config(Path(__file__).parents[1] / "configs" / "train_synthetic_tiny.yaml")
+    validate_training_config(config, "spp")
+    assert config.model.backbone == "tiny" and config.finetune.mode == "end_to_end"

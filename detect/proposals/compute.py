@@ -108,8 +108,9 @@ def _compute_one(
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    return multiprocessing.get_context(method)
+    # Never "fork": once torch (or OpenCV) has started its OpenMP thread pool in this process, a
+    # forked child can deadlock in it (seen: `detect demo` hung after training-free torch work).
+    return multiprocessing.get_context("spawn")
 
 
 def check_cache(items: Sequence[ImageItem], cache: ProposalCache) -> dict[str, list[str]]:

@@ -159,7 +159,7 @@ def tiny() -> Backbone:
     """A small fast network for tests and the demo: five 3x3 convs (4 of stride 2) with
     BatchNorm and ReLU, 24-64 channels, stride 16. R-CNN crop size 128 (8x8 cells): with
     fc_dims (256, 256) that keeps the FLOP-bound R-CNN/SPP ratio above 20x on ~300 px images."""
-    widths = (24, 48, 64, 64, 64)
+    widths = (32, 64, 128, 128, 64)
     strides = (2, 2, 2, 2, 1)
     layers: list[nn.Module] = []
     cin = 3

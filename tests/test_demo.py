@@ -1,0 +1,69 @@
+"""A reduced `detect demo` (tiny data, few iterations) runs end to end and writes every file."""
+
+import json
+
+import pytest
+
+from detect.cli import main
+from detect.demo import run_demo
+
+
+def reduced_overrides(tmp_path):
+    return [
+        f"data.root={tmp_path / 'data'}",
+        f"proposals.cache_dir={tmp_path / 'data' / 'proposals'}",
+        "proposals.workers=1",
+        "demo.num_train=6",
+        "demo.num_val=2",
+        "demo.num_test=4",
+        "demo.image_size=[128, 160]",
+        "demo.rcnn_eval_images=2",
+        "demo.bench_images=1",
+        "demo.draw_images=2",
+        "demo.rcnn_overrides=[finetune.mode=fc, finetune.iterations=3, svm.enabled=false, "
+        "bbox_reg.method=learned, test.classifier=softmax]",
+        "finetune.iterations=6",
+        "finetune.lr_steps=[4]",
+        "finetune.checkpoint_every=3",
+        "finetune.log_every=2",
+        "svm.rounds=1",
+        "bench.rcnn_sample=8",
+        "bench.matmul_size=256",
+        "model.fc_dims=[32, 32]",
+    ]
+
+
+@pytest.mark.slow
+def test_reduced_demo_end_to_end_and_rerun_reuses_work(tmp_path):
+    out = tmp_path / "run"
+    summary = run_demo(out, overrides=reduced_overrides(tmp_path))
+
+    for path in summary.files:
+        assert path is not None and path.is_file(), path
+    for name in ("report.md", "bench.json", "bench.txt", "detections.png", "config.yaml"):
+        assert (out / name).is_file()
+    assert len(list((out / "detections").glob("*.png"))) == 2
+    assert (out / "spp" / "eval" / "pr_curves.png").is_file()
+    assert (out / "rcnn" / "eval" / "metrics.json").is_file()
+    metrics = json.loads((out / "spp" / "eval" / "metrics.json").read_text())
+    assert metrics["num_images"] == 4 and metrics["method"] == "spp"
+    assert json.loads((out / "rcnn" / "eval" / "metrics.json").read_text())["num_images"] == 2
+    assert 0.0 <= summary.spp_map <= 1.0
+    bench = json.loads((out / "bench.json").read_text())
+    assert {row["path"] for row in bench["rows"]} == {"spp", "rcnn"}
+    assert summary.speedup > 0
+    report = (out / "report.md").read_text()
+    assert "SPP-net VOC07 mAP" in report and "speed-up" in report
+
+    # A rerun reuses the data set, the proposal cache and both finished checkpoints.
+    checkpoint_mtime = summary.files[1].stat().st_mtime_ns
+    again = run_demo(out, overrides=reduced_overrides(tmp_path))
+    assert again.files[1].stat().st_mtime_ns == checkpoint_mtime
+    assert again.spp_map == pytest.approx(summary.spp_map)
+    assert again.stage_seconds["train SPP-net"] < summary.stage_seconds["train SPP-net"]
+
+
+def test_demo_bad_config_value_is_a_clean_error(tmp_path, capsys):
+    status = main(["demo", "--out", str(tmp_path), "--set", "demo.num_tset=3"])
+    assert status == 2
+    assert "unknown key 'num_tset'" in capsys.readouterr().err

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from detect.config import Config
+from detect.config import BenchConfig, Config, check_values
 from detect.inference import RegionScorer, SoftmaxScorer, Timer, detect_image
-from detect.models.detector import Detector
+from detect.models.detector import Detector, check_model_config
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +194,24 @@ def _per_image(result: PathTiming, count: int) -> PathTiming:
     return result
 
 
+def check_bench_config(cfg: BenchConfig) -> None:
+    """Raise :class:`DetectError` naming the ``bench.*`` setting the comparison cannot use."""
+
+    def positive(values: tuple[int, ...]) -> bool:
+        return all(v >= 1 for v in values)
+
+    checks = [
+        (cfg.num_proposals >= 1, "num_proposals", cfg.num_proposals, ">= 1"),
+        (cfg.rcnn_sample >= 1, "rcnn_sample", cfg.rcnn_sample, ">= 1"),
+        (cfg.rcnn_batch >= 1, "rcnn_batch", cfg.rcnn_batch, ">= 1"),
+        (cfg.repeats >= 1, "repeats", cfg.repeats, ">= 1"),
+        (positive(cfg.multi_scales), "multi_scales", cfg.multi_scales, "positive sizes"),
+        (positive(cfg.svd_ranks), "svd_ranks", cfg.svd_ranks, "positive ranks"),
+        (cfg.matmul_size >= 1, "matmul_size", cfg.matmul_size, ">= 1"),
+    ]
+    check_values("bench.", checks)
+
+
 def run_bench(
     model: Detector,
     images: Sequence[np.ndarray],
@@ -207,6 +225,8 @@ def run_bench(
     ``model`` is an SPP-net detector (uncompressed head); with ``svd`` every row is repeated with
     the head compressed to ``model.svd_ranks`` (or ``bench.svd_ranks``).
     """
+    check_model_config(cfg.model)
+    check_bench_config(cfg.bench)
     scorer = scorer or SoftmaxScorer()
     model.eval()
     variants = {"full": model}

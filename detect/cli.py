@@ -1,8 +1,9 @@
 """Command-line entry point: ``detect <command> ...`` (also ``python -m detect``).
 
 Each command lives in ``detect/commands/<name>.py`` with ``add_arguments(parser)`` and
-``run(args) -> int``; this module only dispatches and turns :class:`DetectError` into a clean
-message and exit status 2.
+``run(args) -> int``; this module only dispatches and turns :class:`DetectError` (and an
+:class:`OSError` such as a full disk or a read-only folder) into a one-line message and exit
+status 2.
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except DetectError as exc:
         print(f"detect {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the environment, not the code: a full disk, a read-only folder...
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"detect {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"detect {args.command}: interrupted", file=sys.stderr)

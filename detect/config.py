@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from detect.errors import DetectError
+from detect.io import read_text
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,15 @@ class Config:
     demo: DemoConfig = field(default_factory=DemoConfig)
 
 
+def check_values(prefix: str, checks: list[tuple[bool, str, Any, str]]) -> None:
+    """Raise :class:`DetectError` ``"<prefix><key> must be <expected>, got <value>"`` for the
+    first failed check of ``(ok, key, value, expected)`` rows, e.g.
+    ``check_values("model.", [(cfg.dropout < 1, "dropout", cfg.dropout, "in [0, 1)")])``."""
+    for ok, key, value, expected in checks:
+        if not ok:
+            raise DetectError(f"{prefix}{key} must be {expected}, got {value!r}")
+
+
 def _convert(value: Any, annotation: Any, where: str) -> Any:
     """Convert a YAML value to the dataclass field's declared type, or raise naming ``where``."""
     if dataclasses.is_dataclass(annotation):
@@ -251,7 +261,21 @@ def set_dotted(values: dict, dotted: str, source: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise DetectError(f"{source}: override {dotted!r}: {part!r} is not a section")
-    node[parts[-1]] = yaml.safe_load(raw)
+    try:
+        node[parts[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise DetectError(
+            f"{source}: override {dotted!r}: invalid YAML value: {_yaml_problem(exc)}"
+        ) from exc
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """One line: what is wrong and where (1-based line and column)."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if problem and mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(exc).split())
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -261,12 +285,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None:
         path = Path(path)
         source = str(path)
+        text = read_text(path, "config")
         try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError as exc:
-            raise DetectError(f"config {path}: file not found") from exc
+            values = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
-            raise DetectError(f"config {path}: invalid YAML: {exc}") from exc
+            raise DetectError(f"config {path}: invalid YAML: {_yaml_problem(exc)}") from exc
     for dotted in overrides or []:
         set_dotted(values, dotted, source)
     return config_from_dict(values, source)

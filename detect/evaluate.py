@@ -54,6 +54,22 @@ def _finite_or_none(value: float) -> float | None:
     return None if math.isnan(value) else float(value)
 
 
+def check_data_classes(root: Path, class_names: tuple[str, ...], checkpoint: Path) -> None:
+    """A VOC folder whose ``classes.txt`` names classes the checkpoint was not trained for is a
+    :class:`DetectError` naming both lists (before any image is read)."""
+    from detect.data.voc import CLASS_LIST_NAME, read_class_list
+
+    if not root.is_dir():
+        return
+    declared = read_class_list(root)
+    unknown = [name for name in declared if name not in class_names]
+    if unknown:
+        raise DetectError(
+            f"checkpoint {checkpoint}: trained for classes {list(class_names)}, but "
+            f"{root / CLASS_LIST_NAME} lists {list(declared)}; not in the checkpoint: {unknown}"
+        )
+
+
 def evaluate_checkpoint(
     checkpoint: str | Path,
     data_root: str | Path | None = None,
@@ -88,8 +104,17 @@ def evaluate_checkpoint(
     loaded = load_checkpoint(checkpoint, method=method, overrides=overrides)
     cfg = loaded.config
     root = Path(data_root if data_root is not None else cfg.data.root)
+    if data_root is None and not root.exists():
+        raise DetectError(
+            f"data {root} (data.root saved in checkpoint {checkpoint}): not found; "
+            "give the data set with --data"
+        )
     if metric == "coco" and root.suffix.lower() != ".json":
         raise DetectError(f"data {root}: --metric coco needs a COCO instances .json")
+    check_data_classes(root, loaded.class_names, checkpoint)
+    out = Path(out_dir) if out_dir is not None else checkpoint.parent / f"eval_{split}"
+    if out.exists() and not out.is_dir():
+        raise DetectError(f"--out {out}: exists and is not a folder")
     dataset = load_dataset(
         root, split, loaded.class_names, cfg.data.image_dir, cfg.data.strict_boxes
     )
@@ -109,7 +134,6 @@ def evaluate_checkpoint(
         )
         seconds += time.perf_counter() - start
 
-    out = Path(out_dir) if out_dir is not None else checkpoint.parent / f"eval_{split}"
     out.mkdir(parents=True, exist_ok=True)
     detections_path = out / "detections.json"
     write_detections_json(detections_path, detections, loaded.class_names)

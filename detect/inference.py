@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from detect.config import TestConfig
+from detect.config import TestConfig, check_values
 from detect.models.detector import Detector, dedupe_windows, resize_scale
 from detect.models.heads import HeadOutput
 from detect.ops.boxes import batched_nms, box_area, clip_boxes, decode_deltas
@@ -181,6 +181,16 @@ def detect_image(
         else:
             boxes = proposals[:, None, :].expand(count, classes, 4)
         return postprocess(scores, boxes, image.shape[0], image.shape[1], test_cfg)
+
+
+def check_test_config(test_cfg: TestConfig) -> None:
+    """Raise :class:`DetectError` naming the ``test.*`` setting :func:`postprocess` cannot use."""
+    checks = [
+        (0.0 <= test_cfg.nms_iou <= 1.0, "nms_iou", test_cfg.nms_iou, "in [0, 1]"),
+        (test_cfg.top_per_class >= 1, "top_per_class", test_cfg.top_per_class, ">= 1"),
+        (test_cfg.max_per_image >= 1, "max_per_image", test_cfg.max_per_image, ">= 1"),
+    ]
+    check_values("test.", checks)
 
 
 def postprocess(

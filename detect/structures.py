@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from detect.errors import DetectError
+from detect.io import atomic_write_text, read_json
 
 BACKGROUND = "__background__"
 
@@ -176,7 +177,6 @@ def write_detections_json(
     path: Path, detections: dict[str, Detections], class_names: tuple[str, ...] | list[str]
 ) -> None:
     """Write the project's detections json (atomically)."""
-    from detect.io import atomic_write_text
 
     payload = {
         "format": DETECTIONS_FORMAT,
@@ -190,10 +190,7 @@ def write_detections_json(
 def read_detections_json(path: Path) -> tuple[tuple[str, ...], dict[str, Detections]]:
     """Read the project's detections json; returns ``(class_names, {image_id: Detections})``."""
     path = Path(path)
-    try:
-        payload = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DetectError(f"detections {path}: cannot read json: {exc}") from exc
+    payload = read_json(path, "detections")
     if not isinstance(payload, dict) or payload.get("format") != DETECTIONS_FORMAT:
         raise DetectError(
             f"detections {path}: not a {DETECTIONS_FORMAT} file (missing 'format' key)"

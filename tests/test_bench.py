@@ -19,9 +19,9 @@ def test_flops_counted_from_the_modules_that_ran():
     model = build_detector("spp", MODEL, 3).eval()
     with count_flops(model) as flops, torch.no_grad():
         model.head(model.pyramid.pool_maps(model.backbone(torch.zeros(2, 3, 64, 48))))
-    # tiny: 3x3 convs, widths 24 48 64 64 64, strides 2 2 2 2 1; by hand for a 64x48 input.
+    # tiny: 3x3 convs, widths 32 64 128 128 64, strides 2 2 2 2 1; by hand for a 64x48 input.
     sizes = [(32, 24), (16, 12), (8, 6), (4, 3), (4, 3)]
-    channels = [3, 24, 48, 64, 64, 64]
+    channels = [3, 32, 64, 128, 128, 64]
     expected = sum(
         2 * 2 * h * w * channels[i + 1] * channels[i] * 9 for i, (h, w) in enumerate(sizes)
     )
@@ -66,18 +66,27 @@ def test_run_bench_report():
     assert "random sample of 3 crops" in text and "GFLOP/s" in text
 
 
-def test_bench_command(tmp_path, capsys):
+def write_scene(path):
     rng = np.random.default_rng(0)
     image = np.full((120, 160, 3), 90, dtype=np.uint8)
     image[20:70, 30:90] = (200, 40, 40)
     image[60:110, 90:150] = (40, 180, 60)
     image = np.clip(image + rng.integers(0, 30, image.shape), 0, 255).astype(np.uint8)
-    write_image(tmp_path / "scene.png", image)
+    write_image(path, image)
+
+
+def write_bench_config(tmp_path):
     (tmp_path / "bench.yaml").write_text(
         "model: {backbone: tiny, scales: [96], fc_dims: [32, 32], rcnn_context: 4}\n"
         f"proposals: {{cache_dir: {tmp_path / 'cache'}}}\n"
         "bench: {rcnn_sample: 4, rcnn_batch: 4, multi_scales: [], matmul_size: 128}\n"
     )
+    return tmp_path / "bench.yaml"
+
+
+def test_bench_command(tmp_path, capsys):
+    write_scene(tmp_path / "scene.png")
+    write_bench_config(tmp_path)
     status = main(
         [
             "bench",
@@ -95,3 +104,31 @@ def test_bench_command(tmp_path, capsys):
     report = json.loads((tmp_path / "bench.json").read_text())
     assert report["backbone"] == "tiny" and 0 < report["regions_per_image"] <= 40
     assert "speed-up" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--proposals", "0"], "bench.num_proposals must be >= 1, got 0"),
+        (["--proposals", "-1"], "bench.num_proposals must be >= 1, got -1"),
+        (["--threads", "0"], "--threads: expected a positive number, got 0"),
+        (["--threads", "-2"], "--threads: expected a positive number, got -2"),
+        (["--scales", "0"], "model.scales must be a non-empty list of positive sizes"),
+        (["--multi-scales", "0", "-5"], "bench.multi_scales must be positive sizes"),
+        (["--set", "bench.repeats=0"], "bench.repeats must be >= 1, got 0"),
+        (["--json", "."], "--json .: is a folder"),
+        (["--images", "folder"], "folder: is a folder, not an image file"),
+        (["--checkpoint", "text.pt"], "text.pt: cannot read: not a file written by torch.save"),
+    ],
+)
+def test_bench_bad_input_fails_before_timing(tmp_path, capsys, monkeypatch, extra, message):
+    monkeypatch.chdir(tmp_path)
+    write_scene(tmp_path / "scene.png")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "text.pt").write_text("hello")
+    config = write_bench_config(tmp_path)
+    args = ["bench", "--config", str(config), "--images", "scene.png", "--proposals", "40"]
+    assert main([*args, *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("detect bench: error:") and message in err
+    assert "Traceback" not in err and not (tmp_path / "cache").exists()

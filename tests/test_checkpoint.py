@@ -55,6 +55,21 @@ def test_round_trip(tmp_path, config):
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 
+def test_loads_without_the_initial_weights_file(tmp_path, config):
+    # Trained from weights that this machine lacks: the checkpoint's own weights replace them.
+    trained_from = replace(config, model=replace(config.model, weights="/nonexistent/file.pth"))
+    torch.manual_seed(2)
+    model = build_detector("spp", config.model, len(CLASSES)).eval()
+    path = tmp_path / "ck.pt"
+    save_checkpoint(path, model, CLASSES, trained_from)
+    loaded = load_checkpoint(path)
+    assert loaded.config.model.weights == "/nonexistent/file.pth"  # the record is kept
+    image = torch.randn(3, 64, 80)
+    boxes = torch.tensor([[0.0, 0.0, 30.0, 30.0], [10.0, 20.0, 70.0, 60.0]])
+    for ours, theirs in zip(loaded.model(image, boxes), model(image, boxes), strict=True):
+        assert torch.equal(ours, theirs)
+
+
 def test_same_weights_through_the_rcnn_path(tmp_path, config):
     _, path = saved(tmp_path, config)
     loaded = load_checkpoint(path, method="rcnn")

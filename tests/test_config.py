@@ -46,6 +46,29 @@ def test_missing_file_and_bad_yaml(tmp_path):
         load_config(bad)
 
 
+def test_unreadable_config_files_are_one_line_errors(tmp_path):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("model:\n  scales: [600\n")
+    with pytest.raises(DetectError) as info:
+        load_config(bad)
+    # One line, with the place of the problem (1-based, as editors count).
+    assert "\n" not in str(info.value)
+    assert str(info.value).startswith(f"config {bad}: invalid YAML: ") and "line 3" in str(
+        info.value
+    )
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(bytes(range(128, 256)))
+    with pytest.raises(DetectError, match=r"binary.yaml: not a text file"):
+        load_config(binary)
+    with pytest.raises(DetectError, match=r"is a folder, not a file"):
+        load_config(tmp_path)
+
+
+def test_override_with_invalid_yaml_value():
+    with pytest.raises(DetectError, match=r"override 'model.scales=\[600': invalid YAML value"):
+        load_config(overrides=["model.scales=[600"])
+
+
 def test_frozen(tmp_path):
     cfg = Config()
     with pytest.raises(AttributeError):

@@ -51,8 +51,10 @@ def test_dedupe_gives_the_same_outputs_as_pooling_every_box():
     windows = model.windows(boxes, tuple(feature_map.shape[1:]))
     assert torch.equal(windows[0], windows[1])  # the first three share one window
     reference = model.head(model.pyramid(feature_map, windows))  # no de-duplication
-    for ours, theirs in zip(out, reference, strict=True):
+    from_features = model.forward_features(feature_map, boxes)  # the fine-tuning entry point
+    for ours, theirs, cached in zip(out, reference, from_features, strict=True):
         torch.testing.assert_close(ours, theirs)
+        torch.testing.assert_close(cached, theirs)
 
 
 def test_rcnn_warp_against_hand_crops():
@@ -92,3 +94,33 @@ def test_build_errors():
         build_detector("yolo", CFG, 2)
     with pytest.raises(DetectError, match="at least one class"):
         build_detector("spp", CFG, 0)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"scales": ()}, r"model.scales must be a non-empty list of positive sizes, got \(\)"),
+        ({"scales": (96, 0)}, r"model.scales must be .* got \(96, 0\)"),
+        ({"max_size": -1}, r"model.max_size must be >= 0"),
+        ({"fc_dims": (0, 0)}, r"model.fc_dims must be a non-empty list of positive widths"),
+        ({"fc_dims": ()}, r"model.fc_dims must be"),
+        ({"dropout": 1.5}, r"model.dropout must be in \[0, 1\), got 1.5"),
+        ({"dropout": -0.1}, r"model.dropout must be"),
+        ({"svd_ranks": (0, 4)}, r"model.svd_ranks must be positive ranks"),
+        ({"rcnn_crop_size": -1}, r"model.rcnn_crop_size must be >= 0"),
+        ({"rcnn_context": -1}, r"model.rcnn_context must be >= 0"),
+        ({"region_batch": 0}, r"model.region_batch must be >= 1, got 0"),
+        ({"rcnn_batch": 0}, r"model.rcnn_batch must be >= 1, got 0"),
+        ({"weights": "/nonexistent/w.pth", "scales": (0,)}, r"model.scales"),  # before weights
+    ],
+)
+def test_bad_model_settings_name_the_key(change, message):
+    from dataclasses import replace
+
+    from detect.models.detector import check_model_config
+
+    cfg = replace(CFG, **change)
+    with pytest.raises(DetectError, match=message):
+        check_model_config(cfg)
+    with pytest.raises(DetectError, match=message):
+        build_detector("spp", cfg, 2)

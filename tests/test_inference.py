@@ -106,3 +106,20 @@ def test_rcnn_batched_scores_equal_forward():
     torch.testing.assert_close(detections.scores, expected.scores)
     torch.testing.assert_close(detections.boxes, expected.boxes)
     assert not model.training
+
+
+def test_bad_post_processing_settings_name_the_key():
+    import pytest
+
+    from detect.errors import DetectError
+    from detect.inference import check_test_config
+
+    check_test_config(PostConfig())
+    for change, message in [
+        ({"nms_iou": -1.0}, r"test.nms_iou must be in \[0, 1\], got -1.0"),
+        ({"nms_iou": 1.5}, r"test.nms_iou must be"),
+        ({"top_per_class": 0}, r"test.top_per_class must be >= 1, got 0"),
+        ({"max_per_image": 0}, r"test.max_per_image must be >= 1, got 0"),
+    ]:
+        with pytest.raises(DetectError, match=message):
+            check_test_config(replace(PostConfig(), **change))

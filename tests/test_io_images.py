@@ -1,4 +1,5 @@
-"""Atomic writes and image reading of every kind of file a user may hand us."""
+"""Atomic writes, reading text / json / torch files, and image reading of every kind of file a
+user may hand us."""
 
 import cv2
 import numpy as np
@@ -77,6 +78,63 @@ def test_missing_and_corrupt_files_name_the_path(tmp_path):
     (tmp_path / "empty.png").write_bytes(b"")
     with pytest.raises(DetectError, match="empty.png"):
         read_image(tmp_path / "empty.png")
+    (tmp_path / "folder.jpg").mkdir()
+    with pytest.raises(DetectError, match=r"folder.jpg: is a folder, not an image file"):
+        read_image(tmp_path / "folder.jpg")
+
+
+def test_atomic_write_where_a_folder_or_file_is_in_the_way(tmp_path):
+    (tmp_path / "out").mkdir()
+    with pytest.raises(DetectError, match=r"cannot write .*out: it is a folder"):
+        atomic_write_text(tmp_path / "out", "x")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DetectError, match=r"cannot write .*a/b.json: .*file is not a folder"):
+        atomic_write_text(tmp_path / "file" / "a" / "b.json", "x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "out"]
+
+
+def test_read_text_json_and_torch_files_name_the_file(tmp_path):
+    import json
+
+    import torch
+
+    from detect.io import load_torch_file, read_json, read_text
+
+    binary = tmp_path / "binary.bin"
+    binary.write_bytes(bytes(range(256)))
+    text = tmp_path / "text.txt"
+    text.write_text("hello")
+    for reader in (read_text, read_json):
+        with pytest.raises(DetectError, match=r"^thing .*nope: file not found$"):
+            reader(tmp_path / "nope", "thing")
+        with pytest.raises(DetectError, match=r"^thing .*: is a folder, not a file$"):
+            reader(tmp_path, "thing")
+        with pytest.raises(DetectError, match=r"binary.bin: not a text file \(byte 128"):
+            reader(binary, "thing")
+    with pytest.raises(DetectError, match=r"text.txt: cannot read json: Expecting value"):
+        read_json(text, "thing")
+    (tmp_path / "ok.json").write_text(json.dumps({"a": [1, 2]}))
+    assert read_json(tmp_path / "ok.json", "thing") == {"a": [1, 2]}
+
+    for path in (text, binary):
+        with pytest.raises(DetectError) as info:
+            load_torch_file(path, "checkpoint")
+        message = str(info.value)
+        assert message == (
+            f"checkpoint {path}: cannot read: not a file written by torch.save "
+            f"({path.stat().st_size} bytes)"
+        )
+    with pytest.raises(DetectError, match=r"is a folder, not a file"):
+        load_torch_file(tmp_path, "checkpoint")
+    with pytest.raises(DetectError, match=r"nope.pt: file not found"):
+        load_torch_file(tmp_path / "nope.pt", "checkpoint")
+    # A real torch.save file holding something weights_only refuses: one line, not torch's essay.
+    torch.save({"x": 1}, tmp_path / "ok.pt")
+    assert load_torch_file(tmp_path / "ok.pt", "checkpoint") == {"x": 1}
+    torch.save({"x": np.zeros(2)}, tmp_path / "pickled.pt")
+    with pytest.raises(DetectError) as info:
+        load_torch_file(tmp_path / "pickled.pt", "checkpoint")
+    assert "torch.load (weights only) failed" in str(info.value) and "\n" not in str(info.value)
 
 
 def test_atomic_write_uses_normal_file_permissions(tmp_path):

@@ -97,3 +97,13 @@ def test_file_names_are_safe_and_distinct():
     names = {cache_file_name(i) for i in ["a/b", "a_b", "a:b", "../x", ".hidden", ""]}
     assert len(names) == 6
     assert all("/" not in n and not n.startswith(".") for n in names)
+
+
+def test_bad_parameters_and_a_file_as_folder_are_refused(tmp_path):
+    from detect.errors import DetectError
+
+    with pytest.raises(DetectError, match=r"proposals.max_proposals must be >= 0"):
+        ProposalCache(tmp_path, max_proposals=-1)
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(DetectError, match=r"a_file \(proposals.cache_dir\): exists and is not"):
+        ProposalCache(tmp_path / "a_file")

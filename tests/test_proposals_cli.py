@@ -60,7 +60,9 @@ def test_bad_image_fails_the_run_but_not_the_others(tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == 1
     assert "2 computed" in captured.out and "1 failed" in captured.out
-    assert f"failed: {tmp_path / 'zz_broken.png'}" in captured.err
+    last = captured.err.strip().splitlines()[-1]
+    assert last.startswith("detect proposals: error: skipped image ")
+    assert str(tmp_path / "zz_broken.png") in last
 
 
 def test_bad_arguments_exit_2(tmp_path, capsys):
@@ -69,3 +71,25 @@ def test_bad_arguments_exit_2(tmp_path, capsys):
     assert main(["proposals", "--data", str(tmp_path), "--shard", "2/2"]) == 2
     assert main(["proposals", "--data", str(tmp_path), "--recall"]) == 2
     assert "--recall needs annotations" in capsys.readouterr().err
+
+
+def test_bad_settings_fail_before_any_search(tmp_path, capsys):
+    images = tmp_path / "images"
+    write_images(images, 1)
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "empty").mkdir()
+    cache = str(tmp_path / "cache")
+    cases = [
+        (["--data", str(images), "--out", cache, "--workers", "0"], "proposals.workers must be"),
+        (["--data", str(images), "--out", cache, "--export", "x.txt"], "x.txt: unknown format"),
+        (["--data", str(images), "--out", str(tmp_path / "a_file")], "a_file (proposals.cache_"),
+        (["--data", str(images), "--out", cache, "--set", "proposals.mode=slow"], "mode must"),
+        (["--data", str(tmp_path / "empty"), "--out", cache], "empty: no images"),
+        (["--data", str(images), "--out", cache, "--config", str(tmp_path)], "is a folder"),
+    ]
+    for args, message in cases:
+        assert main(["proposals", *args]) == 2, args
+        err = capsys.readouterr().err
+        assert err.strip().splitlines()[-1].startswith("detect proposals: error:"), err
+        assert message in err and "Traceback" not in err
+    assert not (tmp_path / "cache").exists()

@@ -42,6 +42,15 @@ def test_bad_shard_is_a_clear_error(text):
     assert parse_shard("3/4") == (3, 4)
 
 
+@pytest.mark.parametrize("workers", [0, -3])
+def test_workers_below_one_are_refused(tmp_path, workers):
+    items = [ImageItem(p.stem, p) for p in write_images(tmp_path, 1)]
+    cache = ProposalCache(tmp_path / "cache", **PARAMS)
+    with pytest.raises(DetectError, match=f"proposals.workers must be >= 1, got {workers}"):
+        compute_proposals(items, cache, workers=workers, progress=False)
+    assert not (tmp_path / "cache").exists()
+
+
 def test_bad_image_is_counted_and_run_resumes(tmp_path, caplog):
     paths = write_images(tmp_path, 3)
     bad = tmp_path / "bad.jpg"

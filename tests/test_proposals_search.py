@@ -65,3 +65,21 @@ def test_rejects_bad_input():
         selective_search(np.zeros((10, 10), dtype=np.uint8))
     with pytest.raises(DetectError, match="mode"):
         selective_search(synthetic_image()[0], mode="slow")
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"mode": "slow"}, r"proposals.mode must be one of \['fast', 'quality'\], got 'slow'"),
+        ({"resize_long_side": -5}, r"proposals.resize_long_side must be >= 0 .*got -5"),
+        ({"min_size": -1.0}, r"proposals.min_size must be >= 0, got -1.0"),
+        ({"max_proposals": -1}, r"proposals.max_proposals must be >= 0 .*got -1"),
+    ],
+)
+def test_bad_parameters_name_the_setting(params, message):
+    settings = {"mode": "fast", "resize_long_side": 160, "min_size": 8.0, "max_proposals": 10}
+    settings.update(params)
+    with pytest.raises(DetectError, match=message):
+        ss.check_search_params(**settings)
+    with pytest.raises(DetectError, match=message):  # before any search is run
+        selective_search(synthetic_image()[0], **settings)

@@ -122,3 +122,26 @@ def test_coco_results(tmp_path):
     status, scores = run_score(tmp_path, "--gt", gt, "--detections", results, "--metric", "voc07")
     assert status == 0 and scores["ap"]["x"] == pytest.approx(1.0)
     assert not math.isnan(scores["mAP"])
+
+
+def test_binary_and_misplaced_files_are_one_line_errors(tmp_path, voc, capsys):
+    root, dets = voc
+    good = tmp_path / "dets.json"
+    write_detections_json(good, dets, CLASSES)
+    (tmp_path / "binary.json").write_bytes(bytes(range(128, 256)))
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "folder").mkdir()
+    gt = ["score", "--gt", str(root), "--classes", *CLASSES]
+    cases = [
+        (["--detections", str(tmp_path / "binary.json")], "binary.json: not a text file"),
+        (["--detections", str(good), "--json", str(tmp_path / "folder")], "folder: it is a"),
+        (["--detections", str(good), "--json", str(tmp_path / "a_file" / "s.json")], "a_file is"),
+    ]
+    for args, message in cases:
+        assert main([*gt, *args]) == 2, args
+        err = capsys.readouterr().err
+        last = err.strip().splitlines()[-1]
+        assert "detect score: error: " in last and message in last and "Traceback" not in err
+    coco_gt = ["score", "--gt", str(tmp_path / "binary.json"), "--detections", str(good)]
+    assert main(coco_gt) == 2
+    assert "COCO annotations" in capsys.readouterr().err

@@ -66,9 +66,19 @@ def test_train_then_eval(data, config_file, tmp_path, capsys):
         (["--data", "/nonexistent/voc"], "/nonexistent/voc"),
         (["--resume"], "no checkpoint to resume"),
         (["--set", "data.classes=[red,blue,green]"], "class(es) ['green']"),
+        (["--set", "model.scales=[]"], "model.scales must be a non-empty list"),
+        (["--set", "model.scales=[0]"], "model.scales must be a non-empty list"),
+        (["--set", "model.fc_dims=[0, 0]"], "model.fc_dims must be"),
+        (["--set", "model.dropout=1.5"], "model.dropout must be in [0, 1), got 1.5"),
+        (["--set", "model.fc_dims=[8"], "override 'model.fc_dims=[8': invalid YAML value"),
+        (["--config", "binary.yaml"], "binary.yaml: not a text file"),
+        (["--out", "a_file"], "run folder"),
     ],
 )
 def test_train_bad_input(config_file, tmp_path, capsys, extra, message):
+    (tmp_path / "binary.yaml").write_bytes(bytes(range(128, 256)))
+    (tmp_path / "a_file").write_text("not a folder")
+    extra = [str(tmp_path / e) if e in ("binary.yaml", "a_file") else e for e in extra]
     args = ["train", "--config", str(config_file), "--out", str(tmp_path / "run"), *extra]
     if extra[0] == "--config":
         args = ["train", *extra, "--out", str(tmp_path / "run")]
@@ -76,11 +86,68 @@ def test_train_bad_input(config_file, tmp_path, capsys, extra, message):
     err = capsys.readouterr().err
     assert err.startswith("detect train: error:") and message in err
     assert "Traceback" not in err
+    assert not (tmp_path / "run").exists()  # rejected before anything was written
 
 
 def test_eval_bad_input(tmp_path, capsys):
     assert main(["eval", "--checkpoint", str(tmp_path / "none.pt")]) == 2
     assert "none.pt: file not found" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    """A checkpoint of a 1-iteration run on the red/blue data."""
+    folder = tmp_path_factory.mktemp("trained")
+    config = folder / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config_dict(data, iterations=1)))
+    assert main(["train", "--config", str(config), "--out", str(folder / "run")]) == 0
+    return folder / "run" / "checkpoint.pt"
+
+
+def _other_classes_voc(data, root):
+    """The red/blue data set relabelled as cat/dog (classes.txt and the XML names)."""
+    import shutil
+
+    shutil.copytree(data / "voc", root)
+    (root / "classes.txt").write_text("cat\ndog\n")
+    for xml in (root / "Annotations").glob("*.xml"):
+        text = xml.read_text().replace("<name>red<", "<name>cat<")
+        xml.write_text(text.replace("<name>blue<", "<name>dog<"))
+    return root
+
+
+def test_eval_bad_input_with_a_real_checkpoint(data, trained, tmp_path, capsys):
+    other = _other_classes_voc(data, tmp_path / "other")
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "text.pt").write_text("hello")
+    (tmp_path / "binary.pt").write_bytes(bytes(range(256)) * 4)
+    cases = [
+        (["--checkpoint", str(trained), "--data", str(other)], f"{other / 'classes.txt'} lists"),
+        (["--checkpoint", str(trained), "--out", str(tmp_path / "a_file")], "a_file: exists"),
+        (["--checkpoint", str(tmp_path / "text.pt")], "text.pt: cannot read: not a file"),
+        (["--checkpoint", str(tmp_path / "binary.pt")], "binary.pt: cannot read: not a file"),
+        (["--checkpoint", str(tmp_path)], "is a folder, not a file"),
+        (["--checkpoint", str(trained), "--set", "test.nms_iou=2"], "test.nms_iou must be"),
+        (["--checkpoint", str(trained), "--set", "test.top_per_class=0"], "top_per_class"),
+    ]
+    for args, message in cases:
+        assert main(["eval", *args, "--max-images", "1"]) == 2, args
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert lines[-1].startswith("detect eval: error:") and message in lines[-1], err
+        assert "Traceback" not in err
+
+
+def test_eval_names_the_saved_data_root_when_it_is_gone(trained, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the saved data.root is absolute; make it a missing relative one
+    import torch
+
+    payload = torch.load(trained, weights_only=True)
+    payload["config"]["data"]["root"] = "data/gone"
+    torch.save(payload, tmp_path / "moved.pt")
+    assert main(["eval", "--checkpoint", str(tmp_path / "moved.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "data data/gone (data.root saved in checkpoint" in err and "--data" in err
 
 
 def test_example_config_loads():

@@ -6,11 +6,13 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from detect.commands import add_override_argument
 from detect.errors import DetectError
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--config", help="YAML config (model, bench and proposal settings)")
+    add_override_argument(parser, "bench.rcnn_sample=128")
     parser.add_argument(
         "--images",
         nargs="+",
@@ -45,51 +47,54 @@ def default_image():
 
 def bench_proposals(image, image_id: str, path, config):
     """Real selective-search proposals (cached): at most ``bench.num_proposals``."""
-    from detect.proposals import ProposalCache, selective_search
+    from detect.proposals import ProposalCache, image_proposals
 
     cfg = replace(config.proposals, max_proposals=config.bench.num_proposals)
-    cache = ProposalCache.from_config(cfg)
-    size = tuple(image.shape[:2])
-    boxes = cache.get(image_id, path, size)
-    if boxes is None:
-        boxes = selective_search(
-            image, cfg.mode, cfg.resize_long_side, cfg.min_size, cfg.max_proposals
-        )
-        cache.put(image_id, boxes, size, path)
-    return boxes
+    return image_proposals(image, image_id, ProposalCache.from_config(cfg), path)
 
 
 def run(args) -> int:
     import torch
 
-    from detect.bench import format_report, run_bench
+    from detect.bench import check_bench_config, format_report, run_bench
     from detect.config import load_config
     from detect.data.images import read_image
     from detect.io import atomic_write_text
     from detect.models import build_detector
+    from detect.models.detector import check_model_config
 
-    if args.threads:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise DetectError(f"--threads: expected a positive number, got {args.threads}")
         torch.set_num_threads(args.threads)
-    config = load_config(args.config)
+    config = load_config(args.config, args.overrides)
     scorer = None
     if args.checkpoint:
         from detect.training.checkpoint import load_checkpoint
 
-        # The full head; run_bench adds the SVD rows itself.
-        loaded = load_checkpoint(args.checkpoint, method="spp", overrides=["model.svd_ranks=[]"])
+        # The checkpoint's model and test sections, with the --set changes to them; the full
+        # head (run_bench adds the SVD rows itself, at model.svd_ranks or bench.svd_ranks).
+        changes = [o for o in args.overrides if o.startswith(("model.", "test."))]
+        loaded = load_checkpoint(
+            args.checkpoint, method="spp", overrides=[*changes, "model.svd_ranks=[]"]
+        )
         model, scorer = loaded.model, loaded.scorer
         config = replace(config, model=loaded.config.model, test=loaded.config.test)
     else:
         classes = len(config.data.classes) or 20
         model = build_detector("spp", replace(config.model, weights="none"), classes)
     bench = config.bench
-    if args.proposals:
+    if args.proposals is not None:
         bench = replace(bench, num_proposals=args.proposals)
     if args.multi_scales is not None:
         bench = replace(bench, multi_scales=tuple(args.multi_scales))
     config = replace(config, bench=bench)
     if args.scales:
         config = replace(config, model=replace(config.model, scales=tuple(args.scales)))
+    check_model_config(config.model)  # before any proposal is computed
+    check_bench_config(config.bench)
+    if args.json and Path(args.json).is_dir():
+        raise DetectError(f"--json {args.json}: is a folder")
     if args.images:
         named = [(Path(p).stem, Path(p), read_image(p)) for p in args.images]
     else:

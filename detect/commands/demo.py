@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from detect.commands import add_override_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     parser.add_argument(
         "--config", default=None, help="YAML config (default configs/demo.yaml of the package)"
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="change one config value (repeatable), e.g. --set finetune.iterations=200",
-    )
+    add_override_argument(parser, "finetune.iterations=200")
 
 
 def run(args: argparse.Namespace) -> int:

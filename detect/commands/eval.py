@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from detect.commands import add_override_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, type=Path, help="checkpoint.pt of a run")
@@ -22,14 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metric", choices=["voc07", "voc10", "coco"], default="voc07")
     parser.add_argument("--out", type=Path, help="output folder")
     parser.add_argument("--max-images", type=int, help="evaluate only the first N images")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override the saved config, e.g. --set test.classifier=svm",
-    )
+    add_override_argument(parser, "test.classifier=svm")
 
 
 def run(args) -> int:

@@ -21,11 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from detect.commands import add_override_argument
 from detect.config import load_config
 from detect.errors import DetectError
 from detect.proposals.cache import ProposalCache
 from detect.proposals.compute import check_cache, compute_proposals, parse_shard, shard_items
-from detect.proposals.formats import read_proposals, write_proposals
+from detect.proposals.formats import file_format, read_proposals, write_proposals
 from detect.proposals.recall import format_recall_table, proposal_recall, save_recall_plot
 from detect.proposals.sources import resolve_images
 
@@ -43,13 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--split", help="VOC/COCO split (default: the config's data.train_split)")
     parser.add_argument("--config", help="YAML config (its proposals: and data: sections are used)")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override, e.g. proposals.max_proposals=1000 (repeatable)",
-    )
+    add_override_argument(parser, "proposals.max_proposals=1000")
     parser.add_argument("--classes", help="comma-separated class names (VOC/COCO reading)")
     parser.add_argument("--mode", choices=("fast", "quality"), help="selective search preset")
     parser.add_argument("--workers", type=int, help="parallel processes (default: config, 1)")
@@ -79,7 +74,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _selection(args: argparse.Namespace):
-    overrides = list(args.set)
+    overrides = list(args.overrides)
     if args.classes:
         overrides.append(f"data.classes=[{args.classes}]")
     config = load_config(args.config, overrides)
@@ -99,6 +94,8 @@ def _selection(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.export:
+        file_format(args.export)  # a bad suffix fails now, not after computing everything
     cfg, split, items, dataset, total = _selection(args)
     if args.recall and dataset is None:
         raise DetectError(f"--recall needs annotations: --data {args.data} is not VOC or COCO")
@@ -138,9 +135,6 @@ def run(args: argparse.Namespace) -> int:
     if proposals:
         counts = np.array([boxes.shape[0] for boxes in proposals.values()])
         print(f"boxes per image: mean {counts.mean():.1f}, min {counts.min()}, max {counts.max()}")
-    for path, message in failures:
-        print(f"failed: {path}: {message}", file=sys.stderr)
-
     if args.export:
         write_proposals(args.export, proposals)
         print(f"wrote {len(proposals)} images' proposals to {args.export}")
@@ -150,4 +144,7 @@ def run(args: argparse.Namespace) -> int:
         plot = Path(cfg.cache_dir) / f"recall_{split}.png"
         save_recall_plot(recall, plot)
         print(f"recall plot: {plot}")
+    for path, message in failures:  # last, so the run ends with what went wrong
+        named = message if path in message else f"{path}: {message}"
+        print(f"detect proposals: error: skipped {named}", file=sys.stderr)
     return 1 if failures else 0

@@ -2,6 +2,9 @@
 
 Writes ``OUT/<stem>.json`` (class names, scores, boxes in original pixels, xyxy 0-based continuous)
 and ``OUT/<stem>.jpg`` (the image with its detections drawn) for every readable image.
+
+Exit status: 0 when every image was processed, 1 when some could not be read (each is named on
+stderr; the others are still processed), 2 for bad input (checkpoint, options, no images at all).
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ from detect.errors import DetectError
 
 
 def add_arguments(parser) -> None:
+    parser.epilog = (
+        "Exit status: 0 all images processed, 1 some image could not be read (named on stderr), "
+        "2 bad input."
+    )
     parser.add_argument("images", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders")
     parser.add_argument("--checkpoint", required=True, help="checkpoint written by detect train")
     parser.add_argument(
@@ -36,59 +43,50 @@ def add_arguments(parser) -> None:
     )
 
 
-def collect_images(arguments: list[str]) -> list[Path]:
-    """Files as given, and the images directly inside folders (sorted by name)."""
-    from detect.proposals.sources import IMAGE_SUFFIXES
+def collect_images(arguments: list[str]):
+    """:class:`ImageItem` s of the files as given and of the images directly inside folders
+    (sorted by name); ids are file stems, which name the outputs, so they must be unique."""
+    from detect.proposals.sources import items_from_folder, items_with_unique_ids
 
     paths: list[Path] = []
     for argument in arguments:
         path = Path(argument)
         if path.is_dir():
-            paths += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            paths += [item.path for item in items_from_folder(path)]
         else:
             paths.append(path)
-    return paths
-
-
-def proposals_for(image, path: Path, config):
-    """Cached selective-search proposals of ``image`` (computed and cached when missing)."""
-    from detect.proposals import ProposalCache, selective_search
-
-    cache = ProposalCache.from_config(config.proposals)
-    size = tuple(image.shape[:2])
-    boxes = cache.get(path.stem, path, size)
-    if boxes is None:
-        cfg = config.proposals
-        boxes = selective_search(
-            image, cfg.mode, cfg.resize_long_side, cfg.min_size, cfg.max_proposals
-        )
-        cache.put(path.stem, boxes, size, path)
-    return boxes
+    return items_with_unique_ids(paths, "images (outputs are named by file stem)")
 
 
 def run(args) -> int:
     from detect.data.images import read_image, write_image
     from detect.inference import Timer, detect_image
     from detect.io import atomic_write_text
+    from detect.proposals import ProposalCache, image_proposals
     from detect.training.checkpoint import load_checkpoint
     from detect.visualize import draw_detections
 
-    # load_checkpoint applies the test-time SVD of model.svd_ranks (forced to 1024/256 by --svd).
+    # load_checkpoint applies the test-time SVD of model.svd_ranks (forced to 1024/256 by --svd)
+    # and checks the model settings, --scales included.
     overrides = ["model.svd_ranks=[1024, 256]"] if args.svd else []
-    loaded = load_checkpoint(args.checkpoint, method=args.method, overrides=overrides)
-    paths = collect_images(args.images)
-    if not paths:
-        raise DetectError(f"no images found in {' '.join(args.images)}")
+    if args.scales:
+        overrides.append(f"model.scales={list(args.scales)}")
+    items = collect_images(args.images)
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise DetectError(f"--out {out}: exists and is not a folder")
+    loaded = load_checkpoint(args.checkpoint, method=args.method, overrides=overrides)
+    cache = ProposalCache.from_config(loaded.config.proposals)
     timer = Timer()
     done, skipped, total = 0, [], 0
     start = time.perf_counter()
-    for path in tqdm(paths, desc="detect", unit="image"):
+    for item in tqdm(items, desc="detect", unit="image"):
+        path = item.path
         try:
             image = read_image(path)
-            proposals = proposals_for(image, path, loaded.config)
-        except DetectError as exc:
-            skipped.append(f"{path}: {exc}")
+            proposals = image_proposals(image, item.image_id, cache, path)
+        except DetectError as exc:  # names the file; the other images go on
+            skipped.append(str(exc))
             continue
         detections = detect_image(
             loaded.model,
@@ -96,7 +94,6 @@ def run(args) -> int:
             proposals,
             loaded.config.test,
             loaded.scorer,
-            scales=args.scales,
             timer=timer,
         )
         payload = {
@@ -108,16 +105,16 @@ def run(args) -> int:
             "classes": list(loaded.class_names),
             "detections": detections.to_records(loaded.class_names),
         }
-        atomic_write_text(out / f"{path.stem}.json", json.dumps(payload, indent=1))
+        atomic_write_text(out / f"{item.image_id}.json", json.dumps(payload, indent=1))
         drawn = draw_detections(image, detections, loaded.class_names, args.draw_threshold)
-        write_image(out / f"{path.stem}.jpg", drawn)
+        write_image(out / f"{item.image_id}.jpg", drawn)
         done += 1
         total += len(detections)
     elapsed = time.perf_counter() - start
-    for message in skipped:
-        print(f"detect run: skipped {message}", file=sys.stderr)
     print(
         f"{done} image(s) processed, {len(skipped)} skipped, {total} detections, "
         f"{elapsed / max(done, 1):.2f} s/image (incl. proposals); results in {out}/"
     )
-    return 0 if done else 1
+    for message in skipped:
+        print(f"detect run: error: skipped {message}", file=sys.stderr)
+    return 1 if skipped else 0

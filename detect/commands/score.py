@@ -19,7 +19,7 @@ from detect.errors import DetectError
 from detect.evaluation.coco import STAT_NAMES, evaluate_coco, read_coco_results
 from detect.evaluation.voc_ap import evaluate_voc
 from detect.evaluation.voc_files import read_comp4
-from detect.io import atomic_write_text
+from detect.io import atomic_write_text, read_json
 from detect.ops.boxes import xyxy_from_xywh
 from detect.structures import DETECTIONS_FORMAT, DetectionDataset, Detections, read_detections_json
 
@@ -46,10 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _json_kind(path: Path) -> str:
     """``"detect"`` for the project's detections json, ``"coco"`` for a COCO results list."""
-    try:
-        payload = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DetectError(f"detections {path}: cannot read json: {exc}") from exc
+    payload = read_json(path, "detections")
     if isinstance(payload, dict) and payload.get("format") == DETECTIONS_FORMAT:
         return "detect"
     if isinstance(payload, list):

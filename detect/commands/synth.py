@@ -10,6 +10,7 @@ import time
 
 from detect.data.synthetic import (
     SYNTHETIC_CLASSES,
+    SyntheticParams,
     generate_synthetic_dataset,
     is_complete,
     read_info,
@@ -29,15 +30,27 @@ def _size(text: str) -> tuple[int, int]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder, e.g. data/demo")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--train", type=int, default=120, help="train images (default 120)")
-    parser.add_argument("--val", type=int, default=40, help="val images (default 40)")
-    parser.add_argument("--test", type=int, default=60, help="test images (default 60)")
+    default = SyntheticParams()
+    height, width = default.image_size
     parser.add_argument(
-        "--size", type=_size, default=(256, 320), help="image size HxW (default 256x320)"
+        "--seed", type=int, default=default.seed, help=f"random seed (default {default.seed})"
+    )
+    for split in ("train", "val", "test"):
+        count = getattr(default, f"num_{split}")
+        parser.add_argument(
+            f"--{split}", type=int, default=count, help=f"{split} images (default {count})"
+        )
+    parser.add_argument(
+        "--size",
+        type=_size,
+        default=default.image_size,
+        help=f"image size HxW (default {height}x{width})",
     )
     parser.add_argument(
-        "--max-objects", type=int, default=5, help="objects per image: 1..N (default 5)"
+        "--max-objects",
+        type=int,
+        default=default.max_objects,
+        help=f"objects per image: 1..N (default {default.max_objects})",
     )
     parser.add_argument(
         "--format", choices=("jpg", "png"), default="jpg", help="image file format (default jpg)"

@@ -12,6 +12,7 @@ import math
 import sys
 from pathlib import Path
 
+from detect.commands import add_override_argument
 from detect.config import load_config
 
 
@@ -23,14 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume", action="store_true", help="continue the interrupted run in --out"
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override a config value (repeatable), e.g. --set finetune.iterations=500",
-    )
+    add_override_argument(parser)
 
 
 def run(args) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from pycocotools.coco import COCO
 
 from detect.data.boxcheck import BoxProblems, check_box
 from detect.errors import DetectError
+from detect.io import read_json
 from detect.ops.boxes import xyxy_from_xywh
 from detect.structures import Annotation, DetectionDataset
 
@@ -30,10 +30,7 @@ def load_coco(path: str | Path) -> COCO:
         DetectError: the file is missing, not json, or lacks ``images``/``annotations``/``categories``.
     """
     path = Path(path)
-    try:
-        payload = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DetectError(f"COCO annotations {path}: cannot read json: {exc}") from exc
+    payload = read_json(path, "COCO annotations")
     missing = [
         k
         for k in ("images", "annotations", "categories")

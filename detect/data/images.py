@@ -20,6 +20,8 @@ def read_image(path: str | Path) -> np.ndarray:
         DetectError: naming the file when it is missing or not a readable image.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DetectError(f"image {path}: is a folder, not an image file")
     if not path.is_file():
         raise DetectError(f"image {path}: file not found")
     data = np.fromfile(str(path), dtype=np.uint8)

@@ -29,6 +29,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -269,39 +270,61 @@ def image_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, index])
 
 
-def synthetic_params(
-    num_train: int = 120,
-    num_val: int = 40,
-    num_test: int = 60,
-    image_size: tuple[int, int] = (256, 320),
-    seed: int = 0,
-    max_objects: int = 5,
-    image_ext: str = ".jpg",
-) -> dict:
-    """The parameters recorded in ``synthetic.json`` (validated); arguments as
-    :func:`generate_synthetic_dataset`."""
-    height, width = (int(v) for v in image_size)
-    if min(height, width) < 2 * MIN_OBJECT_SIZE:
-        raise DetectError(f"synthetic data: image size {height}x{width} is too small (min side 48)")
-    if num_train < 0 or num_val < 0 or num_test < 0 or num_train + num_val + num_test == 0:
-        raise DetectError(
-            f"synthetic data: image counts must be >= 0 and not all 0, got train={num_train} "
-            f"val={num_val} test={num_test}"
-        )
-    if max_objects < 1:
-        raise DetectError(f"synthetic data: max_objects must be >= 1, got {max_objects}")
-    if image_ext not in (".jpg", ".png"):
-        raise DetectError(f"synthetic data: image_ext must be '.jpg' or '.png', got {image_ext!r}")
-    return {
-        "generator_version": GENERATOR_VERSION,
-        "num_train": int(num_train),
-        "num_val": int(num_val),
-        "num_test": int(num_test),
-        "image_size": [height, width],
-        "seed": int(seed),
-        "max_objects": int(max_objects),
-        "image_ext": image_ext,
-    }
+@dataclass(frozen=True)
+class SyntheticParams:
+    """What a generated data set depends on, validated on construction (a :class:`DetectError`
+    names the bad value). Keyword arguments of :func:`generate_synthetic_dataset` and
+    :func:`is_complete`.
+
+    Attributes:
+        num_train, num_val, num_test: images per split (``trainval`` = train + val).
+        image_size: ``(H, W)`` in pixels.
+        seed: the same seed gives the same images and byte-identical annotations.
+        max_objects: objects per image are drawn uniformly from ``1..max_objects``.
+        image_ext: ``".jpg"`` (quality 95) or ``".png"`` (lossless).
+    """
+
+    num_train: int = 120
+    num_val: int = 40
+    num_test: int = 60
+    image_size: tuple[int, int] = (256, 320)
+    seed: int = 0
+    max_objects: int = 5
+    image_ext: str = ".jpg"
+
+    def __post_init__(self) -> None:
+        height, width = (int(v) for v in self.image_size)
+        object.__setattr__(self, "image_size", (height, width))
+        if min(height, width) < 2 * MIN_OBJECT_SIZE:
+            raise DetectError(
+                f"synthetic data: image size {height}x{width} is too small "
+                f"(min side {2 * MIN_OBJECT_SIZE})"
+            )
+        counts = (self.num_train, self.num_val, self.num_test)
+        if min(counts) < 0 or sum(counts) == 0:
+            raise DetectError(
+                f"synthetic data: image counts must be >= 0 and not all 0, got "
+                f"train={self.num_train} val={self.num_val} test={self.num_test}"
+            )
+        if self.max_objects < 1:
+            raise DetectError(f"synthetic data: max_objects must be >= 1, got {self.max_objects}")
+        if self.image_ext not in (".jpg", ".png"):
+            raise DetectError(
+                f"synthetic data: image_ext must be '.jpg' or '.png', got {self.image_ext!r}"
+            )
+
+    def record(self) -> dict:
+        """The parameters as recorded in ``synthetic.json`` (with the generator version)."""
+        return {
+            "generator_version": GENERATOR_VERSION,
+            "num_train": int(self.num_train),
+            "num_val": int(self.num_val),
+            "num_test": int(self.num_test),
+            "image_size": list(self.image_size),
+            "seed": int(self.seed),
+            "max_objects": int(self.max_objects),
+            "image_ext": self.image_ext,
+        }
 
 
 def read_info(root: str | Path) -> dict | None:
@@ -313,12 +336,13 @@ def read_info(root: str | Path) -> dict | None:
     return info if isinstance(info, dict) and info.get("format") == INFO_FORMAT else None
 
 
-def is_complete(root: str | Path, **params) -> bool:
+def is_complete(root: str | Path, **params: Any) -> bool:
     """True when ``root`` holds a finished data set generated with these parameters (keyword
-    arguments as :func:`generate_synthetic_dataset`) and every listed file is present."""
+    arguments: the fields of :class:`SyntheticParams`) and every listed file is present."""
     root = Path(root)
     info = read_info(root)
-    if not info or not info.get("complete") or info.get("params") != synthetic_params(**params):
+    expected = SyntheticParams(**params).record()
+    if not info or not info.get("complete") or info.get("params") != expected:
         return False
     for split in ("train", "val", "trainval", "test"):
         split_path = root / "ImageSets" / "Main" / f"{split}.txt"
@@ -381,15 +405,7 @@ def summarize(annotations_by_split: Mapping[str, list[Annotation]]) -> dict:
 
 
 def generate_synthetic_dataset(
-    root: str | Path,
-    num_train: int = 120,
-    num_val: int = 40,
-    num_test: int = 60,
-    image_size: tuple[int, int] = (256, 320),
-    seed: int = 0,
-    max_objects: int = 5,
-    image_ext: str = ".jpg",
-    progress: bool = True,
+    root: str | Path, progress: bool = True, **params: Any
 ) -> dict[str, list[Annotation]]:
     """Generate the synthetic data set in VOC layout under ``root``.
 
@@ -399,12 +415,10 @@ def generate_synthetic_dataset(
     Args:
         root: output folder; created, or an earlier synthetic data set there is overwritten. A
             non-empty folder without ``synthetic.json`` is refused.
-        num_train, num_val, num_test: images per split (``trainval`` = train + val).
-        image_size: ``(H, W)`` in pixels.
-        seed: the same seed gives the same images and byte-identical annotations.
-        max_objects: objects per image are drawn uniformly from ``1..max_objects``.
-        image_ext: ``".jpg"`` (quality 95) or ``".png"`` (lossless).
         progress: show a tqdm bar.
+        **params: the fields of :class:`SyntheticParams` (``num_train``, ``num_val``,
+            ``num_test``, ``image_size``, ``seed``, ``max_objects``, ``image_ext``); the others
+            keep their defaults.
 
     Returns:
         ``{split: [Annotation]}`` for ``train``, ``val``, ``trainval`` and ``test``; boxes
@@ -412,14 +426,12 @@ def generate_synthetic_dataset(
         :data:`SYNTHETIC_CLASSES`.
     """
     root = Path(root)
-    params = synthetic_params(
-        num_train, num_val, num_test, image_size, seed, max_objects, image_ext
-    )
-    height, width = params["image_size"]
+    spec = SyntheticParams(**params)
+    height, width = spec.image_size
     _check_target(root)
     root.mkdir(parents=True, exist_ok=True)
-    _write_info(root, params, complete=False)
-    counts = {"train": num_train, "val": num_val, "test": num_test}
+    _write_info(root, spec.record(), complete=False)
+    counts = {"train": spec.num_train, "val": spec.num_val, "test": spec.num_test}
     annotations_by_split: dict[str, list[Annotation]] = {}
     index = 0
     with tqdm(total=sum(counts.values()), desc="synthetic images", disable=not progress) as bar:
@@ -428,8 +440,10 @@ def generate_synthetic_dataset(
             for _ in range(count):
                 index += 1
                 image_id = f"{index:06d}"
-                rendered = render_image(image_rng(seed, index), height, width, max_objects)
-                path = root / "JPEGImages" / f"{image_id}{image_ext}"
+                rendered = render_image(
+                    image_rng(spec.seed, index), height, width, spec.max_objects
+                )
+                path = root / "JPEGImages" / f"{image_id}{spec.image_ext}"
                 write_image(path, rendered.image)
                 annotations_by_split[split].append(
                     Annotation(
@@ -450,6 +464,6 @@ def generate_synthetic_dataset(
         root, {a.path.name for a in annotations_by_split["trainval"] + annotations_by_split["test"]}
     )
     summary = summarize(annotations_by_split)
-    _write_info(root, params, complete=True, summary=summary)
+    _write_info(root, spec.record(), complete=True, summary=summary)
     log.info("synthetic data set written to %s: %s images", root, summary["images"])
     return annotations_by_split

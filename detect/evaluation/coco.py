@@ -20,7 +20,7 @@ from pycocotools.cocoeval import COCOeval
 
 from detect.data.coco import coco_categories, load_coco
 from detect.errors import DetectError
-from detect.io import atomic_write_text
+from detect.io import atomic_write_text, read_json
 from detect.ops.boxes import xywh_from_xyxy
 from detect.structures import DetectionDataset, Detections
 
@@ -90,10 +90,7 @@ def read_coco_results(path: str | Path) -> list[dict]:
         DetectError: naming the file and the index of the first bad record.
     """
     path = Path(path)
-    try:
-        records = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DetectError(f"COCO results {path}: cannot read json: {exc}") from exc
+    records = read_json(path, "COCO results")
     if not isinstance(records, list):
         raise DetectError(f"COCO results {path}: expected a json list of detections")
     for index, record in enumerate(records):

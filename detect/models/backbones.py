@@ -157,7 +157,7 @@ def vgg16() -> Backbone:
 
 def tiny() -> Backbone:
     """A small fast network for tests and the demo: five 3x3 convs (4 of stride 2) with
-    BatchNorm and ReLU, 24-64 channels, stride 16. R-CNN crop size 128 (8x8 cells): with
+    BatchNorm and ReLU, 32-128 channels (64 out), stride 16. R-CNN crop size 128 (8x8 cells): with
     fc_dims (256, 256) that keeps the FLOP-bound R-CNN/SPP ratio above 20x on ~300 px images."""
     widths = (32, 64, 128, 128, 64)
     strides = (2, 2, 2, 2, 1)

@@ -15,13 +15,34 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from detect.config import ModelConfig
+from detect.config import ModelConfig, check_values
 from detect.errors import DetectError
 from detect.models.backbones import Backbone
 from detect.models.heads import Head, HeadOutput
 from detect.models.spp import SpatialPyramidPool, project_boxes, projection_offsets
 
 METHODS = ("spp", "rcnn")
+
+
+def check_model_config(cfg: ModelConfig) -> None:
+    """Raise :class:`DetectError` naming the ``model.*`` setting a detector cannot be built or
+    run with (backbone names, weights, pyramid levels and projection are checked where used)."""
+
+    def positive(values: tuple[int, ...]) -> bool:
+        return bool(values) and all(v >= 1 for v in values)
+
+    checks = [
+        (positive(cfg.scales), "scales", cfg.scales, "a non-empty list of positive sizes"),
+        (cfg.max_size >= 0, "max_size", cfg.max_size, ">= 0 (0 = no cap)"),
+        (positive(cfg.fc_dims), "fc_dims", cfg.fc_dims, "a non-empty list of positive widths"),
+        (0.0 <= cfg.dropout < 1.0, "dropout", cfg.dropout, "in [0, 1)"),
+        (all(r >= 1 for r in cfg.svd_ranks), "svd_ranks", cfg.svd_ranks, "positive ranks"),
+        (cfg.rcnn_crop_size >= 0, "rcnn_crop_size", cfg.rcnn_crop_size, ">= 0 (0 = backbone's)"),
+        (cfg.rcnn_context >= 0, "rcnn_context", cfg.rcnn_context, ">= 0"),
+        (cfg.region_batch >= 1, "region_batch", cfg.region_batch, ">= 1"),
+        (cfg.rcnn_batch >= 1, "rcnn_batch", cfg.rcnn_batch, ">= 1"),
+    ]
+    check_values("model.", checks)
 
 
 def resize_scale(height: int, width: int, short_side: int, max_size: int) -> float:
@@ -83,6 +104,7 @@ class Detector(nn.Module):
 
     def __init__(self, method: str, backbone: Backbone, cfg: ModelConfig, num_classes: int):
         super().__init__()
+        check_model_config(cfg)
         if method not in METHODS:
             raise DetectError(
                 f"method: unknown detection method {method!r}; known: {list(METHODS)}"
@@ -153,7 +175,13 @@ class Detector(nn.Module):
         """
         if self.method == "rcnn":
             return self.head(self.pool_crops(self.crops(image, boxes)))
-        feature_map = self.features(image)
+        return self.forward_features(self.features(image), boxes)
+
+    def forward_features(self, feature_map: Tensor, boxes: Tensor) -> HeadOutput:
+        """SPP-net head outputs from an already computed ``feature_map (C, h, w)`` of a prepared
+        image, for ``boxes (R, 4)`` (xyxy, pixels of that prepared image): project, pool each
+        distinct window once, head once per distinct window, scattered back to the ``R`` boxes.
+        """
         windows = self.windows(boxes, tuple(feature_map.shape[1:]))
         unique, inverse = dedupe_windows(windows)
         return self.head(self.pyramid(feature_map, unique)).index(inverse)
@@ -179,4 +207,5 @@ def build_detector(method: str, cfg: ModelConfig, num_classes: int) -> Detector:
 
     if num_classes < 1:
         raise DetectError(f"num_classes: expected at least one class, got {num_classes}")
+    check_model_config(cfg)  # before loading weights, which may take a while
     return Detector(method, load_backbone(cfg.backbone, cfg.weights), cfg, num_classes)

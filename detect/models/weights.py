@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from detect.errors import DetectError
+from detect.io import load_torch_file
 from detect.models.backbones import Backbone, build_backbone
 
 # torchvision's ImageNet checkpoints for the backbones that have one (same ``features.*`` keys).
@@ -37,14 +38,7 @@ def load_state_dict_file(backbone: Backbone, path: Path) -> None:
 
     A detector checkpoint's ``backbone.features.*`` keys are accepted too.
     """
-    if not path.is_file():
-        raise DetectError(f"model.weights: file {path} not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file becomes a user-facing error
-        raise DetectError(
-            f"model.weights: cannot read {path} as a torch state dict: {exc}"
-        ) from exc
+    state = load_torch_file(path, "model.weights")
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict):

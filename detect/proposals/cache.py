@@ -26,7 +26,9 @@ import torch
 from torch import Tensor
 
 from detect.config import ProposalConfig
+from detect.errors import DetectError
 from detect.io import atomic_path
+from detect.proposals.search import check_search_params
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,11 @@ def cache_file_name(image_id: str) -> str:
 
 
 class ProposalCache:
-    """Proposals of one method and parameter set, one file per image under ``cache_dir``."""
+    """Proposals of one method and parameter set, one file per image under ``cache_dir``.
+
+    Raises:
+        DetectError: a parameter selective search cannot use, or ``cache_dir`` is a file.
+    """
 
     def __init__(
         self,
@@ -69,7 +75,12 @@ class ProposalCache:
         min_size: float = 16.0,
         max_proposals: int = 2000,
     ) -> None:
+        check_search_params(mode, resize_long_side, min_size, max_proposals)
         self.cache_dir = Path(cache_dir)
+        if self.cache_dir.exists() and not self.cache_dir.is_dir():
+            raise DetectError(
+                f"proposal cache {self.cache_dir} (proposals.cache_dir): exists and is not a folder"
+            )
         self.params = {
             "mode": mode,
             "resize_long_side": int(resize_long_side),

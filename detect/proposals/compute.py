@@ -1,6 +1,6 @@
 """Computing proposals for many images: cache look-up, a worker pool, sharding, failure counting.
 
-Work is split per image. ``workers`` processes (``fork`` where the platform has it, else ``spawn``)
+Work is split per image. ``workers`` processes (always ``spawn``: see :func:`_pool_context`)
 each run single-threaded OpenCV and write each image's cache file as soon as it is done, so an
 interrupted run loses at most the images in flight and a rerun (resume) skips everything cached.
 
@@ -99,12 +99,30 @@ def _compute_one(
     item, cache = task
     start = time.perf_counter()
     try:
-        image = read_image(item.path)
-        boxes = selective_search(image, **cache.params)
+        boxes = search_and_cache(read_image(item.path), item.image_id, cache, item.path)
     except (DetectError, cv2.error) as exc:
         return item.image_id, None, 0.0, str(exc).strip()
-    cache.put(item.image_id, boxes, image.shape[:2], item.path)
     return item.image_id, boxes.numpy(), time.perf_counter() - start, ""
+
+
+def search_and_cache(
+    image: np.ndarray, image_id: str, cache: ProposalCache, image_path: str | Path | None = None
+) -> Tensor:
+    """Selective search with ``cache``'s parameters on ``image`` ``(H, W, 3)`` uint8 RGB, written
+    to the cache as ``image_id``: ``(R, 4)`` float32 xyxy original pixels."""
+    boxes = selective_search(image, **cache.params)
+    cache.put(image_id, boxes, image.shape[:2], image_path)
+    return boxes
+
+
+def image_proposals(
+    image: np.ndarray, image_id: str, cache: ProposalCache, image_path: str | Path | None = None
+) -> Tensor:
+    """Proposals ``(R, 4)`` float32 xyxy original pixels of one image already read
+    (``(H, W, 3)`` uint8 RGB): from ``cache`` when a valid entry exists, else computed and
+    cached (:func:`search_and_cache`)."""
+    boxes = cache.get(image_id, image_path, tuple(image.shape[:2]))
+    return boxes if boxes is not None else search_and_cache(image, image_id, cache, image_path)
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
@@ -128,6 +146,8 @@ def compute_proposals(
     """Proposals for ``items``: cached ones are loaded, the others computed with ``workers``
     processes (1 = in this process) and cached. Unreadable images are logged by path, counted in
     :attr:`ProposalRun.failures` and skipped; the run goes on."""
+    if workers < 1:
+        raise DetectError(f"proposals.workers must be >= 1, got {workers}")
     start = time.perf_counter()
     ids = [item.image_id for item in items]
     duplicates = [image_id for image_id, n in Counter(ids).items() if n > 1]

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from detect.errors import DetectError
 from detect.io import atomic_path, atomic_write_text
+from detect.io import read_json as read_json_file
 from detect.ops.boxes import clip_boxes, voc_from_xyxy, xyxy_from_voc
 from detect.structures import DetectionDataset
 
@@ -47,7 +48,10 @@ def _check_boxes(boxes: Tensor, where: str) -> Tensor:
     return boxes.contiguous()
 
 
-def _suffix(path: Path) -> str:
+def file_format(path: str | Path) -> str:
+    """The proposals file format of ``path`` from its suffix (one of :data:`FORMATS`), or a
+    :class:`DetectError` naming the file."""
+    path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in FORMATS:
         raise DetectError(f"proposals file {path}: unknown format {suffix!r}; use one of {FORMATS}")
@@ -107,10 +111,7 @@ def read_npz(path: Path) -> dict[str, Tensor]:
 
 
 def read_json(path: Path) -> dict[str, Tensor]:
-    try:
-        payload = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DetectError(f"proposals file {path}: cannot read json: {exc}") from exc
+    payload = read_json_file(path, "proposals file")
     if not isinstance(payload, dict):
         raise DetectError(f"proposals file {path}: expected {{image_id: [[x1, y1, x2, y2], ...]}}")
     proposals = {}
@@ -134,7 +135,7 @@ def read_proposals(path: str | Path, image_ids: Sequence[str] | None = None) -> 
     path = Path(path)
     if not path.is_file():
         raise DetectError(f"proposals file {path}: file not found")
-    suffix = _suffix(path)
+    suffix = file_format(path)
     if suffix == ".mat":
         return read_mat(path, image_ids)
     return read_npz(path) if suffix == ".npz" else read_json(path)
@@ -144,7 +145,7 @@ def write_proposals(path: str | Path, proposals: dict[str, Tensor]) -> None:
     """Write ``{image_id: (R, 4) xyxy}`` (in the dict's order) as ``.mat``, ``.npz`` or ``.json``
     (by suffix), atomically. The ``.mat`` has ``boxes`` and ``images`` cell arrays (1 x N)."""
     path = Path(path)
-    suffix = _suffix(path)
+    suffix = file_format(path)
     if suffix == ".json":
         payload = {
             image_id: [[round(float(v), 2) for v in box] for box in boxes.tolist()]

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from detect.config import check_values
 from detect.errors import DetectError
 from detect.ops.boxes import clip_boxes, remove_small_boxes, unique_boxes, xyxy_from_xywh
 
@@ -41,6 +42,20 @@ def _seed_c_rand() -> None:
         libc.srand(RAND_SEED)
 
 
+def check_search_params(
+    mode: str, resize_long_side: int, min_size: float, max_proposals: int
+) -> None:
+    """Raise :class:`DetectError` naming the ``proposals.*`` setting that selective search
+    cannot use (arguments as :func:`selective_search`)."""
+    checks = [
+        (mode in MODES, "mode", mode, f"one of {list(MODES)}"),
+        (resize_long_side >= 0, "resize_long_side", resize_long_side, ">= 0 (0 = original size)"),
+        (min_size >= 0, "min_size", min_size, ">= 0"),
+        (max_proposals >= 0, "max_proposals", max_proposals, ">= 0 (0 = all)"),
+    ]
+    check_values("proposals.", checks)
+
+
 def _resize_for_search(image: np.ndarray, long_side: int) -> np.ndarray:
     """Resize ``(H, W, 3)`` so ``max(H, W) == long_side`` (0 = keep the original size)."""
     height, width = image.shape[:2]
@@ -56,7 +71,7 @@ def raw_selective_search(image_bgr: np.ndarray, mode: str) -> np.ndarray:
     """OpenCV's selective search on a BGR uint8 image: ``(R, 4)`` int32 ``x, y, w, h`` rects in
     the method's ranking order (rect covers pixels ``x .. x + w - 1``)."""
     if mode not in MODES:
-        raise DetectError(f"proposals: unknown selective search mode {mode!r}; use one of {MODES}")
+        raise DetectError(f"proposals.mode must be one of {list(MODES)}, got {mode!r}")
     search = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
     search.setBaseImage(image_bgr)
     if mode == "fast":
@@ -105,6 +120,7 @@ def selective_search(
         raise DetectError(
             f"selective_search: expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}"
         )
+    check_search_params(mode, resize_long_side, min_size, max_proposals)
     height, width = image.shape[:2]
     resized = _resize_for_search(np.ascontiguousarray(image[:, :, ::-1]), resize_long_side)
     # A rect (x, y, w, h) covers pixels x .. x + w - 1, i.e. continuous [x, x + w).

@@ -13,7 +13,9 @@ from detect.structures import DetectionDataset
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
-def _unique_stems(paths: list[Path], where: Path) -> list[ImageItem]:
+def items_with_unique_ids(paths: list[Path], where: str | Path) -> list[ImageItem]:
+    """One item per path, the id being the file stem; two paths with the same stem are a
+    :class:`DetectError` naming both (``where`` says whose list it is)."""
     seen: dict[str, Path] = {}
     for path in paths:
         if path.stem in seen:
@@ -30,7 +32,7 @@ def items_from_folder(folder: str | Path) -> list[ImageItem]:
     paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise DetectError(f"image folder {folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
-    return _unique_stems(paths, folder)
+    return items_with_unique_ids(paths, folder)
 
 
 def items_from_list(list_file: str | Path) -> list[ImageItem]:
@@ -44,7 +46,7 @@ def items_from_list(list_file: str | Path) -> list[ImageItem]:
     names = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     if not names:
         raise DetectError(f"image list {list_file}: no image paths")
-    return _unique_stems([list_file.parent / name for name in names], list_file)
+    return items_with_unique_ids([list_file.parent / name for name in names], list_file)
 
 
 def resolve_images(

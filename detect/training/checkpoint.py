@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ import torch
 from detect import __version__
 from detect.config import Config, config_from_dict, config_to_dict
 from detect.errors import DetectError
-from detect.io import atomic_torch_save
+from detect.io import atomic_torch_save, load_torch_file
 
 CHECKPOINT_FORMAT = "detect-checkpoint-v1"
 
@@ -60,14 +60,7 @@ def save_checkpoint(
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """The raw checkpoint dict, with a clear error for missing or foreign files."""
     path = Path(path)
-    if not path.is_file():
-        raise DetectError(f"checkpoint {path}: file not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt / foreign files
-        raise DetectError(
-            f"checkpoint {path}: cannot read it as a detect checkpoint: {exc}"
-        ) from exc
+    payload = load_torch_file(path, "checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise DetectError(f"checkpoint {path}: not a {CHECKPOINT_FORMAT} file")
     return payload
@@ -162,6 +155,7 @@ def load_checkpoint(
         expected_backbone: when given, a checkpoint of another backbone is a :class:`DetectError`.
     """
     from detect.config import set_dotted
+    from detect.inference import check_test_config
     from detect.models import build_detector
 
     payload = read_checkpoint(path)
@@ -172,10 +166,13 @@ def load_checkpoint(
     config = config_from_dict(values, f"checkpoint {path} config")
     class_names = tuple(payload["class_names"])
     method = method or payload["method"]
-    model = build_detector(method, config.model, len(class_names))
+    # The checkpoint's weights replace the backbone's, so the initial weights the run started
+    # from (weights: imagenet or a file, perhaps absent on this machine) are not read.
+    model = build_detector(method, replace(config.model, weights="none"), len(class_names))
     load_weights(model, payload["model"], path)
     model.compress_svd()  # test-time truncated SVD of fc6/fc7 when model.svd_ranks is set
     model.eval()
+    check_test_config(config.test)
     scorer = build_scorer(payload, config, path)
     return LoadedCheckpoint(model, class_names, config, scorer, method, payload)
 

@@ -42,7 +42,6 @@ from tqdm import tqdm
 from detect.config import Config, FinetuneConfig
 from detect.data.images import read_image
 from detect.errors import DetectError
-from detect.models.detector import dedupe_windows
 from detect.models.heads import HeadOutput
 from detect.ops.boxes import scale_boxes
 from detect.structures import DetectionDataset
@@ -113,10 +112,7 @@ class _RegionForward:
             with torch.no_grad():
                 pooled = model.pool_crops(model.crops(image, boxes))
             return model.head(pooled)
-        feature_map = self._frozen_features(key, image)
-        windows = model.windows(boxes, tuple(feature_map.shape[1:]))
-        unique, inverse = dedupe_windows(windows)
-        return model.head(model.pyramid(feature_map, unique)).index(inverse)
+        return model.forward_features(self._frozen_features(key, image), boxes)
 
 
 @contextlib.contextmanager

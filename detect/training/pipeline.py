@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from detect.config import Config, config_to_dict, save_config
+from detect.config import Config, check_values, config_to_dict, save_config
 from detect.errors import DetectError
+from detect.models.detector import check_model_config
 from detect.structures import DetectionDataset
 from detect.training.checkpoint import (
     check_compatible,
@@ -106,9 +107,8 @@ def validate_training_config(config: Config, method: str) -> None:
         ),
         (config.finetune.lr > 0, "finetune.lr", config.finetune.lr, "> 0"),
     ]
-    for ok, key, value, expected in checks:
-        if not ok:
-            raise DetectError(f"config: {key} must be {expected}, got {value!r}")
+    check_values("config: ", checks)
+    check_model_config(config.model)
 
 
 def check_class_coverage(dataset: DetectionDataset) -> dict[str, int]:
@@ -190,6 +190,8 @@ def train(
             config, data=dataclasses.replace(config.data, root=str(data_root))
         )
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DetectError(f"run folder {out_dir}: exists and is not a folder")
     checkpoint_path = out_dir / CHECKPOINT_NAME
     log_path, config_path = out_dir / LOG_NAME, out_dir / CONFIG_NAME
     payload = _resume_payload(checkpoint_path, config, method) if resume else None

@@ -1,0 +1,25 @@
+"""`detect` dispatch: user errors and environment errors end in one line and exit status 2."""
+
+import errno
+
+from detect.cli import main
+
+
+def test_os_error_is_one_line_naming_the_file(monkeypatch, capsys):
+    def full_disk(args):
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/out.json")
+
+    monkeypatch.setattr("detect.commands.score.run", full_disk)
+    assert main(["score", "--gt", "x", "--detections", "y"]) == 2
+    assert (
+        capsys.readouterr().err == "detect score: error: /data/out.json: No space left on device\n"
+    )
+
+
+def test_output_folder_below_a_file(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("x")
+    out = tmp_path / "a_file" / "data"
+    assert main(["synth", "--out", str(out), "--train", "1", "--val", "0", "--test", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("detect synth: error: ") and "a_file" in err
+    assert len(err.strip().splitlines()) == 1

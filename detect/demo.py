@@ -108,6 +108,29 @@ def _train(cfg: Config, out_dir: Path, method: str):
         return train(cfg, out_dir=out_dir, method=method, resume=False)
 
 
+def _train_and_evaluate(
+    stages: _Stages,
+    name: str,
+    cfg: Config,
+    out_dir: Path,
+    method: str,
+    max_images: int | None = None,
+):
+    """Train (or reuse) one detector, then evaluate it on the test split (``out_dir/eval``)."""
+    from detect.evaluate import evaluate_checkpoint
+
+    run = stages.run(f"train {name}", _train, cfg, out_dir, method)
+    evaluation = stages.run(
+        f"evaluate {name}",
+        evaluate_checkpoint,
+        run.checkpoint,
+        split=cfg.data.test_split,
+        out_dir=out_dir / "eval",
+        max_images=max_images,
+    )
+    return run, evaluation
+
+
 def rcnn_config(cfg: Config, spp_checkpoint: Path) -> Config:
     """The baseline's config: the SPP-net config with ``demo.rcnn_overrides`` applied and
     fine-tuning started from SPP-net's checkpoint (same backbone weights)."""
@@ -165,8 +188,6 @@ def run_demo(
     overrides: list[str] | None = None,
 ) -> DemoSummary:
     """Run the demo; see the module docstring. ``config_path`` defaults to ``configs/demo.yaml``."""
-    from detect.evaluate import evaluate_checkpoint
-
     out = Path(out_dir)
     cfg = load_config(config_path or DEMO_CONFIG, overrides)
     root = Path(cfg.data.root)
@@ -176,25 +197,15 @@ def run_demo(
 
     stages.run("data", _ensure_data, root, cfg)
     counts = stages.run("proposals", _proposals, cfg, (cfg.data.train_split, cfg.data.test_split))
-    spp_run = stages.run("train SPP-net", _train, cfg, out / "spp", "spp")
-    spp_eval = stages.run(
-        "evaluate SPP-net",
-        evaluate_checkpoint,
-        spp_run.checkpoint,
-        split=cfg.data.test_split,
-        out_dir=out / "spp" / "eval",
-    )
-
+    spp_run, spp_eval = _train_and_evaluate(stages, "SPP-net", cfg, out / "spp", "spp")
     rcnn_eval = None
     if cfg.demo.rcnn_eval_images > 0:
-        rcnn_cfg = rcnn_config(cfg, spp_run.checkpoint)
-        rcnn_run = stages.run("train R-CNN", _train, rcnn_cfg, out / "rcnn", "rcnn")
-        rcnn_eval = stages.run(
-            "evaluate R-CNN",
-            evaluate_checkpoint,
-            rcnn_run.checkpoint,
-            split=cfg.data.test_split,
-            out_dir=out / "rcnn" / "eval",
+        _, rcnn_eval = _train_and_evaluate(
+            stages,
+            "R-CNN",
+            rcnn_config(cfg, spp_run.checkpoint),
+            out / "rcnn",
+            "rcnn",
             max_images=cfg.demo.rcnn_eval_images,
         )
 

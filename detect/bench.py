@@ -22,12 +22,10 @@ import torch
 from torch import nn
 
 from detect.config import BenchConfig, Config, check_values
-from detect.inference import RegionScorer, SoftmaxScorer, Timer, detect_image
+from detect.inference import RegionScorer, SoftmaxScorer, Timer, detect_image, pool_rcnn_crops
 from detect.models.detector import Detector, check_model_config
 
 log = logging.getLogger(__name__)
-
-STAGES = ("warp", "conv", "pool", "fc", "post")
 
 
 @dataclass
@@ -166,12 +164,7 @@ def bench_rcnn(
         with count_flops(model) as flops:
             for start in range(0, sample.numel(), cfg.bench.rcnn_batch):
                 chunk = boxes[sample[start : start + cfg.bench.rcnn_batch]]
-                with shared.section("warp"):
-                    crops = model.crops(prepared, chunk)
-                with shared.section("conv"):
-                    feature_maps = model.backbone(crops)
-                with shared.section("pool"):
-                    pooled = model.pyramid.pool_maps(feature_maps)
+                pooled = pool_rcnn_crops(model, prepared, chunk, shared)
                 for name, head in heads.items():
                     begin = time.perf_counter()
                     scorer(head(pooled))

@@ -66,7 +66,8 @@ class ModelConfig:
     dropout: float = 0.5
     # Truncated SVD of fc6 / fc7 at test time (Fast R-CNN: 1024, 256); empty = off.
     svd_ranks: tuple[int, ...] = ()
-    # R-CNN baseline: crop size (0 = the backbone's own, 224 or 227) and context padding in pixels.
+    # R-CNN baseline: crop size (0 = the backbone's own: 224 ZF-5/VGG16, 227 AlexNet, 128 tiny)
+    # and context padding in pixels.
     rcnn_crop_size: int = 0
     rcnn_context: int = 16
     region_batch: int = 4096  # regions per fc batch (bounds memory for huge proposal sets)

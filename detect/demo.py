@@ -47,7 +47,7 @@ class DemoSummary:
     @property
     def speedup(self) -> float:
         """R-CNN / SPP-net seconds per image from the bench (same model, images, proposals)."""
-        return next(row["speedup"] for row in self.bench["rows"] if row["path"] == "spp")
+        return _spp_row(self.bench)["speedup"]
 
 
 class _Stages:
@@ -285,6 +285,8 @@ def format_summary_table(summary: DemoSummary) -> str:
 
 def format_report(summary: DemoSummary, cfg: Config) -> str:
     """``report.md``: the summary table, per-class AP, stage times and the files written."""
+    from detect.bench import format_report as format_bench_report
+
     ap_lines = ["| class | SPP-net AP |", "| --- | --- |"] + [
         f"| {name} | {value:.3f} |" for name, value in summary.spp_ap.items()
     ]
@@ -293,7 +295,7 @@ def format_report(summary: DemoSummary, cfg: Config) -> str:
     ]
     stage_lines.append(f"| total | {sum(summary.stage_seconds.values()):.1f} |")
     files = "\n".join(f"- `{path}`" for path in summary.files if path is not None)
-    bench_text = (summary.out_dir / "bench.txt").read_text()
+    bench_text = format_bench_report(summary.bench) + "\n"  # = bench.txt
     return (
         "# detect demo\n\n"
         f"backbone `{cfg.model.backbone}` trained from scratch ({cfg.finetune.mode}), "

@@ -192,10 +192,11 @@ def _score_coco(result: EvalResult, dataset, root: Path, class_names) -> None:
     from detect.data.coco import coco_categories, load_coco
     from detect.evaluation.coco import evaluate_coco, write_coco_results
 
-    _, category_ids = coco_categories(load_coco(root), class_names)
+    coco_gt = load_coco(root)
+    _, category_ids = coco_categories(coco_gt, class_names)
     result.results_path = result.out_dir / "coco_results.json"
     write_coco_results(result.results_path, result.detections, category_ids)
-    result.stats = evaluate_coco(result.detections, dataset, classes=class_names)
+    result.stats = evaluate_coco(result.detections, dataset, class_names, coco_gt=coco_gt)
     result.mAP = result.stats["AP"]
 
 

@@ -112,6 +112,19 @@ def _score_spp(
     return scores, deltas
 
 
+def pool_rcnn_crops(model: Detector, image: Tensor, boxes: Tensor, timer: Timer) -> Tensor:
+    """R-CNN up to the head, timed as ``warp``, ``conv`` and ``pool``: crops of ``boxes (R, 4)``
+    (xyxy, pixels of the normalised ``image (3, H, W)``), backbone, image-level SPP of each crop's
+    map -> ``(R, C * bins)`` (what :meth:`Detector.pool_crops` computes, in timed stages)."""
+    with timer.section("warp"):
+        crops = model.crops(image, boxes)
+    with timer.section("conv"):
+        feature_maps = model.backbone(crops)
+    with timer.section("pool"):
+        pooled = model.pyramid.pool_maps(feature_maps)
+    return pooled
+
+
 def _score_rcnn(
     model: Detector, image: np.ndarray, proposals: Tensor, scorer: RegionScorer, timer: Timer
 ) -> tuple[Tensor, Tensor]:
@@ -119,12 +132,7 @@ def _score_rcnn(
     all_scores, all_deltas = [], []
     batch = max(1, model.cfg.rcnn_batch)
     for start in range(0, proposals.shape[0], batch):
-        with timer.section("warp"):
-            crops = model.crops(prepared, proposals[start : start + batch])
-        with timer.section("conv"):
-            feature_maps = model.backbone(crops)
-        with timer.section("pool"):
-            pooled = model.pyramid.pool_maps(feature_maps)
+        pooled = pool_rcnn_crops(model, prepared, proposals[start : start + batch], timer)
         with timer.section("fc"):
             part_scores, part_deltas = scorer(model.head(pooled))
         all_scores.append(part_scores.float())

@@ -99,9 +99,6 @@ class DetectionDataset:
     def image_ids(self) -> list[str]:
         return [a.image_id for a in self.annotations]
 
-    def by_id(self) -> dict[str, Annotation]:
-        return {a.image_id: a for a in self.annotations}
-
 
 @dataclass
 class Detections:

@@ -18,6 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from detect.errors import DetectError
+from detect.io import atomic_path
 from detect.structures import Annotation, Detections
 
 # Distinct, saturated RGB colours (Tableau 10 and its light variants), one per class index.
@@ -170,10 +171,11 @@ def make_grid(images: Sequence[np.ndarray], cols: int, pad: int = 4, fill: int =
 
 
 def _save(figure: Figure, path: str | Path) -> Path:
+    """Write ``figure`` atomically (format from the suffix, PNG without one), creating folders."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(figure)
-    figure.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format=path.suffix[1:] or "png", dpi=100)
     return path
 
 
@@ -217,9 +219,11 @@ def plot_curves(
     ylabel: str,
     title: str,
     logx: bool = False,
+    ylim: tuple[float, float] | None = None,
 ) -> Path:
     """One PNG with a line per entry of ``ys`` (each as long as ``x``), e.g. proposal recall at
-    IoU 0.5 / 0.7 / AR against the number of proposals (``logx=True``)."""
+    IoU 0.5 / 0.7 / AR against the number of proposals (``logx=True``, see
+    :func:`detect.proposals.recall.save_recall_plot`); ``ylim`` fixes the y range."""
     figure = Figure(figsize=(6.4, 4.8))
     axes = figure.add_subplot()
     for index, (label, values) in enumerate(ys.items()):
@@ -231,6 +235,8 @@ def plot_curves(
         axes.plot(list(x), list(values), marker="o", markersize=3, color=colour, label=label)
     if logx:
         axes.set_xscale("log")
+    if ylim is not None:
+        axes.set_ylim(*ylim)
     axes.set(xlabel=xlabel, ylabel=ylabel, title=title)
     axes.grid(alpha=0.3, which="both")
     if ys:
@@ -269,7 +275,7 @@ def plot_loss_curve(
 
     Args:
         source: a CSV with a header (``iteration``, ``loss``, optional ``lr`` and any other loss
-            columns such as ``loss_cls``, ``loss_box``), or a mapping of the same columns to lists.
+            columns such as ``cls_loss``, ``bbox_loss``), or a mapping of the same columns to lists.
         path: the PNG to write.
     """
     columns = (

@@ -13,6 +13,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from detect.data import load_dataset
+from detect.data.coco import load_coco
 from detect.errors import DetectError
 from detect.evaluation.coco import (
     STAT_NAMES,
@@ -168,6 +169,9 @@ def test_evaluate_coco_matches_pycocotools(tmp_path, seed):
     assert len(read) == len(records) and all(isinstance(r["image_id"], int) for r in read)
     again = evaluate_coco(read, load_dataset(gt_path, "val"))
     np.testing.assert_allclose([again[n] for n in STAT_NAMES], want, atol=1e-6)
+    # With the json already loaded (as `detect eval --metric coco` passes it): the same numbers.
+    preloaded = evaluate_coco(dets, gt_path, coco_gt=load_coco(gt_path))
+    np.testing.assert_allclose([preloaded[n] for n in STAT_NAMES], want, atol=1e-6)
 
 
 def test_evaluate_coco_empty_and_bad(tmp_path):

@@ -60,7 +60,7 @@ def collect_images(arguments: list[str]):
 
 def run(args) -> int:
     from detect.data.images import read_image, write_image
-    from detect.inference import Timer, detect_image
+    from detect.inference import detect_image
     from detect.io import atomic_write_text
     from detect.proposals import ProposalCache, image_proposals
     from detect.training.checkpoint import load_checkpoint
@@ -77,7 +77,6 @@ def run(args) -> int:
         raise DetectError(f"--out {out}: exists and is not a folder")
     loaded = load_checkpoint(args.checkpoint, method=args.method, overrides=overrides)
     cache = ProposalCache.from_config(loaded.config.proposals)
-    timer = Timer()
     done, skipped, total = 0, [], 0
     start = time.perf_counter()
     for item in tqdm(items, desc="detect", unit="image"):
@@ -88,14 +87,7 @@ def run(args) -> int:
         except DetectError as exc:  # names the file; the other images go on
             skipped.append(str(exc))
             continue
-        detections = detect_image(
-            loaded.model,
-            image,
-            proposals,
-            loaded.config.test,
-            loaded.scorer,
-            timer=timer,
-        )
+        detections = detect_image(loaded.model, image, proposals, loaded.config.test, loaded.scorer)
         payload = {
             "image": str(path),
             "width": int(image.shape[1]),

@@ -115,6 +115,7 @@ def evaluate_coco(
     detections: Mapping[str, Detections] | list[dict],
     gt: DetectionDataset | str | Path,
     classes: Sequence[str] = (),
+    coco_gt: COCO | None = None,
 ) -> dict[str, float]:
     """COCOeval (bbox) stats by name: AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs...
 
@@ -124,6 +125,8 @@ def evaluate_coco(
         gt: the COCO data set (its ``root`` is the instances json) or the json path.
         classes: the label order of ``detections`` and the categories evaluated; default: the
             data set's classes, or every category of the json.
+        coco_gt: the json already loaded with :func:`detect.data.coco.load_coco` (so a caller
+            that has it does not read the file again); default: loaded here.
 
     A stat without ground truth to measure is ``-1`` as in pycocotools. Raises
     :class:`DetectError` for a detection of an image or category that is not in the json.
@@ -131,7 +134,8 @@ def evaluate_coco(
     json_path = Path(gt.root) if isinstance(gt, DetectionDataset) else Path(gt)
     if isinstance(gt, DetectionDataset) and not classes:
         classes = gt.class_names
-    coco_gt = load_coco(json_path)
+    if coco_gt is None:
+        coco_gt = load_coco(json_path)
     _, category_ids = coco_categories(coco_gt, classes, f"COCO annotations {json_path}")
     records = (
         copy.deepcopy(detections)

@@ -87,8 +87,7 @@ class Backbone(nn.Module):
         self.crop_size = crop_size
         self.mean = mean
         self.std = std
-        _size, self.stride, centre = receptive_field(features)
-        self.receptive_field_size = _size
+        self.receptive_field_size, self.stride, centre = receptive_field(features)
         self.offsets = (centre, centre)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,6 @@ import numpy as np
 from torch import Tensor
 
 from detect.errors import DetectError
-from detect.io import atomic_path
 from detect.ops.boxes import box_iou
 from detect.structures import DetectionDataset
 
@@ -111,26 +110,16 @@ def format_recall_table(result: RecallResult) -> str:
 
 
 def save_recall_plot(result: RecallResult, path: str | Path) -> None:
-    """PNG of recall@0.5, recall@0.7 and AR against the number of proposals (log axis)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    """PNG of recall@0.5, recall@0.7 and AR against the number of proposals (log axis), written
+    atomically."""
+    from detect.visualize import plot_curves
 
-    figure = Figure(figsize=(6, 4))
-    FigureCanvasAgg(figure)  # Agg canvas, independent of pyplot's global backend
-    axes = figure.add_subplot()
-    for values, label in (
-        (result.recall_at(0.5), "recall @ IoU 0.5"),
-        (result.recall_at(0.7), "recall @ IoU 0.7"),
-        (result.average_recall, "average recall (IoU 0.5:0.95)"),
-    ):
-        axes.plot(result.counts, values, marker="o", label=label)
-    axes.set_xscale("log")
-    axes.set_xlabel("proposals per image")
-    axes.set_ylabel("recall")
-    axes.set_ylim(0, 1)
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend(loc="lower right")
-    axes.set_title(f"proposal recall ({result.num_gt} objects, {result.num_images} images)")
-    figure.tight_layout()
-    with atomic_path(Path(path)) as tmp:
-        figure.savefig(tmp, format="png", dpi=100)
+    curves = {
+        "recall @ IoU 0.5": result.recall_at(0.5).tolist(),
+        "recall @ IoU 0.7": result.recall_at(0.7).tolist(),
+        "average recall (IoU 0.5:0.95)": result.average_recall.tolist(),
+    }
+    title = f"proposal recall ({result.num_gt} objects, {result.num_images} images)"
+    plot_curves(
+        result.counts, curves, path, "proposals per image", "recall", title, logx=True, ylim=(0, 1)
+    )

@@ -4,8 +4,8 @@ One forward pass per image over its ground-truth boxes and proposals (at the mod
 no flip, eval mode) gives, per region, ``out.fc7`` / ``out.pooled``. Only what the later stages
 need is kept: ground-truth rows (SVM positives), the candidate-negative pool (ground-truth boxes
 and proposals, as R-CNN's) with each row's best IoU per class (a class's negatives are the rows
-with IoU < ``neg_iou``), and pooled features + targets of proposals with IoU >= ``min_iou``
-(ridge regression).
+with IoU < ``neg_iou``), and pooled features + targets of regions (ground-truth boxes included)
+with IoU >= ``min_iou`` (ridge regression).
 """
 
 from __future__ import annotations

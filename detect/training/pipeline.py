@@ -228,9 +228,8 @@ def train(
         log.info("checkpoint %s is already complete; nothing to resume", checkpoint_path)
         rows = payload["log"]["rows"]
     else:
-        resume_state = payload if payload is not None else None
         result = finetune(
-            model, dataset, proposals, config, checkpoint_path, log_path, resume_state, on_iteration
+            model, dataset, proposals, config, checkpoint_path, log_path, payload, on_iteration
         )
         rows = result.rows
         extras: dict = {"stage": "done", "iteration": config.finetune.iterations}

@@ -1,7 +1,7 @@
 """One-vs-rest linear SVMs with hard-negative mining (SPEC.md §6, R-CNN's recipe).
 
-Per class: positives are the ground-truth boxes, negatives the proposals with IoU < ``neg_iou``
-to every ground truth of that class. Features are scaled so their mean L2 norm is
+Per class: positives are the ground-truth boxes, negatives the pool rows (ground-truth boxes of
+other classes and proposals) with IoU < ``neg_iou`` to every ground truth of that class. Features are scaled so their mean L2 norm is
 ``feature_norm``; scikit-learn's ``LinearSVC`` (liblinear, L2-regularised hinge loss, as
 R-CNN's ``-s 3``) with ``C``, positive class weight and intercept scaling from the config.
 """
@@ -125,7 +125,7 @@ class SVMModel:
 def train_svms(features: RegionFeatures, num_classes: int, cfg: SVMConfig, seed: int) -> SVMModel:
     """Train the ``num_classes`` one-vs-rest SVMs on features extracted from the training set.
 
-    Uses ``features.gt_*`` rows as positives of their class and ``features.proposal_*`` rows with
+    Uses ``features.gt_*`` rows as positives of their class and ``features.pool_*`` rows with
     IoU < ``cfg.neg_iou`` to every ground truth of a class as that class's negatives.
     """
     gt = features.gt_features.numpy()

@@ -3,6 +3,7 @@
 import csv
 import signal
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 import torch
@@ -163,6 +164,24 @@ def test_resume_errors(data, tmp_path):
         train(tiny_config(data, iterations=1, lr=0.02), out_dir=tmp_path / "run", resume=True)
     with pytest.raises(DetectError, match="method is 'spp'"):
         train(tiny_config(data, iterations=1), out_dir=tmp_path / "run", resume=True, method="rcnn")
+
+
+def test_resume_ignores_sections_training_does_not_use(data, tmp_path):
+    """test / bench / demo settings may change between a run and its resume; training may not."""
+    first = train(tiny_config(data, iterations=1), out_dir=tmp_path / "run")
+    cfg = tiny_config(data, iterations=1)
+    cfg = replace(
+        cfg,
+        test=replace(cfg.test, nms_iou=0.5),
+        bench=replace(cfg.bench, repeats=2),
+        demo=replace(cfg.demo, bench_images=7),
+    )
+    resumed = train(cfg, out_dir=tmp_path / "run", resume=True)
+    a, b = read_checkpoint(first.checkpoint)["model"], read_checkpoint(resumed.checkpoint)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(DetectError, match=r"model.dropout"):
+        changed = replace(cfg, model=replace(cfg.model, dropout=0.1))
+        train(changed, out_dir=tmp_path / "run", resume=True)
 
 
 def test_flips_and_images_are_used(data, tmp_path, monkeypatch):

@@ -129,6 +129,10 @@ def check_class_coverage(dataset: DetectionDataset) -> dict[str, int]:
     return counts
 
 
+# Config sections that do not change what training computes: a resumed run may differ in them.
+SECTIONS_NOT_TRAINED = ("test", "bench", "demo")
+
+
 def _config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
     differences = []
     for key in sorted(set(saved) | set(current)):
@@ -148,7 +152,12 @@ def _resume_payload(path: Path, config: Config, method: str) -> dict:
         raise DetectError(
             f"checkpoint {path}: method is {payload['method']!r}, but this run asks for {method!r}"
         )
-    differences = _config_differences(payload["config"], config_to_dict(config))
+    saved, current = payload["config"], config_to_dict(config)
+    differences = [
+        difference
+        for difference in _config_differences(saved, current)
+        if difference.split(".", 1)[0] not in SECTIONS_NOT_TRAINED
+    ]
     if differences:
         raise DetectError(
             f"checkpoint {path}: --resume needs the same config as the interrupted run; "

@@ -286,7 +286,8 @@ def format_report(report: dict) -> str:
         f"{'total':>8} {'GFLOP':>8} {'GFLOP/s':>8} {'windows':>8} {'speed-up':>9} {'ceiling':>8}"
     )
     lines = [
-        f"backbone {report['backbone']}, {report['images']} image(s) {report['image_sizes']}, "
+        f"backbone {report['backbone']}, {report['images']} image(s) "
+        f"{_sizes_text(report['image_sizes'])}, "
         f"{report['regions_per_image']:.0f} proposals/image, {report['threads']} thread(s)",
         header,
         "-" * len(header),
@@ -320,6 +321,12 @@ def format_report(report: dict) -> str:
         f"(R-CNN's batched conv reaches {_rcnn_fraction(report):.0%} of it).",
     ]
     return "\n".join(lines)
+
+
+def _sizes_text(sizes: list[list[int]]) -> str:
+    """``"256x320"`` when all images share a size, else the distinct ``HxW`` sizes."""
+    distinct = sorted({f"{height}x{width}" for height, width in sizes})
+    return distinct[0] if len(distinct) == 1 else "sizes " + ", ".join(distinct)
 
 
 def _rcnn_fraction(report: dict) -> float:

@@ -7,7 +7,6 @@ re-times and redraws.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -81,16 +80,17 @@ def _ensure_data(root: Path, cfg: Config) -> None:
     generate_synthetic_dataset(root, **params)
 
 
-def _proposals(cfg: Config, splits: tuple[str, ...]) -> dict[str, int]:
+def _proposals(cfg: Config, splits: tuple[str, ...]) -> dict[str, tuple]:
+    """``{split: (DetectionDataset, {image_id: proposals (R, 4)})}``, computing missing ones."""
     from detect.data import load_dataset
     from detect.proposals import load_or_compute_proposals
 
-    counts = {}
+    data = cfg.data
+    loaded = {}
     for split in splits:
-        dataset = load_dataset(cfg.data.root, split)
-        counts[split] = len(dataset)
-        load_or_compute_proposals(dataset, cfg.proposals)
-    return counts
+        dataset = load_dataset(data.root, split, data.classes, data.image_dir, data.strict_boxes)
+        loaded[split] = (dataset, load_or_compute_proposals(dataset, cfg.proposals))
+    return loaded
 
 
 def _train(cfg: Config, out_dir: Path, method: str):
@@ -142,31 +142,27 @@ def rcnn_config(cfg: Config, spp_checkpoint: Path) -> Config:
     return config_from_dict(values, "demo.rcnn_overrides")
 
 
-def _bench(cfg: Config, checkpoint: Path, out_dir: Path) -> dict:
+def _bench(cfg: Config, checkpoint: Path, dataset, proposals: dict, out_dir: Path) -> dict:
+    """Time SPP-net against R-CNN on the first ``demo.bench_images`` images of ``dataset``."""
     from detect.bench import format_report, run_bench
-    from detect.data import load_dataset
     from detect.data.images import read_image
-    from detect.proposals import load_or_compute_proposals
     from detect.training.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(checkpoint)
-    dataset = load_dataset(cfg.data.root, cfg.data.test_split)
-    dataset = dataclasses.replace(dataset, annotations=dataset.annotations[: cfg.demo.bench_images])
-    proposals = load_or_compute_proposals(dataset, cfg.proposals, progress=False)
-    images = [read_image(ann.path) for ann in dataset.annotations]
-    boxes = [proposals[ann.image_id] for ann in dataset.annotations]
+    annotations = dataset.annotations[: cfg.demo.bench_images]
+    images = [read_image(ann.path) for ann in annotations]
+    boxes = [proposals[ann.image_id] for ann in annotations]
     report = run_bench(loaded.model, images, boxes, loaded.config, loaded.scorer)
     atomic_write_text(out_dir / "bench.json", json.dumps(report, indent=2) + "\n")
     atomic_write_text(out_dir / "bench.txt", format_report(report) + "\n")
     return report
 
 
-def _draw(cfg: Config, evaluation, out_dir: Path) -> Path:
-    from detect.data import load_dataset
+def _draw(cfg: Config, dataset, evaluation, out_dir: Path) -> Path:
+    """Draw the detections of the first ``demo.draw_images`` images of ``dataset``."""
     from detect.data.images import read_image, write_image
     from detect.visualize import draw_detections, make_grid
 
-    dataset = load_dataset(cfg.data.root, cfg.data.test_split)
     pictures = []
     for ann in dataset.annotations[: cfg.demo.draw_images]:
         picture = draw_detections(
@@ -196,7 +192,8 @@ def run_demo(
     stages = _Stages()
 
     stages.run("data", _ensure_data, root, cfg)
-    counts = stages.run("proposals", _proposals, cfg, (cfg.data.train_split, cfg.data.test_split))
+    splits = stages.run("proposals", _proposals, cfg, (cfg.data.train_split, cfg.data.test_split))
+    test_dataset, test_proposals = splits[cfg.data.test_split]
     spp_run, spp_eval = _train_and_evaluate(stages, "SPP-net", cfg, out / "spp", "spp")
     rcnn_eval = None
     if cfg.demo.rcnn_eval_images > 0:
@@ -209,14 +206,14 @@ def run_demo(
             max_images=cfg.demo.rcnn_eval_images,
         )
 
-    bench = stages.run("bench", _bench, cfg, spp_run.checkpoint, out)
-    grid = stages.run("draw", _draw, cfg, spp_eval, out)
+    bench = stages.run("bench", _bench, cfg, spp_run.checkpoint, test_dataset, test_proposals, out)
+    grid = stages.run("draw", _draw, cfg, test_dataset, spp_eval, out)
 
     summary = DemoSummary(
         out_dir=out,
         data_root=root,
-        num_trainval=counts[cfg.data.train_split],
-        num_test=counts[cfg.data.test_split],
+        num_trainval=len(splits[cfg.data.train_split][0]),
+        num_test=len(test_dataset),
         spp_map=spp_eval.mAP,
         spp_ap=spp_eval.ap,
         spp_seconds_per_image=spp_eval.seconds_per_image,

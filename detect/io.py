@@ -58,11 +58,11 @@ def atomic_torch_save(obj, path: Path) -> None:
 
 
 def read_text(path: str | Path, what: str) -> str:
-    """The text (UTF-8) of ``path``, or a :class:`DetectError` ``"<what> <path>: ..."`` when it is
-    missing, a folder, unreadable or not text."""
+    """The text (UTF-8, a leading byte-order mark dropped) of ``path``, or a :class:`DetectError`
+    ``"<what> <path>: ..."`` when it is missing, a folder, unreadable or not text."""
     path = Path(path)
     try:
-        return path.read_text()
+        return path.read_text(encoding="utf-8-sig")
     except FileNotFoundError as exc:
         raise DetectError(f"{what} {path}: file not found") from exc
     except IsADirectoryError as exc:

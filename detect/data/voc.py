@@ -20,8 +20,9 @@ import torch
 
 from detect.data.boxcheck import BoxProblems, check_box
 from detect.data.images import read_image
+from detect.data.names import check_class_names, check_name
 from detect.errors import DetectError
-from detect.io import atomic_write_text
+from detect.io import atomic_write_text, read_text
 from detect.ops.boxes import voc_from_xyxy, xyxy_from_voc
 from detect.structures import Annotation, DetectionDataset
 
@@ -52,7 +53,9 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".JPG", ".JPEG", ".PNG")
 
 
 def split_file(root: str | Path, split: str) -> Path:
-    """``root/ImageSets/Main/<split>.txt``."""
+    """``root/ImageSets/Main/<split>.txt``; a split name that is not a plain file-name part
+    (:func:`detect.data.names.check_name`) is a :class:`DetectError`."""
+    check_name(split, "split", f"VOC data set {root}")
     return Path(root) / "ImageSets" / "Main" / f"{split}.txt"
 
 
@@ -60,7 +63,8 @@ def read_split_ids(root: str | Path, split: str) -> list[str]:
     """Image ids listed in ``ImageSets/Main/<split>.txt`` (first token of each non-blank line).
 
     Raises:
-        DetectError: the file is missing or lists no image.
+        DetectError: the file is missing, not UTF-8 text, lists no image, or lists an id that is not
+            a plain file-name part (``../../x`` would leave the data root).
     """
     path = split_file(root, split)
     if not path.is_file():
@@ -69,9 +73,12 @@ def read_split_ids(root: str | Path, split: str) -> list[str]:
             sorted(p.stem for p in main.glob("*.txt") if "_" not in p.stem) if main.is_dir() else []
         )
         raise DetectError(f"VOC split file {path}: not found (split {split!r}; available: {known})")
-    ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    text = read_text(path, "VOC split file")
+    ids = [line.split()[0] for line in text.splitlines() if line.strip()]
     if not ids:
         raise DetectError(f"VOC split file {path}: empty split {split!r} (no image ids)")
+    for image_id in ids:
+        check_name(image_id, "image id", f"VOC split file {path}")
     return ids
 
 
@@ -215,14 +222,16 @@ CLASS_LIST_NAME = "classes.txt"
 
 
 def read_class_list(root: Path) -> tuple[str, ...]:
-    """Class names from ``<root>/classes.txt`` (one per line), or ``()`` when there is none."""
+    """Class names from ``<root>/classes.txt`` (one per line, UTF-8 with or without a byte-order
+    mark), or ``()`` when there is none; each is checked (:func:`check_class_names`)."""
     path = Path(root) / CLASS_LIST_NAME
     if not path.is_file():
         return ()
-    names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
+    text = read_text(path, "class list")
+    names = tuple(line.strip() for line in text.splitlines() if line.strip())
     if not names:
         raise DetectError(f"class list {path}: no class names in the file")
-    return names
+    return check_class_names(names, f"class list {path}")
 
 
 def read_voc_dataset(
@@ -252,8 +261,7 @@ def read_voc_dataset(
     root = Path(root)
     _check_layout(root, check_images)
     class_names = tuple(classes) or read_class_list(root) or VOC_CLASSES
-    if len(set(class_names)) != len(class_names):
-        raise DetectError(f"VOC data set {root}: duplicate class names in {list(class_names)}")
+    check_class_names(class_names, f"VOC data set {root}")
     class_index = {name: i for i, name in enumerate(class_names)}
     ids = read_split_ids(root, split)
     available = set(os.listdir(root / "JPEGImages")) if check_images else None

@@ -14,14 +14,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from detect.data.names import check_name
 from detect.errors import DetectError
-from detect.io import atomic_write_text
+from detect.io import atomic_write_text, read_text
 from detect.ops.boxes import voc_from_xyxy, xyxy_from_voc
 from detect.structures import Detections
 
 
 def comp4_path(directory: str | Path, split: str, class_name: str) -> Path:
-    """``directory/comp4_det_<split>_<class_name>.txt``."""
+    """``directory/comp4_det_<split>_<class_name>.txt``; a split or class name that is not a plain
+    file-name part (:func:`detect.data.names.check_name`) is a :class:`DetectError`, so the file
+    is always inside ``directory``."""
+    where = f"comp4 files in {directory}"
+    check_name(split, "split", where)
+    check_name(class_name, "class name", where)
     return Path(directory) / f"comp4_det_{split}_{class_name}.txt"
 
 
@@ -41,6 +47,7 @@ def write_comp4(
         The written paths, in class order. Lines follow the order of ``detections`` and, within an
         image, the detections' order.
     """
+    paths = [comp4_path(out_dir, split, name) for name in class_names]  # every name checked first
     lines: list[list[str]] = [[] for _ in class_names]
     for image_id, dets in detections.items():
         if len(dets) == 0:
@@ -50,11 +57,8 @@ def write_comp4(
         for label, score, box in zip(dets.labels.tolist(), scores, voc, strict=True):
             numbers = " ".join(str(v) for v in (score, *box))
             lines[label].append(f"{image_id} {numbers}\n")
-    paths = []
-    for name, class_lines in zip(class_names, lines, strict=True):
-        path = comp4_path(out_dir, split, name)
+    for path, class_lines in zip(paths, lines, strict=True):
         atomic_write_text(path, "".join(class_lines))
-        paths.append(path)
     return paths
 
 
@@ -85,7 +89,7 @@ def read_comp4(
         path = comp4_path(in_dir, split, name)
         if not path.is_file():
             raise DetectError(f"comp4 file {path}: not found (class {name!r}, split {split!r})")
-        for number, line in enumerate(path.read_text().splitlines(), start=1):
+        for number, line in enumerate(read_text(path, "comp4 file").splitlines(), start=1):
             fields = line.split()
             if not fields:
                 continue

@@ -18,10 +18,11 @@ from tqdm import tqdm
 
 from detect.data.images import read_image
 from detect.errors import DetectError
+from detect.evaluation.voc_ap import METRICS as VOC_METRICS
 from detect.io import atomic_write_text
 from detect.structures import Detections, write_detections_json
 
-METRICS = ("voc07", "voc10", "coco")
+METRICS = (*VOC_METRICS, "coco")
 
 
 @dataclass
@@ -116,18 +117,25 @@ def evaluate_checkpoint(
     if out.exists() and not out.is_dir():
         raise DetectError(f"--out {out}: exists and is not a folder")
     dataset = load_dataset(
-        root, split, loaded.class_names, cfg.data.image_dir, cfg.data.strict_boxes
+        root,
+        split,
+        loaded.class_names,
+        cfg.data.image_dir,
+        cfg.data.strict_boxes,
+        max_image_pixels=cfg.data.max_image_pixels,
     )
     if max_images is not None:
         dataset = dataclasses.replace(dataset, annotations=dataset.annotations[:max_images])
     if len(dataset) == 0:
         raise DetectError(f"data {root}: split {split!r} has no images")
-    proposals = load_or_compute_proposals(dataset, cfg.proposals)
+    proposals = load_or_compute_proposals(
+        dataset, cfg.proposals, max_image_pixels=cfg.data.max_image_pixels
+    )
 
     detections: dict[str, Detections] = {}
     seconds = 0.0
     for ann in tqdm(dataset.annotations, desc=f"eval {split}", unit="img"):
-        image = read_image(ann.path)
+        image = read_image(ann.path, cfg.data.max_image_pixels)
         start = time.perf_counter()
         detections[ann.image_id] = detect_image(
             loaded.model, image, proposals[ann.image_id], cfg.test, loaded.scorer

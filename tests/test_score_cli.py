@@ -65,6 +65,10 @@ def test_comp4_voc07_and_voc10(tmp_path, voc, capsys):
     assert "mean" in printed and "0.7727" in printed
     status, scores = run_score(tmp_path, *args, "--metric", "voc10")
     assert status == 0 and scores["ap"]["a"] == pytest.approx(0.75)
+    # The Python tools' 11 thresholds: the same here (recall is never exactly 0.6 or 0.7).
+    status, scores = run_score(tmp_path, *args, "--metric", "voc07_numpy")
+    assert status == 0 and scores["metric"] == "voc07_numpy"
+    assert scores["ap"]["a"] == pytest.approx(8.5 / 11)
 
 
 def test_project_detections_json(tmp_path, voc):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from detect.errors import DetectError
-from detect.evaluation.voc_ap import evaluate_voc
+from detect.evaluation.voc_ap import VOC07_THRESHOLDS, evaluate_voc, matlab_colon
 from detect.ops.boxes import box_iou, paired_box_iou
 from detect.structures import Annotation, DetectionDataset, Detections
 
@@ -83,6 +83,36 @@ def test_hand_worked_duplicates_difficult_and_missing_classes():
     assert r10.ap["a"] == pytest.approx(0.75) and r10.mAP == pytest.approx(0.375)
 
 
+def test_voc07_thresholds_are_the_devkits_at_recall_exactly_point_six():
+    # 10 positives, ranked as 6 hits, 10 false positives, 4 hits. Recall 6/10 = 0.6 exactly for
+    # ranks 6..16 with precision 1 at rank 6; then 7/17, 8/18, 9/19, 10/20 at recall .7 .. 1.
+    # Devkit (t = 0:0.1:1, t exactly 0.6 and 0.7): t = 0 .. 0.6 (7 thresholds) see precision 1,
+    # t = 0.7 .. 1 (4) see max(7/17, 8/18, 9/19, 10/20) = 0.5: AP = (7 + 4 * 0.5) / 11 = 0.8182.
+    # np.arange thresholds (0.6000000000000001 > 0.6): only 6 see precision 1:
+    # AP = (6 + 5 * 0.5) / 11 = 0.7727.
+    hits = [(0, (20 * i, 0, 20 * i + 10, 10), False) for i in range(10)]
+    ds = dataset_of({"1": hits})
+    ranked = [b for _, b, _ in hits[:6]] + [(0, 50 + 2 * i, 5, 55 + 2 * i) for i in range(10)]
+    ranked += [b for _, b, _ in hits[6:]]
+    dets = {"1": dets_of([(0, 1.0 - 0.01 * rank, box) for rank, box in enumerate(ranked)])}
+    devkit = evaluate_voc(dets, ds, "voc07")
+    assert devkit.recall["a"][5] == 0.6 and devkit.recall["a"][16] == 0.7
+    assert devkit.ap["a"] == pytest.approx(9 / 11) and round(devkit.ap["a"], 4) == 0.8182
+    numpy_variant = evaluate_voc(dets, ds, "voc07_numpy")
+    assert numpy_variant.ap["a"] == pytest.approx(8.5 / 11)
+    assert round(numpy_variant.ap["a"], 4) == 0.7727
+
+
+def test_voc07_thresholds_are_matlab_colon_values():
+    # MATLAB's 0:0.1:1 by hand: 0, .1, .2 and .4, .5 forward (3 * 0.1 = 0.30000000000000004), the
+    # upper half back from 1: 1 - 4 * 0.1 == 0.6, 1 - 3 * 0.1 == 0.7, 1 - 0.2, 1 - 0.1, 1.
+    assert VOC07_THRESHOLDS.tolist() == [0.0, 0.1, 0.2, 3 * 0.1, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    assert VOC07_THRESHOLDS[6] == 0.6 and VOC07_THRESHOLDS[7] == 0.7
+    assert matlab_colon(1, 0.5, 4).tolist() == [1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]
+    assert matlab_colon(0, 0.25, 0.9).tolist() == [0.0, 0.25, 0.5, 0.75]  # stops below 0.9
+    assert matlab_colon(1, 1, 0).size == 0
+
+
 def test_best_match_already_taken_is_false_positive():
     # A = (0,0,10,10), B = (1,0,11,10). Second detection (0.4,0,10.4,10): IoU with A = 96/104 =
     # .923, with B = 94/106 = .887. Its best match A is taken, so it is a FP even though B is free
@@ -144,9 +174,18 @@ def test_paired_iou_is_diagonal_of_box_iou():
 # ---- independent brute force: py-faster-rcnn's voc_eval.py loop on VOC 1-based boxes ----------
 
 
-def brute_voc_eval(gt_by_image, dets_in_order, npos_class, use_07):
+# 11-point thresholds by hand: MATLAB's 0:0.1:1 (the devkit) and numpy.arange(0, 1.1, 0.1).
+ELEVEN_POINTS = {
+    "voc07": [0.0, 0.1, 0.2, 0.30000000000000004, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
+    "voc07_numpy": [0.0, 0.1, 0.2, 0.30000000000000004, 0.4, 0.5, 0.6000000000000001]
+    + [0.7000000000000001, 0.8, 0.9, 1.0],
+}
+
+
+def brute_voc_eval(gt_by_image, dets_in_order, npos_class, metric):
     """gt_by_image: {image: [(voc_box, difficult)]} of one class; dets_in_order: [(image, score,
-    voc_box)] of that class in input order. VOC boxes 1-based inclusive, devkit +1 IoU formula."""
+    voc_box)] of that class in input order. VOC boxes 1-based inclusive, devkit +1 IoU formula.
+    ``metric``: a key of ELEVEN_POINTS (11-point AP) or "voc10"."""
     order = sorted(range(len(dets_in_order)), key=lambda i: -dets_in_order[i][1])  # stable
     taken = {image: [False] * len(objs) for image, objs in gt_by_image.items()}
     tp, fp = np.zeros(len(order)), np.zeros(len(order))
@@ -179,9 +218,9 @@ def brute_voc_eval(gt_by_image, dets_in_order, npos_class, use_07):
     prec = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
     if rec is None:
         return float("nan"), prec, rec
-    if use_07:
+    if metric in ELEVEN_POINTS:
         ap = 0.0
-        for t in np.arange(0.0, 1.1, 0.1):
+        for t in ELEVEN_POINTS[metric]:
             p = 0 if np.sum(rec >= t) == 0 else np.max(prec[rec >= t])
             ap = ap + p / 11.0
     else:
@@ -199,7 +238,7 @@ def random_voc_box(rng, size=30):
     return [int(x1), int(y1), int(x1 + rng.integers(0, 12)), int(y1 + rng.integers(0, 12))]
 
 
-@pytest.mark.parametrize("metric", ["voc07", "voc10"])
+@pytest.mark.parametrize("metric", ["voc07", "voc07_numpy", "voc10"])
 def test_matches_brute_force_devkit_on_random_data(metric):
     rng = np.random.default_rng(123)
     for _trial in range(60):
@@ -233,7 +272,7 @@ def test_matches_brute_force_devkit_on_random_data(metric):
             gt_c = {im: [(b, d) for cc, b, d in objs if cc == c] for im, objs in voc_gt.items()}
             npos = sum(not d for objs in gt_c.values() for _, d in objs)
             dets_c = [(im, s, b) for im, cc, s, b in voc_dets if cc == c]
-            ap, prec, rec = brute_voc_eval(gt_c, dets_c, npos, metric == "voc07")
+            ap, prec, rec = brute_voc_eval(gt_c, dets_c, npos, metric)
             if math.isnan(ap):
                 assert math.isnan(result.ap[name])
                 continue

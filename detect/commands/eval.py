@@ -1,7 +1,7 @@
 """`detect eval`: run a trained detector over a split and score it (VOC07 / VOC10 / COCO).
 
 Usage: ``detect eval --checkpoint CK [--data PATH] [--split test] [--method spp|rcnn]
-[--metric voc07|voc10|coco] [--out DIR] [--max-images N] [--set section.key=value ...]``.
+[--metric voc07|voc07_numpy|voc10|coco] [--out DIR] [--max-images N] [--set section.key=value ...]``.
 Writes ``detections.json``, comp4 files (or ``coco_results.json``), ``metrics.json`` and
 ``pr_curves.png`` into ``--out`` (default ``<checkpoint folder>/eval_<split>``).
 """
@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from detect.commands import add_override_argument
+from detect.evaluate import METRICS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--method", choices=["spp", "rcnn"], help="forward path (default: the trained one)"
     )
-    parser.add_argument("--metric", choices=["voc07", "voc10", "coco"], default="voc07")
+    parser.add_argument("--metric", choices=METRICS, default="voc07")
     parser.add_argument("--out", type=Path, help="output folder")
     parser.add_argument("--max-images", type=int, help="evaluate only the first N images")
     add_override_argument(parser, "test.classifier=svm")

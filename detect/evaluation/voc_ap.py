@@ -1,4 +1,6 @@
-"""PASCAL VOC average precision, exactly as the official devkit computes it (SPEC.md §8).
+"""PASCAL VOC average precision, exactly as the official devkit computes it.
+
+Where other tools differ from the devkit, ``docs/departures.md`` lists the variants.
 
 Per class, detections of every image are sorted by descending score (a *stable* sort, so ties keep
 the input order: images in the order of the ``detections`` dict, then each image's detection order,
@@ -22,10 +24,15 @@ devkit's ``+1`` formula on its 1-based inclusive boxes. Computed in float64 as t
 
 AP variants:
 
-* ``voc07``: 11-point interpolated AP, mean over ``t in np.arange(0, 1.1, 0.1)`` of the highest
-  precision at recall >= t (0 when none). These are the thresholds of the Python reference
-  implementations (py-faster-rcnn's ``voc_eval.py``, Detectron, mmdetection), including their
-  floating-point values (``0.30000000000000004`` etc.).
+* ``voc07``: 11-point interpolated AP, the devkit's ``for t=0:0.1:1``: mean over the 11 thresholds
+  ``t`` of the highest precision at recall >= t (0 when none). The thresholds are MATLAB's values
+  of ``0:0.1:1`` (:func:`matlab_colon`), whose upper half is computed back from 1, so t is exactly
+  ``0.6`` and ``0.7``.
+* ``voc07_numpy``: the same with ``t in np.arange(0, 1.1, 0.1)``, the thresholds of the Python
+  reimplementations (py-faster-rcnn's ``voc_eval.py``, Detectron, mmdetection): ``0.6000000000000001``
+  and ``0.7000000000000001`` there, so AP differs from ``voc07`` whenever recall is exactly 0.6 or
+  0.7 (10 positives ranked as 6 hits, 10 false positives, 4 hits: 0.8182 vs 0.7727). Matching is
+  still the devkit's (IoU >= 0.5; those tools use > 0.5).
 * ``voc10``: area under the monotone precision envelope (VOC2010+ ``VOCap``).
 
 A class without any non-difficult ground truth in the split has AP ``nan`` (the devkit divides by
@@ -35,8 +42,9 @@ has AP 0.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,15 +57,13 @@ from detect.structures import DetectionDataset, Detections
 
 log = logging.getLogger(__name__)
 
-METRICS = ("voc07", "voc10")
-
 
 @dataclass
 class VOCResult:
     """VOC scores of one split.
 
     Attributes:
-        metric: ``"voc07"`` or ``"voc10"``.
+        metric: one of :data:`METRICS`.
         ap: class name -> AP (``nan`` for a class without non-difficult ground truth).
         mAP: mean AP over the classes whose AP is not ``nan``.
         precision, recall: class name -> ``(D,)`` float64 arrays over that class's detections in
@@ -73,16 +79,48 @@ class VOCResult:
     num_positives: dict[str, int]
 
 
-def voc07_ap(recall: np.ndarray, precision: np.ndarray) -> float:
-    """VOC2007 11-point AP of ``(D,)`` recall (non-decreasing) and precision arrays."""
-    thresholds = np.arange(0.0, 1.1, 0.1)
+def matlab_colon(start: float, step: float, stop: float) -> np.ndarray:
+    """MATLAB's ``start:step:stop`` (``step > 0``), float64, value for value.
+
+    MATLAB counts ``n = round((stop - start) / step)`` steps (one fewer when that overshoots
+    ``stop`` by more than a rounding tolerance), computes the first half of the range forward as
+    ``start + k * step`` and the second half backward as ``last - (n - k) * step`` from the last
+    value, and puts ``(start + last) / 2`` in the middle when ``n`` is even. ``0:0.1:1`` therefore
+    holds exactly ``0.6`` and ``0.7`` (``1 - 4 * 0.1``, ``1 - 3 * 0.1``), unlike ``np.arange``.
+    """
+    start, step, stop = float(start), float(step), float(stop)
+    tolerance = 2.0 * np.finfo(np.float64).eps * max(abs(start), abs(stop))
+    count = round((stop - start) / step)
+    if start + count * step > stop + tolerance:
+        count -= 1
+    if count < 0:
+        return np.zeros(0)
+    last = stop if abs(start + count * step - stop) <= tolerance else start + count * step
+    k = np.arange(count + 1)
+    values = np.where(2 * k <= count, start + k * step, last - (count - k) * step)
+    if count % 2 == 0:
+        values[count // 2] = (start + last) / 2.0
+    return values
+
+
+# The devkit's ``for t=0:0.1:1`` and the Python tools' ``np.arange(0.0, 1.1, 0.1)``.
+VOC07_THRESHOLDS = matlab_colon(0.0, 0.1, 1.0)
+VOC07_NUMPY_THRESHOLDS = np.arange(0.0, 1.1, 0.1)
+
+
+def voc07_ap(
+    recall: np.ndarray, precision: np.ndarray, thresholds: np.ndarray = VOC07_THRESHOLDS
+) -> float:
+    """11-point AP of ``(D,)`` recall (non-decreasing) and precision arrays: the mean over the
+    11 ``thresholds`` t of the highest precision at recall >= t (0 when none). The default
+    thresholds are the devkit's; pass :data:`VOC07_NUMPY_THRESHOLDS` for the Python tools'."""
     if recall.size == 0:
         return 0.0
     # Highest precision at recall >= t = suffix maximum from the first index where recall >= t.
     suffix_max = np.maximum.accumulate(precision[::-1])[::-1]
     first = np.searchsorted(recall, thresholds, side="left")
     values = np.where(first < recall.size, suffix_max[np.minimum(first, recall.size - 1)], 0.0)
-    return float(np.sum(values / 11.0))
+    return float(np.sum(values / float(len(thresholds))))
 
 
 def voc10_ap(recall: np.ndarray, precision: np.ndarray) -> float:
@@ -92,6 +130,15 @@ def voc10_ap(recall: np.ndarray, precision: np.ndarray) -> float:
     mpre = np.maximum.accumulate(mpre[::-1])[::-1]
     steps = np.nonzero(mrec[1:] != mrec[:-1])[0]
     return float(np.sum((mrec[steps + 1] - mrec[steps]) * mpre[steps + 1]))
+
+
+# Metric name -> AP of (recall, precision); the variants are described in the module docstring.
+AP_FUNCTIONS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "voc07": voc07_ap,
+    "voc07_numpy": functools.partial(voc07_ap, thresholds=VOC07_NUMPY_THRESHOLDS),
+    "voc10": voc10_ap,
+}
+METRICS = tuple(AP_FUNCTIONS)
 
 
 def _flatten_detections(
@@ -180,7 +227,8 @@ def evaluate_voc(
             labels indices into ``dataset.class_names``). Images of the split may be missing (no
             detections); an image that is not in the split is a :class:`DetectError`.
         dataset: the split's ground truth.
-        metric: ``"voc07"`` (11-point) or ``"voc10"`` (area under the envelope).
+        metric: ``"voc07"`` (the devkit's 11-point), ``"voc07_numpy"`` (11-point with the Python
+            tools' thresholds) or ``"voc10"`` (area under the envelope).
         iou_threshold: minimum IoU for a match (inclusive).
     """
     if metric not in METRICS:
@@ -206,7 +254,7 @@ def evaluate_voc(
     order = np.argsort(-det_score, kind="stable")
     det_image, det_label, det_boxes = det_image[order], det_label[order], det_boxes[order]
 
-    ap_fn = voc07_ap if metric == "voc07" else voc10_ap
+    ap_fn = AP_FUNCTIONS[metric]
     result = VOCResult(metric, {}, float("nan"), {}, {}, {})
     for label, name in enumerate(tqdm(class_names, desc=f"{metric} AP", unit="class", leave=False)):
         dets = det_label == label

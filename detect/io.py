@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import tempfile
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,13 +16,67 @@ from typing import Any
 
 from detect.errors import DetectError
 
+# A temporary file not modified for this long belongs to a writer that is gone, whatever host.
+STALE_TEMP_SECONDS = 3600.0
+
+
+def _temp_prefix(path: Path) -> str:
+    """``.<name>.`` : what every temporary file of ``path`` starts with (they end in ``.tmp``)."""
+    return f".{path.name}."
+
+
+def _own_temp_tag() -> str:
+    """``<host>-<pid>``: who writes a temporary file, so a later writer can tell a dead one's."""
+    host = "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname())
+    return f"{host or 'host'}-{os.getpid()}"
+
+
+def _writer_is_gone(name: str, prefix: str, age: float) -> bool:
+    """Whether the temporary file ``name`` (``<prefix><host>-<pid>.<random>.tmp``, ``age``
+    seconds since its last change) was left by a writer that no longer runs: one of this host
+    whose process is gone, or any writer after :data:`STALE_TEMP_SECONDS` without a change."""
+    if age > STALE_TEMP_SECONDS:
+        return True
+    tag = name[len(prefix) :].split(".", 1)[0]
+    host, _, pid = tag.rpartition("-")
+    if host != _own_temp_tag().rpartition("-")[0] or not pid.isdigit():
+        return False  # another host's writer (a shared folder): only its age tells
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by another user
+        return False
+    return False
+
+
+def remove_stale_temp_files(path: Path) -> list[Path]:
+    """Remove the temporary files of ``path`` left by interrupted writers (a kill during a save);
+    returns them. Those of writers still running are kept."""
+    prefix, now, removed = _temp_prefix(path), time.time(), []
+    try:
+        candidates = [p for p in path.parent.iterdir() if p.name.startswith(prefix)]
+    except OSError:
+        return removed
+    for candidate in candidates:
+        if not candidate.name.endswith(".tmp"):
+            continue
+        try:
+            if _writer_is_gone(candidate.name, prefix, now - candidate.stat().st_mtime):
+                candidate.unlink()
+                removed.append(candidate)
+        except FileNotFoundError:  # removed meanwhile by its writer or another cleaner
+            continue
+    return removed
+
 
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed over ``path``.
 
-    On an exception the temporary file is removed and ``path`` is left untouched. A folder at
-    ``path``, or a file where one of its folders must be, is a :class:`DetectError`.
+    On an exception the temporary file is removed and ``path`` is left untouched. Temporary
+    files of ``path`` left by a killed writer are removed first (:func:`remove_stale_temp_files`).
+    A folder at ``path``, or a file where one of its folders must be, is a :class:`DetectError`.
     """
     path = Path(path)
     if path.is_dir():
@@ -30,7 +86,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
     except (FileExistsError, NotADirectoryError) as exc:  # a file where a folder must be
         blocker = next((p for p in path.parents if p.exists()), path.parent)
         raise DetectError(f"cannot write {path}: {blocker} is not a folder") from exc
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temp_files(path)
+    prefix = f"{_temp_prefix(path)}{_own_temp_tag()}."
+    fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     # mkstemp creates 0600 files; give the result the permissions a plain open() would.
@@ -85,9 +143,27 @@ def read_json(path: str | Path, what: str) -> Any:
         raise DetectError(f"{what} {path}: cannot read json: {exc}") from exc
 
 
+def check_zip_integrity(path: Path, what: str) -> None:
+    """Check every member of the zip file ``path`` against the CRC-32 recorded when it was
+    written (``torch.save`` and ``np.savez`` files are zips): a damaged file is a
+    :class:`DetectError` ``"<what> <path>: damaged ..."`` naming the first bad member."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise DetectError(f"{what} {path}: damaged (cannot read it as a zip: {exc})") from exc
+    if bad is not None:
+        raise DetectError(
+            f"{what} {path}: damaged: {bad} does not match the checksum written with it "
+            "(the file changed after it was saved); use another copy"
+        )
+
+
 def load_torch_file(path: str | Path, what: str) -> Any:
     """``torch.load(path, weights_only=True)`` on the CPU, or a one-line :class:`DetectError`
-    ``"<what> <path>: ..."`` when the file is missing, a folder or not a ``torch.save`` file."""
+    ``"<what> <path>: ..."`` when the file is missing, a folder, not a ``torch.save`` file, or
+    damaged (a member failing its CRC-32, :func:`check_zip_integrity`: torch itself does not check
+    them, so flipped bytes in a tensor would load as wrong weights)."""
     import torch
 
     path = Path(path)
@@ -95,6 +171,8 @@ def load_torch_file(path: str | Path, what: str) -> Any:
         raise DetectError(f"{what} {path}: file not found")
     if not path.is_file():
         raise DetectError(f"{what} {path}: is a folder, not a file")
+    if zipfile.is_zipfile(path):
+        check_zip_integrity(path, what)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt / foreign files

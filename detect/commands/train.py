@@ -1,8 +1,9 @@
 """`detect train`: fine-tune a detector (then SVMs / ridge box regression) from a YAML config.
 
 Usage: ``detect train --config configs/X.yaml [--data PATH] [--out runs/NAME] [--method spp|rcnn]
-[--resume] [--set section.key=value ...]``. The run folder gets ``checkpoint.pt``, ``config.yaml``,
-``train_log.csv`` and ``loss.png``.
+[--resume | --overwrite] [--set section.key=value ...]``. The run folder gets ``checkpoint.pt``,
+``config.yaml``, ``train_log.csv`` and ``loss.png``. A folder that already holds a run is refused
+unless ``--resume`` (continue it) or ``--overwrite`` (replace it) is given.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume", action="store_true", help="continue the interrupted run in --out"
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run already in --out (without it such a folder is refused)",
+    )
     add_override_argument(parser)
 
 
@@ -33,7 +39,9 @@ def run(args) -> int:
     config = load_config(args.config, args.overrides)
     out = args.out or Path("runs") / (args.config.stem if args.config else "train")
     try:
-        result = train(config, args.data, out, method=args.method, resume=args.resume)
+        result = train(
+            config, args.data, out, method=args.method, resume=args.resume, overwrite=args.overwrite
+        )
     except KeyboardInterrupt:
         print(
             f"detect train: interrupted; checkpoint saved in {out / 'checkpoint.pt'}. "

@@ -133,6 +133,18 @@ def check_class_coverage(dataset: DetectionDataset) -> dict[str, int]:
 SECTIONS_NOT_TRAINED = ("test", "bench", "demo")
 
 
+def check_run_folder_use(checkpoint_path: Path, resume: bool, overwrite: bool) -> None:
+    """A run folder that already holds ``checkpoint_path`` is only written with ``resume`` (go on
+    with it) or ``overwrite`` (replace it); otherwise a :class:`DetectError` says which to use."""
+    if resume and overwrite:
+        raise DetectError("--resume and --overwrite contradict each other: give one of them")
+    if checkpoint_path.exists() and not (resume or overwrite):
+        raise DetectError(
+            f"run folder {checkpoint_path.parent} already holds a run ({checkpoint_path}); "
+            "continue it with --resume, train into another --out, or replace it with --overwrite"
+        )
+
+
 def _config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
     differences = []
     for key in sorted(set(saved) | set(current)):
@@ -173,6 +185,7 @@ def train(
     method: str = "spp",
     resume: bool = False,
     on_iteration=None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train a detector on ``config.data.train_split`` and write the run folder ``out_dir``.
 
@@ -180,6 +193,8 @@ def train(
         config: the experiment; ``data_root`` (when given) replaces ``config.data.root``.
         method: ``"spp"`` (SPP-net) or ``"rcnn"`` (the per-crop baseline, same recipe).
         resume: continue the interrupted run in ``out_dir`` (same config required).
+        overwrite: replace the run already in ``out_dir``; without it (or ``resume``), a folder
+            holding a checkpoint is refused before anything is written.
         on_iteration: optional callback with the number of completed fine-tuning iterations.
 
     Raises:
@@ -202,12 +217,18 @@ def train(
     if out_dir.exists() and not out_dir.is_dir():
         raise DetectError(f"run folder {out_dir}: exists and is not a folder")
     checkpoint_path = out_dir / CHECKPOINT_NAME
+    check_run_folder_use(checkpoint_path, resume, overwrite)
     log_path, config_path = out_dir / LOG_NAME, out_dir / CONFIG_NAME
     payload = _resume_payload(checkpoint_path, config, method) if resume else None
 
     data = config.data
     dataset = load_dataset(
-        data.root, data.train_split, data.classes, data.image_dir, data.strict_boxes
+        data.root,
+        data.train_split,
+        data.classes,
+        data.image_dir,
+        data.strict_boxes,
+        max_image_pixels=data.max_image_pixels,
     )
     counts = check_class_coverage(dataset)
     log.info("training on %d images of %s: %s", len(dataset), data.root, counts)
@@ -219,7 +240,9 @@ def train(
         init = read_checkpoint(config.finetune.init_checkpoint)
         check_compatible(init, config.finetune.init_checkpoint, class_names, config.model.backbone)
 
-    proposals = load_or_compute_proposals(dataset, config.proposals)
+    proposals = load_or_compute_proposals(
+        dataset, config.proposals, max_image_pixels=data.max_image_pixels
+    )
 
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
@@ -279,6 +302,7 @@ def _train_linear_models(model, dataset, proposals, config: Config) -> dict:
         min_iou=config.bbox_reg.min_iou,
         max_negatives_per_image=config.svm.max_negatives_per_image,
         seed=config.seed,
+        max_image_pixels=config.data.max_image_pixels,
     )
     num_classes = len(dataset.class_names)
     extras: dict = {"svm": None, "ridge": None}

@@ -1,0 +1,140 @@
+"""Nothing lost, nothing stale (issue 11, points 1-7): finished runs are not overwritten, damaged
+checkpoints are refused, killed writers' temp files are cleaned, Ctrl-C says what was kept."""
+
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+from _train_data import make_tiny_voc, tiny_config_dict
+
+from detect.cli import main
+from detect.io import atomic_write_text
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_tiny_voc(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def finished_run(data, tmp_path_factory):
+    """A finished 1-iteration run folder and its config file."""
+    folder = tmp_path_factory.mktemp("finished")
+    config = folder / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config_dict(data, iterations=1)))
+    assert main(["train", "--config", str(config), "--out", str(folder / "run")]) == 0
+    return folder / "run", config
+
+
+def last_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err, err
+    return lines[-1]
+
+
+def test_train_refuses_to_overwrite_a_finished_run(finished_run, tmp_path, capsys):
+    run, config = finished_run
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    before = (copy / "checkpoint.pt").read_bytes()
+    capsys.readouterr()
+    assert main(["train", "--config", str(config), "--out", str(copy)]) == 2
+    line = last_error_line(capsys.readouterr().err)
+    assert line.startswith("detect train: error: run folder") and str(copy) in line
+    assert "--resume" in line and "--out" in line and "--overwrite" in line
+    assert (copy / "checkpoint.pt").read_bytes() == before  # not touched
+    args = ["train", "--config", str(config), "--out", str(copy)]
+    assert main([*args, "--resume", "--overwrite"]) == 2
+    assert "contradict" in last_error_line(capsys.readouterr().err)
+    assert main([*args, "--overwrite"]) == 0  # asked for explicitly
+    assert (copy / "checkpoint.pt").read_bytes() != before
+
+
+def member_data_offset(path: Path, name: str) -> tuple[int, int]:
+    """``(offset, size)`` of the stored bytes of zip member ``name``, read from its local header
+    (30 fixed bytes, then the file name and the extra field)."""
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(name)
+    with open(path, "rb") as handle:
+        handle.seek(info.header_offset)
+        header = handle.read(30)
+    name_length, extra_length = struct.unpack("<HH", header[26:30])
+    return info.header_offset + 30 + name_length + extra_length, info.file_size
+
+
+def test_a_damaged_checkpoint_is_refused_naming_the_file(finished_run, data, tmp_path, capsys):
+    run, _ = finished_run
+    damaged = tmp_path / "damaged.pt"
+    shutil.copy(run / "checkpoint.pt", damaged)
+    with zipfile.ZipFile(damaged) as archive:
+        largest = max(archive.infolist(), key=lambda info: info.file_size).filename
+    offset, size = member_data_offset(damaged, largest)
+    assert size > 8192
+    raw = bytearray(damaged.read_bytes())
+    start = offset + size // 2 - 2048
+    raw[start : start + 4096] = bytes(b ^ 0x5A for b in raw[start : start + 4096])  # 4 KB flipped
+    damaged.write_bytes(bytes(raw))
+    image = data / "voc" / "JPEGImages" / "0000.png"
+    commands = [
+        ["eval", "--checkpoint", str(damaged), "--out", str(tmp_path / "ev")],
+        ["run", "--checkpoint", str(damaged), str(image), "--out", str(tmp_path / "rn")],
+    ]
+    for command in commands:
+        capsys.readouterr()
+        assert main(command) == 2, command
+        line = last_error_line(capsys.readouterr().err)
+        assert line.startswith(f"detect {command[0]}: error: checkpoint {damaged}: damaged")
+        assert largest in line
+    assert not (tmp_path / "ev").exists() and not (tmp_path / "rn").exists()
+
+
+KILLED_WRITER = """
+import os, signal, sys
+from pathlib import Path
+from detect.io import atomic_path
+with atomic_path(Path(sys.argv[1])) as tmp:
+    tmp.write_bytes(b"half a checkpoint" * 256)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_temp_files_of_a_killed_writer_are_removed_on_the_next_write(tmp_path):
+    target = tmp_path / "checkpoint.pt"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(target)], env=env)
+    assert done.returncode == -9
+    left = [p for p in tmp_path.iterdir() if p.name.startswith(".checkpoint.pt.")]
+    assert len(left) == 1 and left[0].name.endswith(".tmp") and not target.exists()
+    # An old temp file with no writer tag (an earlier version's), unchanged for two hours.
+    old = tmp_path / ".checkpoint.pt.k2j4xq9a.tmp"
+    old.write_bytes(b"x")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    recent = tmp_path / ".checkpoint.pt.zz81mmqa.tmp"  # untagged but recent: maybe a live writer
+    recent.write_bytes(b"x")
+    other = tmp_path / ".other.pt.k2j4xq9a.tmp"  # another target's
+    other.write_bytes(b"x")
+    os.utime(other, (time.time() - 7200, time.time() - 7200))
+    atomic_write_text(target, "new")
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted([recent.name, other.name, "checkpoint.pt"])
+    assert target.read_text() == "new"
+
+
+def test_a_live_writers_temp_file_is_kept(tmp_path):
+    from detect.io import atomic_path
+
+    target = tmp_path / "cache.npz"
+    with atomic_path(target) as outer:  # this process is still writing it
+        outer.write_bytes(b"in progress")
+        atomic_write_text(target, "inner")
+        assert outer.is_file()
+    assert target.read_bytes() == b"in progress"

@@ -54,14 +54,14 @@ class ProposalConfig:
 class ModelConfig:
     """Backbone, pyramid, scales and head (SPEC.md §2-4, §7)."""
 
-    backbone: str = "zf5"  # zf5 | alexnet | vgg16 | tiny
+    backbone: str = "zf5"  # zf5 | zf5_padded | zf5_padded_nolrn | alexnet | vgg16 | tiny
     weights: str = "none"  # none | imagenet | PATH to a state dict
     pyramid_levels: tuple[int, ...] = (1, 2, 3, 6)
     scales: tuple[int, ...] = (688,)  # shorter side; (480, 576, 688, 864, 1200) for 5 scales
     max_size: int = 2000  # cap on the longer side (the paper has none; bounds memory)
-    # Projection of image boxes to feature cells: "paper" (Appendix A, floor(x/S)+1, ceil(x/S)-1)
-    # or "offsets" (the reference code's receptive-field offsets declared by the backbone).
-    projection: str = "paper"
+    # Projection of image boxes to feature cells: "auto" (Appendix A's formula around each
+    # backbone's declared cell centres) or "paper" (the literal floor(x/S)+1, ceil(x/S)-1).
+    projection: str = "auto"
     fc_dims: tuple[int, ...] = (4096, 4096)
     dropout: float = 0.5
     # Truncated SVD of fc6 / fc7 at test time (Fast R-CNN: 1024, 256); empty = off.

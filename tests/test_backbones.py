@@ -1,13 +1,15 @@
 """Backbone geometry proved by a real forward pass, and weight loading."""
 
+import numpy as np
 import pytest
 import torch
 import torchvision
 from torch import nn
 
+from detect.config import ModelConfig
 from detect.errors import DetectError
 from detect.models.backbones import build_backbone
-from detect.models.spp import project_boxes
+from detect.models.detector import Detector
 from detect.models.weights import load_backbone, torchvision_cache_file
 
 
@@ -22,19 +24,34 @@ def _positive(backbone):
     return backbone.eval()
 
 
-@pytest.mark.parametrize(
-    ("name", "height", "width"),
-    [("tiny", 64, 160), ("zf5", 64, 160), ("alexnet", 64, 192), ("vgg16", 48, 144)],
-)
+# (backbone, image height, width): small images, a few feature cells each way.
+GEOMETRY = [
+    ("tiny", 64, 160),
+    ("zf5", 64, 160),
+    ("zf5_padded", 64, 160),
+    ("alexnet", 64, 192),
+    ("vgg16", 48, 144),
+]
+
+
+def _lit_cells(backbone, height, width, px, py):
+    """``(h, w)`` bool: the conv5 cells that a one-pixel impulse at ``(px, py)`` lights."""
+    image = torch.zeros(1, 3, height, width)
+    image[0, :, py, px] = 1.0
+    with torch.no_grad():
+        return backbone(image)[0].amax(0) > 0
+
+
+@pytest.mark.parametrize(("name", "height", "width"), GEOMETRY)
 def test_impulse_lights_the_projected_cell(name, height, width):
     backbone = _positive(build_backbone(name))
+    # The default projection ("auto") of a detector on this backbone.
+    model = Detector("spp", backbone, ModelConfig(backbone=name, fc_dims=(8,)), num_classes=1)
+    assert ModelConfig().projection == "auto" and model.offsets == backbone.offsets
     assert backbone.stride == 16
     size, offset = backbone.receptive_field_size, backbone.offsets[0]
     for px, py in [(37, 21), (width // 2 + 3, height // 2), (width - 30, 30)]:
-        image = torch.zeros(1, 3, height, width)
-        image[0, :, py, px] = 1.0
-        with torch.no_grad():
-            lit = backbone(image)[0].amax(0) > 0  # (h, w)
+        lit = _lit_cells(backbone, height, width, px, py)
         cols = torch.nonzero(lit.any(0)).flatten()
         rows = torch.nonzero(lit.any(1)).flatten()
         # Lit cells = exactly those whose receptive field (centre offset + 16 i) holds the pixel.
@@ -42,13 +59,40 @@ def test_impulse_lights_the_projected_cell(name, height, width):
         centres_y = offset + 16 * torch.arange(lit.shape[0])
         assert torch.equal(cols, torch.nonzero((centres_x - (px + 0.5)).abs() < size / 2).flatten())
         assert torch.equal(rows, torch.nonzero((centres_y - (py + 0.5)).abs() < size / 2).flatten())
-        # The "offsets" projection of the one-pixel box is the lit cell whose centre is nearest.
+        # The projection of the one-pixel box is the lit cell whose centre is nearest.
         box = torch.tensor([[px, py, px + 1, py + 1]], dtype=torch.float32)
-        x0, y0, x1, y1 = project_boxes(box, 16, tuple(lit.shape), backbone.offsets)[0].tolist()
+        x0, y0, x1, y1 = model.windows(box, tuple(lit.shape))[0].tolist()
         assert (x0, y0) == (x1, y1)
         assert lit[y0, x0]
         assert abs(offset + 16 * x0 - (px + 0.5)) <= 8
         assert abs(offset + 16 * y0 - (py + 0.5)) <= 8
+    # A larger box: the window is exactly the cells whose proven centres lie inside it.
+    generator = torch.Generator().manual_seed(len(name))
+    for _ in range(20):
+        x1, x2 = sorted((torch.rand(2, generator=generator) * width).tolist())
+        y1, y2 = sorted((torch.rand(2, generator=generator) * height).tolist())
+        inside_x = torch.nonzero((centres_x > x1) & (centres_x < x2)).flatten()
+        inside_y = torch.nonzero((centres_y > y1) & (centres_y < y2)).flatten()
+        if inside_x.numel() == 0 or inside_y.numel() == 0:
+            continue
+        box = torch.tensor([[x1, y1, x2, y2]])
+        window = model.windows(box, tuple(lit.shape))[0].tolist()
+        expected = [inside_x[0], inside_y[0], inside_x[-1], inside_y[-1]]
+        assert window == [int(v) for v in expected]
+
+
+@pytest.mark.parametrize(("name", "height", "width"), GEOMETRY[1:4:2])  # zf5, alexnet
+def test_literal_paper_projection_misses_unpadded_backbones(name, height, width):
+    # Appendix A's formula taken literally puts cell i at 16 i: a one-pixel box lands on a cell
+    # whose centre is more than half a cell away (zf5: 20.5 + 16 i, alexnet: 15.5 + 16 i).
+    backbone = build_backbone(name)
+    paper = Detector(
+        "spp", backbone, ModelConfig(backbone=name, fc_dims=(8,), projection="paper"), 1
+    )
+    px, py = 37, 21
+    map_size = tuple(_lit_cells(_positive(backbone), height, width, px, py).shape)
+    x0 = paper.windows(torch.tensor([[px, py, px + 1, py + 1.0]]), map_size)[0, 0]
+    assert abs(backbone.offsets[0] + 16 * int(x0) - (px + 0.5)) > 8
 
 
 def test_declared_channels_and_torchvision_layouts():
@@ -117,3 +161,67 @@ def test_fast_local_response_norm_matches_torch():
     for size in (3, 4, 5):
         ours = LocalResponseNorm(size, alpha=1e-3, beta=0.75, k=2.0)(x)
         torch.testing.assert_close(ours, nn.LocalResponseNorm(size, 1e-3, 0.75, 2.0)(x))
+
+
+def test_zf5_layers_as_released():
+    # model-defs/Zeiler_conv5.prototxt of the SPP-net release, layer by layer (Caffe names).
+    features = build_backbone("zf5").features
+    convs = {
+        name: (m.in_channels, m.out_channels, m.kernel_size[0], m.stride[0], m.padding[0])
+        for name, m in features.named_children()
+        if isinstance(m, nn.Conv2d)
+    }
+    assert convs == {
+        "conv1": (3, 96, 7, 2, 1),
+        "conv2": (96, 256, 5, 2, 0),
+        "conv3": (256, 384, 3, 1, 1),
+        "conv4": (384, 384, 3, 1, 1),
+        "conv5": (384, 256, 3, 1, 1),
+    }
+    order = [name for name, _ in features.named_children()]
+    assert order == [
+        *("conv1", "relu1", "norm1", "pool1", "conv2", "relu2", "norm2", "pool2"),
+        *("conv3", "relu3", "conv4", "relu4", "conv5", "relu5"),
+    ]
+    for pool in (features.pool1, features.pool2):
+        assert (pool.kernel_size, pool.stride, pool.padding, pool.ceil_mode) == (3, 2, 0, True)
+    for norm in (features.norm1, features.norm2):
+        assert (norm.size, norm.alpha, norm.beta) == (3, 5e-5, 0.75)
+
+
+def test_zf5_conv5_map_size_and_cell_centre_by_hand():
+    # 688 x 917 input. conv: floor((n + 2 pad - k) / s) + 1; Caffe pool: ceil((n - k) / s) + 1.
+    # conv1 (k7 s2 p1): floor(683 / 2) + 1 = 342, floor(912 / 2) + 1 = 457
+    # pool1 (k3 s2):    ceil(339 / 2) + 1 = 171,  ceil(454 / 2) + 1 = 228
+    # conv2 (k5 s2 p0): floor(166 / 2) + 1 = 84,  floor(223 / 2) + 1 = 112
+    # pool2 (k3 s2):    ceil(81 / 2) + 1 = 42,    ceil(109 / 2) + 1 = 56
+    # conv3-5 (k3 p1) keep 42 x 56.
+    backbone = build_backbone("zf5").to("meta")  # shapes only: no arithmetic
+    assert tuple(backbone(torch.zeros(1, 3, 688, 917, device="meta")).shape) == (1, 256, 42, 56)
+    # Cell 0's receptive field (first pixel, size) layer by layer, from (0, 1), jump 1:
+    # conv1 (-1, 7) j2, pool1 (-1, 11) j4, conv2 (-1, 27) j8, pool2 (-1, 43) j16,
+    # conv3 (-17, 75), conv4 (-33, 107), conv5 (-49, 139): centre -49 + 139 / 2 = 20.5
+    # (1-based pixel 21: the released spp_config's offset0 = 21). The impulse test proves it.
+    backbone = build_backbone("zf5")
+    assert (backbone.stride, backbone.offsets, backbone.receptive_field_size) == (
+        16,
+        (20.5, 20.5),
+        139,
+    )
+
+
+def test_within_channel_lrn_matches_caffe_brute_force():
+    from detect.models.backbones import WithinChannelLRN
+
+    x = torch.randn(2, 3, 5, 6) * 30
+    alpha, beta, n = 5e-3, 0.75, 3
+    ours = WithinChannelLRN(n, alpha=alpha, beta=beta)(x)
+    expected = torch.empty_like(x)
+    for b, c, i, j in np.ndindex(*x.shape):
+        # Caffe: scale = 1 + alpha / n^2 * sum of squares over the n x n zero-padded window.
+        window = x[b, c, max(i - 1, 0) : i + 2, max(j - 1, 0) : j + 2]
+        scale = 1 + alpha / n**2 * float((window**2).sum())
+        expected[b, c, i, j] = x[b, c, i, j] * scale**-beta
+    torch.testing.assert_close(ours, expected)
+    with pytest.raises(DetectError, match="odd"):
+        WithinChannelLRN(4, alpha=alpha, beta=beta)

@@ -45,7 +45,7 @@ def test_prepare_resizes_and_normalises():
 def test_dedupe_gives_the_same_outputs_as_pooling_every_box():
     model = build_detector("spp", CFG, 2).eval()
     prepared, _ = model.prepare(np.random.randint(0, 256, (96, 128, 3), dtype=np.uint8))
-    boxes = torch.tensor([[0, 0, 60, 60], [1, 2, 61, 62], [0, 0, 60, 60], [40, 8, 120, 90.0]])
+    boxes = torch.tensor([[1, 1, 60, 60], [2, 3, 61, 62], [1, 1, 60, 60], [40, 8, 120, 90.0]])
     out = model(prepared, boxes)
     feature_map = model.features(prepared)
     windows = model.windows(boxes, tuple(feature_map.shape[1:]))

@@ -46,7 +46,7 @@ def test_projection_offsets_mode_reference_zf5():
 
 def test_projection_offsets_selection():
     assert projection_offsets("paper", (3.0, 3.0)) == (0.0, 0.0)
-    assert projection_offsets("offsets", (3.0, 4.0)) == (3.0, 4.0)
+    assert projection_offsets("auto", (3.0, 4.0)) == (3.0, 4.0)
     with pytest.raises(DetectError, match="projection"):
         projection_offsets("bogus", (0.0, 0.0))
 

@@ -4,18 +4,19 @@ Every backbone is a :class:`Backbone`: ``features`` is an ``nn.Sequential`` (for
 with the same layer indices as torchvision's ``features``, so torchvision state dicts load into it)
 and ``forward(x (N, 3, H, W)) -> (N, C, h, w)``. Each declares:
 
-* ``stride`` S: the product of all strides (16 for every network here, as in SPEC.md §3);
+* ``stride`` S: the product of all strides (16 for every network here);
 * ``offsets`` ``(left, right)``: the image x (continuous pixels) of the receptive-field centre of
   feature cell 0, used by the ``"offsets"`` projection mode (cell ``i`` is centred at
   ``offset + S * i``). Derived from the layer list by :func:`receptive_field`, and proved by a
-  forward pass in ``tests/test_backbones.py``. (The SPP-net reference code's ZF-5 had no conv
-  padding, hence its 6.5 / 3.5; ours pads every layer by ``k // 2`` so its centre is pixel 0.)
+  forward pass in ``tests/test_backbones.py``. The ``auto`` projection uses it (released ZF-5:
+  20.5 px, AlexNet 15.5, VGG16 8.0, ``zf5_padded`` and ``tiny`` 0.5).
 * ``out_channels``, ``mean`` / ``std`` (per RGB channel, for inputs in [0, 1]; ImageNet statistics)
   and ``crop_size``: the R-CNN warp size the network was designed for (224 / 227 / 128 for tiny).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 
 import torch
@@ -25,6 +26,8 @@ from detect.errors import DetectError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Caffe models see 0-255 pixel values minus the mean pixel: std 1/255 for inputs in [0, 1].
+CAFFE_STD = (1 / 255, 1 / 255, 1 / 255)
 
 
 def receptive_field(layers: nn.Sequential) -> tuple[int, int, float]:
@@ -60,6 +63,27 @@ class LocalResponseNorm(nn.LocalResponseNorm):
         for shift in range(1, size):
             total += padded[:, shift : shift + channels]
         return x / total.mul_(self.alpha / size).add_(self.k).pow_(self.beta)
+
+
+class WithinChannelLRN(nn.Module):
+    """Caffe's LRN with ``norm_region: WITHIN_CHANNEL``: each value divided by a power of the
+    mean square over its ``size x size`` spatial neighbourhood in its own channel,
+    ``b = a / (1 + alpha / size^2 * sum_{size x size, zero padded} a^2) ^ beta``
+    (Caffe averages the squares with a ``size`` x ``size`` average pool of pad ``(size - 1) // 2``,
+    the padding counted in the divisor; Caffe's ``k`` is not used in this mode).
+    ``(N, C, H, W) -> (N, C, H, W)``; ``size`` must be odd."""
+
+    def __init__(self, size: int, alpha: float, beta: float) -> None:
+        super().__init__()
+        if size % 2 != 1:
+            raise DetectError(f"LRN local_size: must be odd, got {size}")
+        self.size, self.alpha, self.beta = size, alpha, beta
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean_square = nn.functional.avg_pool2d(
+            x * x, self.size, stride=1, padding=self.size // 2, count_include_pad=True
+        )
+        return x * mean_square.mul_(self.alpha).add_(1.0).pow_(-self.beta)
 
 
 def _first(value) -> int:
@@ -99,12 +123,51 @@ def _conv(cin: int, cout: int, kernel: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, kernel, stride=stride, padding=kernel // 2)
 
 
-def zf5(lrn: bool = True) -> Backbone:
-    """ZF-5 as in SPP-net (Zeiler & Fergus "fast" model): conv1 96@7x7/2, pool 3x3/2,
-    conv2 256@5x5/2, pool 3x3/2, conv3 384, conv4 384, conv5 256 (3x3/1). ReLU after each conv;
-    local response normalisation (size 5, alpha 1e-4, beta 0.75, as in Caffe) after conv1/conv2
-    pools when ``lrn`` (the paper's choice; set False for a slightly faster network).
-    All layers are padded by ``k // 2`` so the total stride is exactly 16."""
+def zf5() -> Backbone:
+    """ZF-5 exactly as SPP-net released it (``model-defs/Zeiler_conv5.prototxt``), layer by layer,
+    with Caffe's layer names as module names (``features.conv1.weight`` ...):
+
+    conv1 96@7x7 stride 2 pad 1, relu1, norm1, pool1 3x3/2; conv2 256@5x5 stride 2 pad 0, relu2,
+    norm2, pool2 3x3/2; conv3 384@3x3 pad 1, relu3; conv4 384@3x3 pad 1, relu4; conv5 256@3x3
+    pad 1, relu5. norm = :class:`WithinChannelLRN` (local_size 3, alpha 5e-5, beta 0.75); pools
+    round their output size up (Caffe, ``ceil_mode``). Stride 16; cell 0 is centred at 20.5 px.
+
+    Inputs are what the Caffe model saw: 0-255 values minus the mean pixel (``std`` 1/255), so
+    converted weights need no rescaling (docs/zf5.md: conversion and the layer-name mapping).
+    """
+
+    def norm() -> WithinChannelLRN:
+        return WithinChannelLRN(3, alpha=5e-5, beta=0.75)
+
+    features = nn.Sequential(
+        OrderedDict(
+            [
+                ("conv1", nn.Conv2d(3, 96, 7, stride=2, padding=1)),
+                ("relu1", nn.ReLU(inplace=True)),
+                ("norm1", norm()),
+                ("pool1", nn.MaxPool2d(3, 2, ceil_mode=True)),
+                ("conv2", nn.Conv2d(96, 256, 5, stride=2, padding=0)),
+                ("relu2", nn.ReLU(inplace=True)),
+                ("norm2", norm()),
+                ("pool2", nn.MaxPool2d(3, 2, ceil_mode=True)),
+                ("conv3", nn.Conv2d(256, 384, 3, padding=1)),
+                ("relu3", nn.ReLU(inplace=True)),
+                ("conv4", nn.Conv2d(384, 384, 3, padding=1)),
+                ("relu4", nn.ReLU(inplace=True)),
+                ("conv5", nn.Conv2d(384, 256, 3, padding=1)),
+                ("relu5", nn.ReLU(inplace=True)),
+            ]
+        )
+    )
+    return Backbone("zf5", features, out_channels=256, crop_size=224, std=CAFFE_STD)
+
+
+def zf5_padded(lrn: bool = True) -> Backbone:
+    """A ZF-5 variant padded by ``k // 2`` at every layer (cell 0 centred at 0.5 px, the paper's
+    Appendix A geometry), with a cross-channel LRN (size 5, alpha 1e-4, beta 0.75) after the
+    conv1 / conv2 pools when ``lrn``: conv1 96@7x7/2, pool 3x3/2, conv2 256@5x5/2, pool 3x3/2,
+    conv3 384, conv4 384, conv5 256 (3x3/1), ReLU after each conv. Not loadable from the
+    released Caffe weights (different layers and map sizes); ImageNet input statistics."""
     norm: Callable[[], nn.Module] = (
         (lambda: LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0)) if lrn else nn.Identity
     )
@@ -124,7 +187,7 @@ def zf5(lrn: bool = True) -> Backbone:
         _conv(384, 256, 3),
         nn.ReLU(inplace=True),
     )
-    return Backbone("zf5", features, out_channels=256, crop_size=224)
+    return Backbone("zf5_padded", features, out_channels=256, crop_size=224)
 
 
 def alexnet() -> Backbone:
@@ -170,7 +233,8 @@ def tiny() -> Backbone:
 
 BACKBONES: dict[str, Callable[[], Backbone]] = {
     "zf5": zf5,
-    "zf5_nolrn": lambda: zf5(lrn=False),
+    "zf5_padded": zf5_padded,
+    "zf5_padded_nolrn": lambda: zf5_padded(lrn=False),
     "alexnet": alexnet,
     "vgg16": vgg16,
     "tiny": tiny,
@@ -178,7 +242,7 @@ BACKBONES: dict[str, Callable[[], Backbone]] = {
 
 
 def build_backbone(name: str) -> Backbone:
-    """A randomly initialised backbone by name (``zf5``, ``zf5_nolrn``, ``alexnet``, ``vgg16``, ``tiny``)."""
+    """A randomly initialised backbone by name (a key of :data:`BACKBONES`)."""
     if name not in BACKBONES:
         raise DetectError(f"model.backbone: unknown backbone {name!r}; known: {sorted(BACKBONES)}")
     return BACKBONES[name]()

@@ -1,6 +1,6 @@
 """Projection of image boxes onto the conv feature map and the spatial pyramid pooling layer.
 
-SPEC.md §2 (the SPP bins) and §3 (the projection of paper Appendix A).
+The pyramid's bins and the projection of image windows onto cells (the paper's Appendix A).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from torchvision.ops import roi_pool
 
 from detect.errors import DetectError
 
-PROJECTION_MODES = ("paper", "offsets")
+PROJECTION_MODES = ("auto", "paper")
 
 
 def project_boxes(
@@ -35,7 +35,8 @@ def project_boxes(
         boxes: ``(R, 4)`` xyxy, continuous pixels of the (scaled) image the features came from.
         stride: the backbone's total stride S.
         map_size: ``(h, w)`` of the feature map.
-        offsets: ``(left, right)`` receptive-field offsets in pixels (the "offsets" mode).
+        offsets: ``(left, right)`` receptive-field offsets in pixels (see
+            :func:`projection_offsets`).
 
     Returns:
         ``(R, 4)`` int64 windows ``(x0, y0, x1, y1)`` of cell indices, inclusive on both ends.
@@ -58,11 +59,19 @@ def project_boxes(
 
 
 def projection_offsets(mode: str, backbone_offsets: tuple[float, float]) -> tuple[float, float]:
-    """The offsets :func:`project_boxes` uses for ``model.projection`` ``mode``."""
+    """The offsets :func:`project_boxes` uses for ``model.projection`` ``mode``.
+
+    * ``auto``: the backbone's declared geometry (``Backbone.offsets``, the centre of feature
+      cell 0, proved per backbone by the impulse test), so a window holds the cells whose
+      receptive-field centres lie inside the box, for any backbone.
+    * ``paper``: the literal Appendix A formula (offsets 0), which assumes cell ``i`` is centred
+      at ``S * i``: right for backbones padded by ``k // 2`` at every layer (``zf5_padded``,
+      ``tiny``), about one cell off for the released ZF-5 and AlexNet, half a cell for VGG16.
+    """
+    if mode == "auto":
+        return backbone_offsets
     if mode == "paper":
         return (0.0, 0.0)
-    if mode == "offsets":
-        return backbone_offsets
     raise DetectError(f"model.projection: unknown mode {mode!r}; known: {list(PROJECTION_MODES)}")
 
 

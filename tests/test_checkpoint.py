@@ -6,6 +6,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from _train_data import tiny_config
 
 from detect import __version__
@@ -71,9 +72,21 @@ def test_loads_without_the_initial_weights_file(tmp_path, config):
 
 
 def test_same_weights_through_the_rcnn_path(tmp_path, config):
-    _, path = saved(tmp_path, config)
+    model, path = saved(tmp_path, config)
+    model.eval()
     loaded = load_checkpoint(path, method="rcnn")
     assert loaded.method == "rcnn" and loaded.model.method == "rcnn"
+    image = torch.randn(3, 64, 80)
+    boxes = torch.tensor([[0.0, 0.0, 30.0, 30.0], [10.0, 20.0, 70.0, 60.0]])
+    crops = loaded.model.crops(image, boxes)
+    # By hand with the saved SPP-net's own modules: its backbone on each warped crop, every
+    # pyramid level max-pooled over the crop's whole map, then its head.
+    maps = model.backbone(crops)
+    levels = config.model.pyramid_levels
+    pooled = torch.cat([F.adaptive_max_pool2d(maps, n).flatten(1) for n in levels], dim=1)
+    expected = model.head(pooled)
+    for ours, theirs in zip(loaded.model(image, boxes), expected, strict=True):
+        torch.testing.assert_close(ours, theirs)
 
 
 def test_other_classes_are_a_clear_error(tmp_path, config):

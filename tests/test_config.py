@@ -1,6 +1,9 @@
 """YAML config loading: defaults, overrides, unknown keys, round trip."""
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from detect.config import Config, config_to_dict, load_config, save_config
 from detect.errors import DetectError
@@ -82,8 +85,52 @@ def test_save_and_reload_round_trip(tmp_path):
     assert config_to_dict(cfg)["model"]["svd_ranks"] == [32, 16]
 
 
-def test_shipped_configs_load():
-    from pathlib import Path
+SHIPPED = sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.yaml"))
 
-    for path in sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.yaml")):
-        load_config(path)
+
+def yaml_leaves(values: dict, prefix: str = ""):
+    """``(dotted key, value)`` of every leaf of a YAML mapping, lists as tuples."""
+    for key, value in values.items():
+        if isinstance(value, dict):
+            yield from yaml_leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", tuple(value) if isinstance(value, list) else value
+
+
+def config_value(cfg, dotted: str):
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_configs_load_every_value_they_set(path):
+    # Read independently with PyYAML: every value the file sets is the value the run gets.
+    leaves = list(yaml_leaves(yaml.safe_load(path.read_text())))
+    assert leaves, path
+    cfg = load_config(path)
+    for dotted, value in leaves:
+        assert config_value(cfg, dotted) == value, dotted
+
+
+def training_configs():
+    """Every config a shipped file trains with, the demo's R-CNN overrides applied too."""
+    for path in SHIPPED:
+        cfg = load_config(path)
+        yield path.name, cfg
+        if cfg.demo.rcnn_overrides:
+            yield f"{path.name} (R-CNN)", load_config(path, list(cfg.demo.rcnn_overrides))
+    yield "defaults", load_config()
+
+
+def test_training_uses_the_papers_sampling_and_svm_values():
+    # Fast R-CNN sampling; R-CNN's SVMs and box regression (the values of the papers).
+    for name, cfg in training_configs():
+        finetune, svm, bbox_reg = cfg.finetune, cfg.svm, cfg.bbox_reg
+        assert finetune.fg_iou == 0.5 and finetune.fg_fraction == 0.25, name
+        assert (finetune.bg_iou_low, finetune.bg_iou_high) == (0.1, 0.5), name
+        assert svm.neg_iou == 0.3, name
+        assert (svm.hard_threshold, svm.easy_threshold) == (-1.0, -1.2), name
+        assert (svm.C, svm.positive_weight, svm.intercept_scaling) == (0.001, 2.0, 10.0), name
+        assert svm.feature_norm == 20.0 and bbox_reg.feature_norm == 20.0, name
+        assert bbox_reg.min_iou == 0.6, name

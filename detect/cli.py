@@ -14,7 +14,7 @@ import logging
 import sys
 
 from detect import __version__
-from detect.errors import DetectError
+from detect.errors import DetectError, Interrupted
 
 # command name -> one-line help. The module detect.commands.<name> implements it.
 COMMANDS = {
@@ -57,8 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"detect {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"detect {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        kept = f": {exc}" if isinstance(exc, Interrupted) and str(exc) else ""
+        print(f"detect {args.command}: interrupted{kept}", file=sys.stderr)
         return 130
 
 

@@ -6,3 +6,8 @@ class DetectError(Exception):
 
     The CLI prints its message and exits with status 2 instead of showing a traceback.
     """
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, carrying one line on what was kept and how to continue; the CLI prints it after
+    ``interrupted:`` and exits with status 130."""

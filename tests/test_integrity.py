@@ -3,6 +3,7 @@ checkpoints are refused, killed writers' temp files are cleaned, Ctrl-C says wha
 
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -138,3 +139,57 @@ def test_a_live_writers_temp_file_is_kept(tmp_path):
         atomic_write_text(target, "inner")
         assert outer.is_file()
     assert target.read_bytes() == b"in progress"
+
+
+def test_ctrl_c_during_the_proposal_stage_says_what_was_kept(data, tmp_path, capsys, monkeypatch):
+    import detect.proposals.compute as compute
+
+    values = tiny_config_dict(data, iterations=1)
+    cache = tmp_path / "cache"
+    values["proposals"] = {"import_file": "", "cache_dir": str(cache), "resize_long_side": 128}
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(values))
+    search, calls, interrupt = compute.selective_search, [], True
+
+    def ctrl_c_at_the_third_image(image, **params):
+        calls.append(1)
+        if len(calls) == 3 and interrupt:
+            signal.raise_signal(signal.SIGINT)  # what Ctrl-C does
+        return search(image, **params)
+
+    monkeypatch.setattr(compute, "selective_search", ctrl_c_at_the_third_image)
+    args = ["train", "--config", str(config), "--out", str(tmp_path / "run")]
+    assert main(args) == 130
+    line = last_error_line(capsys.readouterr().err)
+    assert line.startswith("detect train: interrupted: while computing proposals")
+    assert f"proposal cache {cache} keeps the proposals of 2 of 6 images" in line
+    assert "no checkpoint" in line and "same command again" in line and "--resume" not in line
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    assert len(list(cache.glob("*.npz"))) == 2
+    calls.clear()
+    interrupt = False
+    assert main(args) == 0  # as the message says: the same command again
+    assert len(calls) == 4  # only the images that were not cached
+
+
+def test_ctrl_c_during_fine_tuning_names_the_saved_iteration(data, tmp_path, capsys):
+    from detect.training import pipeline
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config_dict(data, iterations=6)))
+    original = pipeline.finetune
+
+    def ctrl_c_at_4(*args):
+        on_iteration = lambda done: done == 4 and signal.raise_signal(signal.SIGINT)  # noqa: E731
+        return original(*args[:-1], on_iteration)
+
+    pipeline.finetune = ctrl_c_at_4
+    try:
+        args = ["train", "--config", str(config), "--out", str(tmp_path / "run")]
+        assert main(args) == 130
+    finally:
+        pipeline.finetune = original
+    line = last_error_line(capsys.readouterr().err)
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    assert f"checkpoint {checkpoint} saved at iteration 4" in line and "plus --resume" in line
+    assert main([*args, "--resume"]) == 0

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 
 from detect.commands import add_override_argument
@@ -38,17 +37,10 @@ def run(args) -> int:
 
     config = load_config(args.config, args.overrides)
     out = args.out or Path("runs") / (args.config.stem if args.config else "train")
-    try:
-        result = train(
-            config, args.data, out, method=args.method, resume=args.resume, overwrite=args.overwrite
-        )
-    except KeyboardInterrupt:
-        print(
-            f"detect train: interrupted; checkpoint saved in {out / 'checkpoint.pt'}. "
-            f"Continue with the same command plus --resume.",
-            file=sys.stderr,
-        )
-        return 130
+    # Ctrl-C raises detect.errors.Interrupted saying what was kept; the CLI prints it (status 130).
+    result = train(
+        config, args.data, out, method=args.method, resume=args.resume, overwrite=args.overwrite
+    )
     files = [result.checkpoint, result.config_path, result.log_csv, result.loss_png]
     print(
         f"trained {result.method} on {result.num_images} images "

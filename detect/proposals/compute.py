@@ -12,6 +12,7 @@ image still missing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import time
@@ -27,8 +28,8 @@ from torch import Tensor
 from tqdm import tqdm
 
 from detect.config import ProposalConfig
-from detect.data.images import read_image
-from detect.errors import DetectError
+from detect.data.images import DEFAULT_MAX_IMAGE_PIXELS, read_image
+from detect.errors import DetectError, Interrupted
 from detect.proposals.cache import ProposalCache
 from detect.proposals.search import selective_search
 from detect.structures import DetectionDataset
@@ -93,13 +94,15 @@ def _init_worker() -> None:
 
 
 def _compute_one(
-    task: tuple[ImageItem, ProposalCache],
+    task: tuple[ImageItem, ProposalCache, int],
 ) -> tuple[str, np.ndarray | None, float, str]:
-    """Read, search and cache one image: ``(image_id, boxes or None, seconds, error message)``."""
-    item, cache = task
+    """Read (at most ``max_image_pixels``), search and cache one image: ``(image_id, boxes or
+    None, seconds, error message)``."""
+    item, cache, max_image_pixels = task
     start = time.perf_counter()
     try:
-        boxes = search_and_cache(read_image(item.path), item.image_id, cache, item.path)
+        image = read_image(item.path, max_image_pixels)
+        boxes = search_and_cache(image, item.image_id, cache, item.path)
     except (DetectError, cv2.error) as exc:
         return item.image_id, None, 0.0, str(exc).strip()
     return item.image_id, boxes.numpy(), time.perf_counter() - start, ""
@@ -141,11 +144,16 @@ def check_cache(items: Sequence[ImageItem], cache: ProposalCache) -> dict[str, l
 
 
 def compute_proposals(
-    items: Sequence[ImageItem], cache: ProposalCache, workers: int = 1, progress: bool = True
+    items: Sequence[ImageItem],
+    cache: ProposalCache,
+    workers: int = 1,
+    progress: bool = True,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> ProposalRun:
     """Proposals for ``items``: cached ones are loaded, the others computed with ``workers``
-    processes (1 = in this process) and cached. Unreadable images are logged by path, counted in
-    :attr:`ProposalRun.failures` and skipped; the run goes on."""
+    processes (1 = in this process) and cached. Unreadable images (or images of more than
+    ``max_image_pixels`` pixels) are logged by path, counted in :attr:`ProposalRun.failures` and
+    skipped; the run goes on."""
     if workers < 1:
         raise DetectError(f"proposals.workers must be >= 1, got {workers}")
     start = time.perf_counter()
@@ -166,10 +174,10 @@ def compute_proposals(
                 replaced.add(item.image_id)
             todo.append(item)
     if todo:
-        tasks = [(item, cache) for item in todo]
+        tasks = [(item, cache, max_image_pixels) for item in todo]
         paths = {item.image_id: str(item.path) for item in todo}
         bar = tqdm(total=len(todo), desc="selective search", unit="img", disable=not progress)
-        with bar:
+        with bar, _interrupt_says_what_is_cached(run, cache, len(items)):
             for image_id, boxes, seconds, error in _run_tasks(tasks, workers):
                 bar.update()
                 if boxes is None:
@@ -183,6 +191,20 @@ def compute_proposals(
     run.proposals = {i: run.proposals[i] for i in ids if i in run.proposals}  # list order
     run.wall_seconds = time.perf_counter() - start
     return run
+
+
+@contextlib.contextmanager
+def _interrupt_says_what_is_cached(run: ProposalRun, cache: ProposalCache, total: int):
+    """Ctrl-C inside becomes :class:`Interrupted` saying how many of the ``total`` images have
+    their proposals in the cache (``run`` counts them as results come in)."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        kept = run.cached + run.computed
+        raise Interrupted(
+            f"the proposal cache {cache.cache_dir} keeps the proposals of {kept} of {total} "
+            f"images ({run.computed} computed in this run); computing again skips them"
+        ) from exc
 
 
 def _run_tasks(tasks: list, workers: int):
@@ -209,6 +231,7 @@ def load_or_compute_proposals(
     cfg: ProposalConfig,
     workers: int | None = None,
     progress: bool = True,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> dict[str, Tensor]:
     """Proposals ``{image_id: (R, 4) float32 xyxy original pixels}`` for every image of
     ``dataset``, from ``cfg.cache_dir`` or computed (``workers`` processes, default
@@ -228,6 +251,7 @@ def load_or_compute_proposals(
         ProposalCache.from_config(cfg),
         cfg.workers if workers is None else workers,
         progress,
+        max_image_pixels,
     )
     if run.failures:
         listed = "; ".join(f"{path}: {message}" for path, message in run.failures[:5])

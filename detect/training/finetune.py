@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from detect.config import Config, FinetuneConfig
 from detect.data.images import read_image
-from detect.errors import DetectError
+from detect.errors import DetectError, Interrupted
 from detect.models.heads import HeadOutput
 from detect.ops.boxes import scale_boxes
 from detect.structures import DetectionDataset
@@ -224,7 +224,7 @@ def finetune(
             for index in image_order(config.seed, iteration, cfg.images_per_batch, len(dataset)):
                 ann = dataset[index]
                 keep = ~ann.difficult
-                image = read_image(ann.path)
+                image = read_image(ann.path, config.data.max_image_pixels)
                 boxes, gt_boxes = proposals[ann.image_id].reshape(-1, 4), ann.boxes[keep]
                 flip = cfg.flip and bool(torch.rand(1, generator=generator) < 0.5)
                 if flip:
@@ -285,7 +285,7 @@ def finetune(
             if interrupt["requested"]:
                 save(completed)
                 log.warning("checkpoint saved at iteration %d: %s", completed, checkpoint_path)
-                raise KeyboardInterrupt
+                raise Interrupted(f"checkpoint {checkpoint_path} saved at iteration {completed}")
             if completed % cfg.checkpoint_every == 0 or completed == cfg.iterations:
                 save(completed)
     if start >= cfg.iterations and rows:

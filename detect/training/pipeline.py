@@ -8,6 +8,7 @@ ridge box regression when ``bbox_reg.method == "ridge"``. The run folder gets ``
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import random
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from detect.config import Config, check_values, config_to_dict, save_config
-from detect.errors import DetectError
+from detect.errors import DetectError, Interrupted
 from detect.models.detector import check_model_config
 from detect.structures import DetectionDataset
 from detect.training.checkpoint import (
@@ -109,6 +110,25 @@ def validate_training_config(config: Config, method: str) -> None:
     ]
     check_values("config: ", checks)
     check_model_config(config.model)
+    check_frozen_backbone_is_trained(config)
+
+
+def check_frozen_backbone_is_trained(config: Config) -> None:
+    """Refuse fc-mode fine-tuning on a random backbone unless ``finetune.allow_random_backbone``.
+
+    ``finetune.mode: fc`` keeps the conv layers as loaded; with ``model.weights: none`` (or empty)
+    and no ``finetune.init_checkpoint`` they are random, and the fc layers, SVMs and box
+    regressors would be trained on random conv features (docs/departures.md).
+    """
+    cfg = config.finetune
+    random_backbone = config.model.weights in ("", "none") and not cfg.init_checkpoint
+    if cfg.mode == "fc" and random_backbone and not cfg.allow_random_backbone:
+        raise DetectError(
+            f"config: model.weights is {config.model.weights!r} with finetune.mode 'fc': the "
+            "frozen conv layers would stay random; give model.weights (imagenet or a state dict "
+            "file) or finetune.init_checkpoint, use finetune.mode=end_to_end, or set "
+            "finetune.allow_random_backbone=true if this is meant"
+        )
 
 
 def check_class_coverage(dataset: DetectionDataset) -> dict[str, int]:
@@ -200,7 +220,7 @@ def train(
     Raises:
         DetectError: bad config values, a class without objects, classes or backbone that differ
             from ``finetune.init_checkpoint`` or the checkpoint being resumed, a diverging loss.
-        KeyboardInterrupt: Ctrl-C, after a checkpoint was saved.
+        Interrupted: Ctrl-C, saying what was kept (:func:`_what_ctrl_c_kept`).
     """
     from detect.data import load_dataset
     from detect.models import build_detector
@@ -240,9 +260,10 @@ def train(
         init = read_checkpoint(config.finetune.init_checkpoint)
         check_compatible(init, config.finetune.init_checkpoint, class_names, config.model.backbone)
 
-    proposals = load_or_compute_proposals(
-        dataset, config.proposals, max_image_pixels=data.max_image_pixels
-    )
+    with _what_ctrl_c_kept("proposals", checkpoint_path):
+        proposals = load_or_compute_proposals(
+            dataset, config.proposals, max_image_pixels=data.max_image_pixels
+        )
 
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
@@ -260,16 +281,18 @@ def train(
         log.info("checkpoint %s is already complete; nothing to resume", checkpoint_path)
         rows = payload["log"]["rows"]
     else:
-        result = finetune(
-            model, dataset, proposals, config, checkpoint_path, log_path, payload, on_iteration
-        )
+        with _what_ctrl_c_kept("finetune", checkpoint_path):
+            result = finetune(
+                model, dataset, proposals, config, checkpoint_path, log_path, payload, on_iteration
+            )
         rows = result.rows
         extras: dict = {"stage": "done", "iteration": config.finetune.iterations}
         extras["log"] = {"rows": rows, "sums": {}}
-        if config.svm.enabled or config.bbox_reg.method == "ridge":
-            extras.update(_train_linear_models(model, dataset, proposals, config))
-            stages += [s for s in ("svm", "ridge") if extras.get(s) is not None]
-        save_checkpoint(checkpoint_path, model, class_names, config, extras)
+        with _what_ctrl_c_kept("linear", checkpoint_path):
+            if config.svm.enabled or config.bbox_reg.method == "ridge":
+                extras.update(_train_linear_models(model, dataset, proposals, config))
+                stages += [s for s in ("svm", "ridge") if extras.get(s) is not None]
+            save_checkpoint(checkpoint_path, model, class_names, config, extras)
 
     loss_png = plot_loss_curve(log_path, out_dir / LOSS_PLOT_NAME) if rows else None
     return TrainResult(
@@ -286,6 +309,33 @@ def train(
         seconds=time.perf_counter() - started,
         stages=tuple(stages),
     )
+
+
+@contextlib.contextmanager
+def _what_ctrl_c_kept(stage: str, checkpoint_path: Path):
+    """Turn Ctrl-C during ``stage`` (``proposals``, ``finetune`` or ``linear``: the SVMs / ridge)
+    into :class:`Interrupted` saying truthfully what is on disk and how to continue."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        said = f" ({exc})" if isinstance(exc, Interrupted) and str(exc) else ""
+        if stage == "proposals":
+            kept = (
+                f"while computing proposals, before any training{said}; no checkpoint was "
+                "written by this run: run the same command again to finish the proposals and train"
+            )
+        elif stage == "finetune":
+            where = said or f" in {checkpoint_path}"
+            kept = (
+                f"during fine-tuning; the last checkpoint saved is kept{where}: "
+                "continue with the same command plus --resume"
+            )
+        else:
+            kept = (
+                f"after fine-tuning, while fitting the SVMs / box regressor; {checkpoint_path} "
+                "keeps the finished fine-tuning: continue with the same command plus --resume"
+            )
+        raise Interrupted(kept) from exc
 
 
 def _train_linear_models(model, dataset, proposals, config: Config) -> dict:

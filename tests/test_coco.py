@@ -78,7 +78,17 @@ def test_reader_class_subset_and_errors(tmp_path):
     path, _ = make_coco(tmp_path)
     ds = load_dataset(path, "val", classes=("zebra", "apple"))
     assert ds.class_names == ("zebra", "apple")
-    assert all(set(a.labels.tolist()) <= {0, 1} for a in ds.annotations)
+    payload = json.loads(path.read_text())
+    label_of = {7: 0, 1: 1}  # the order asked for; cup (3) left out
+    for ann in ds.annotations:
+        kept = [
+            a
+            for a in payload["annotations"]
+            if str(a["image_id"]) == ann.image_id and not a["iscrowd"] and a["category_id"] != 3
+        ]
+        assert ann.labels.tolist() == [label_of[a["category_id"]] for a in kept]
+        want = [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in kept)]
+        torch.testing.assert_close(ann.boxes, torch.tensor(want).reshape(-1, 4))
     with pytest.raises(DetectError, match="unknown class 'dog'.*apple"):
         load_dataset(path, "val", classes=("dog",))
     (tmp_path / "101.jpg").unlink()
@@ -172,6 +182,57 @@ def test_evaluate_coco_matches_pycocotools(tmp_path, seed):
     # With the json already loaded (as `detect eval --metric coco` passes it): the same numbers.
     preloaded = evaluate_coco(dets, gt_path, coco_gt=load_coco(gt_path))
     np.testing.assert_allclose([preloaded[n] for n in STAT_NAMES], want, atol=1e-6)
+
+
+@pytest.mark.parametrize("classes", [("zebra", "apple"), ("cup",), ("cup", "zebra", "apple")])
+def test_evaluate_coco_on_a_class_subset_and_order(tmp_path, classes):
+    gt_path, payload = make_coco(tmp_path, num_images=8, seed=1)
+    by_name = {c["name"]: c["id"] for c in CATEGORIES}
+    wanted = [by_name[name] for name in classes]  # label i is the category of classes[i]
+    rng = np.random.default_rng(5)
+    dets, records = {}, []
+    for image in payload["images"]:
+        boxes, scores, labels = [], [], []
+        for ann in payload["annotations"]:
+            if ann["image_id"] != image["id"] or ann["category_id"] not in wanted:
+                continue
+            x, y, w, h = ann["bbox"]
+            for _ in range(2):
+                jitter = rng.integers(-6, 7, 4) / 2
+                box = [x + jitter[0], y + jitter[1], x + w + jitter[2], y + h + jitter[3]]
+                label = wanted.index(ann["category_id"])
+                if rng.random() < 0.3:  # a wrong label now and then
+                    label = int(rng.integers(0, len(classes)))
+                score = float(rng.integers(1, 1000)) / 1000
+                boxes.append(box)
+                scores.append(score)
+                labels.append(label)
+                records.append(
+                    {
+                        "image_id": image["id"],
+                        "category_id": wanted[label],
+                        "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
+                        "score": score,
+                    }
+                )
+        dets[str(image["id"])] = Detections(
+            torch.tensor(boxes).reshape(-1, 4), scores, torch.tensor(labels, dtype=torch.int64)
+        )
+    # pycocotools by hand, restricted to the chosen categories.
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(gt_path))
+        evaluator = COCOeval(gt, gt.loadRes(records), "bbox")
+        evaluator.params.catIds = sorted(wanted)
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    want = evaluator.stats
+    assert want[1] > 0.1  # AP50: the detections really match
+    got = evaluate_coco(dets, gt_path, classes)
+    np.testing.assert_allclose([got[n] for n in STAT_NAMES], want, atol=1e-6)
+    dataset = load_dataset(gt_path, "val", classes=classes)
+    again = evaluate_coco(dets, dataset)
+    np.testing.assert_allclose([again[n] for n in STAT_NAMES], want, atol=1e-6)
 
 
 def test_evaluate_coco_empty_and_bad(tmp_path):

@@ -99,6 +99,9 @@ class FinetuneConfig:
     init_checkpoint: str = ""
     # fc mode: cache each image's frozen conv features in memory (False: recompute every time).
     cache_features: bool = True
+    # fc mode freezes the conv layers; with model.weights none and no init_checkpoint they stay
+    # random, so training is refused unless this says it is meant (tests, ablations).
+    allow_random_backbone: bool = False
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path):
 
 
 def test_fc_mode_keeps_conv_fixed(data, tmp_path):
-    cfg = tiny_config(data, mode="fc", iterations=4)
+    cfg = tiny_config(data, mode="fc", iterations=4, allow_random_backbone=True)
     base = tiny_config(data, iterations=0)
     start = read_checkpoint(train(base, out_dir=tmp_path / "init").checkpoint)["model"]
     assert (tmp_path / "init" / "train_log.csv").read_text() == (

@@ -33,6 +33,9 @@ class DataConfig:
     image_dir: str = ""
     # False turns bad boxes (x2 < x1, outside the image) into a counted warning instead of an error.
     strict_boxes: bool = True
+    # Refuse an image (or an annotation's stated size) of more pixels than this, read from the
+    # file's header before decoding: a small file can claim a huge size and exhaust memory.
+    max_image_pixels: int = 100_000_000
 
 
 @dataclass(frozen=True)

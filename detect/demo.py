@@ -88,8 +88,18 @@ def _proposals(cfg: Config, splits: tuple[str, ...]) -> dict[str, tuple]:
     data = cfg.data
     loaded = {}
     for split in splits:
-        dataset = load_dataset(data.root, split, data.classes, data.image_dir, data.strict_boxes)
-        loaded[split] = (dataset, load_or_compute_proposals(dataset, cfg.proposals))
+        dataset = load_dataset(
+            data.root,
+            split,
+            data.classes,
+            data.image_dir,
+            data.strict_boxes,
+            max_image_pixels=data.max_image_pixels,
+        )
+        proposals = load_or_compute_proposals(
+            dataset, cfg.proposals, max_image_pixels=data.max_image_pixels
+        )
+        loaded[split] = (dataset, proposals)
     return loaded
 
 
@@ -150,7 +160,7 @@ def _bench(cfg: Config, checkpoint: Path, dataset, proposals: dict, out_dir: Pat
 
     loaded = load_checkpoint(checkpoint)
     annotations = dataset.annotations[: cfg.demo.bench_images]
-    images = [read_image(ann.path) for ann in annotations]
+    images = [read_image(ann.path, cfg.data.max_image_pixels) for ann in annotations]
     boxes = [proposals[ann.image_id] for ann in annotations]
     report = run_bench(loaded.model, images, boxes, loaded.config, loaded.scorer)
     atomic_write_text(out_dir / "bench.json", json.dumps(report, indent=2) + "\n")
@@ -166,7 +176,7 @@ def _draw(cfg: Config, dataset, evaluation, out_dir: Path) -> Path:
     pictures = []
     for ann in dataset.annotations[: cfg.demo.draw_images]:
         picture = draw_detections(
-            read_image(ann.path),
+            read_image(ann.path, cfg.data.max_image_pixels),
             evaluation.detections[ann.image_id],
             dataset.class_names,
             score_threshold=0.5,

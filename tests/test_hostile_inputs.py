@@ -6,18 +6,27 @@ it correctly), and nothing may be written outside the folder the user named.
 
 from __future__ import annotations
 
+import json
+import struct
+import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from test_voc import make_voc
 
 from detect.cli import main
+from detect.config import Config, ModelConfig
 from detect.data import load_dataset
+from detect.data.coco import load_coco, read_coco_dataset
+from detect.data.images import read_image, write_image
 from detect.data.voc import read_split_ids
 from detect.errors import DetectError
 from detect.evaluation.voc_files import comp4_path, read_comp4, write_comp4
+from detect.models import build_detector
 from detect.structures import Detections
+from detect.training.checkpoint import save_checkpoint
 
 CLASSES = ("circle", "square")
 
@@ -90,3 +99,187 @@ def test_byte_order_mark_is_stripped_from_class_list_and_split(tmp_path):
     assert dataset.image_ids == ["a"]
     assert dataset.annotations[0].labels.tolist() == [0]
     torch.testing.assert_close(dataset.annotations[0].boxes, torch.tensor([[0.0, 0.0, 20.0, 20.0]]))
+
+
+# ---- point 9: image size read from the header, checked before decoding ----
+
+
+def png_header_only(path: Path, width: int, height: int) -> Path:
+    """A tiny PNG whose header claims ``width x height`` (one row of pixel data follows)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    row = zlib.compress(b"\x00" + b"\x00" * (3 * min(width, 1000)))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", row) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def test_huge_header_is_refused_before_decoding(tmp_path):
+    path = png_header_only(tmp_path / "bomb.png", 12000, 10000)
+    assert path.stat().st_size < 1000
+    with pytest.raises(DetectError, match=r"bomb\.png: 12000x10000 pixels is over the limit"):
+        read_image(path)
+
+
+def test_image_limit_is_configurable(tmp_path):
+    path = tmp_path / "small.png"
+    write_image(path, np.full((80, 100, 3), 7, np.uint8))
+    with pytest.raises(DetectError, match=r"small\.png: 100x80 pixels is over the limit of 7999"):
+        read_image(path, max_pixels=7999)
+    assert read_image(path, max_pixels=8000).shape == (80, 100, 3)
+
+
+def test_image_over_opencv_limit_is_one_line(tmp_path):
+    path = png_header_only(tmp_path / "giant.png", 100000, 100000)  # 10^10 > OpenCV's 2^30
+    with pytest.raises(DetectError, match=r"giant\.png: cannot decode"):
+        read_image(path, max_pixels=10**12)
+
+
+def test_proposals_and_run_name_the_oversized_image(tmp_path, capsys):
+    images = tmp_path / "images"
+    png_header_only(images / "bomb.png", 30000, 30000)
+    status = main(["proposals", "--data", str(images), "--out", str(tmp_path / "cache")])
+    err = capsys.readouterr().err
+    assert status == 1 and "bomb.png: 30000x30000 pixels is over the limit" in err
+    assert "Traceback" not in err
+
+    model = tmp_path / "model.pt"
+    config = Config(model=ModelConfig(backbone="tiny", scales=(96,), fc_dims=(16, 16)))
+    save_checkpoint(model, build_detector("spp", config.model, 2), CLASSES, config)
+    out = tmp_path / "out"
+    status = main(["run", "--checkpoint", str(model), str(images), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert status == 1 and "bomb.png: 30000x30000 pixels is over the limit" in err
+    limit = ["--set", "data.max_image_pixels=100"]
+    write_image(images / "small.png", np.zeros((20, 30, 3), np.uint8))
+    status = main(
+        ["run", "--checkpoint", str(model), str(images / "small.png"), *limit, "--out", str(out)]
+    )
+    assert status == 1  # the image is skipped, named on stderr
+    assert "small.png: 30x20 pixels is over the limit of 100" in capsys.readouterr().err
+
+
+# ---- point 10: values accepted silently before ----
+
+
+def voc_with_xml_edit(root: Path, old: str, new: str) -> Path:
+    make_voc(root, {"a": [("circle", (1, 1, 20, 20), 0, 0)]})
+    (root / "classes.txt").write_text("circle\nsquare\n")
+    xml = root / "Annotations" / "a.xml"
+    text = xml.read_text()
+    assert old in text
+    xml.write_text(text.replace(old, new, 1))
+    return root
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("<xmin>1</xmin>", "<xmin>nan</xmin>", r"<xmin> is not a finite number: 'nan'"),
+        ("<ymax>20</ymax>", "<ymax>inf</ymax>", r"<ymax> is not a finite number: 'inf'"),
+        ("<width>50</width>", "<width>1e12</width>", r"size 1e\+12x40 is over the limit"),
+        ("<width>50</width>", "<width>50.5</width>", r"must be whole numbers >= 0, got 50.5x40"),
+    ],
+)
+def test_voc_non_finite_and_implausible_values(tmp_path, old, new, message):
+    root = voc_with_xml_edit(tmp_path / "voc", old, new)
+    with pytest.raises(DetectError, match=r"a\.xml: .*" + message):
+        load_dataset(root, "test")
+
+
+# ---- points 8, 10, 11: COCO instances json ----
+
+
+def coco_json(tmp_path: Path, edit) -> Path:
+    """A valid two-image instances json, then ``edit(payload)`` applied to it."""
+    payload = {
+        "images": [
+            {"id": 1, "file_name": "1.jpg", "width": 100, "height": 80},
+            {"id": 2, "file_name": "2.jpg", "width": 100, "height": 80},
+        ],
+        "annotations": [
+            {"id": 5, "image_id": 1, "category_id": 3, "bbox": [10, 10, 50, 50], "iscrowd": 0},
+            {"id": 6, "image_id": 2, "category_id": 4, "bbox": [0, 0, 20, 30], "area": 600},
+        ],
+        "categories": [{"id": 3, "name": "circle"}, {"id": 4, "name": "square"}],
+    }
+    edit(payload)
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps(payload))  # NaN is written as the bare token NaN, as Python does
+    return path
+
+
+COCO_CASES = {
+    "bbox with 3 numbers": (
+        lambda p: p["annotations"][0].update(bbox=[10, 10, 60]),
+        r"annotations\[0\]: bbox must be \[x, y, w, h\] of 4 finite numbers, got \[10, 10, 60\]",
+    ),
+    "NaN bbox": (
+        lambda p: p["annotations"][1].update(bbox=[0, float("nan"), 20, 30]),
+        r"annotations\[1\]: bbox must be .*got \[0, nan, 20, 30\]",
+    ),
+    "bbox of strings": (
+        lambda p: p["annotations"][0].update(bbox=["10", "10", "5", "5"]),
+        r"annotations\[0\]: bbox must be .*got \['10'",
+    ),
+    "null bbox": (
+        lambda p: p["annotations"][0].update(bbox=None),
+        r"annotations\[0\]: bbox must be .*got None",
+    ),
+    "missing bbox": (
+        lambda p: p["annotations"][0].pop("bbox"),
+        r"annotations\[0\]: missing 'bbox'",
+    ),
+    "missing image_id": (
+        lambda p: p["annotations"][1].pop("image_id"),
+        r"annotations\[1\]: missing 'image_id'",
+    ),
+    "missing file_name": (
+        lambda p: p["images"][1].pop("file_name"),
+        r"images\[1\]: missing 'file_name'",
+    ),
+    "missing width": (
+        lambda p: p["images"][0].pop("width"),
+        r"images\[0\]: missing 'width'",
+    ),
+    "images as a list of ints": (
+        lambda p: p.update(images=[1, 2]),
+        r"images\[0\] must be an object, got 1",
+    ),
+    "duplicate category names": (
+        lambda p: p["categories"][1].update(name="circle"),
+        r"categories: duplicate class name 'circle'",
+    ),
+    "category name with a path": (
+        lambda p: p["categories"][1].update(name="../../../evil"),
+        r"categories: class name '\.\./\.\./\.\./evil' contains a path separator",
+    ),
+    "huge stated size": (
+        lambda p: p["images"][0].update(width=10**6, height=10**6),
+        r"images\[0\]: size 1000000x1000000 is over the limit",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(COCO_CASES))
+def test_coco_bad_values_are_one_line_errors(tmp_path, case):
+    edit, message = COCO_CASES[case]
+    path = coco_json(tmp_path, edit)
+    with pytest.raises(DetectError, match=r"instances\.json: " + message):
+        read_coco_dataset(path, check_images=False)
+
+
+def test_coco_valid_file_still_reads_with_default_area(tmp_path):
+    path = coco_json(tmp_path, lambda p: None)
+    dataset = read_coco_dataset(path, check_images=False)
+    assert dataset.class_names == ("circle", "square")
+    torch.testing.assert_close(
+        dataset.annotations[0].boxes, torch.tensor([[10.0, 10.0, 60.0, 60.0]])
+    )
+    assert load_coco(path).anns[5]["area"] == 50 * 50  # missing area = w * h, for COCOeval

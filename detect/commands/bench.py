@@ -96,7 +96,8 @@ def run(args) -> int:
     if args.json and Path(args.json).is_dir():
         raise DetectError(f"--json {args.json}: is a folder")
     if args.images:
-        named = [(Path(p).stem, Path(p), read_image(p)) for p in args.images]
+        limit = config.data.max_image_pixels
+        named = [(Path(p).stem, Path(p), read_image(p, limit)) for p in args.images]
     else:
         named = [("sklearn_china_688x917", None, default_image())]
     images = [image for _, _, image in named]

@@ -90,13 +90,13 @@ def _selection(args: argparse.Namespace):
     total = len(items)
     if args.shard:
         items = shard_items(items, *parse_shard(args.shard))
-    return cfg, split, items, dataset, total
+    return cfg, split, items, dataset, total, config.data.max_image_pixels
 
 
 def run(args: argparse.Namespace) -> int:
     if args.export:
         file_format(args.export)  # a bad suffix fails now, not after computing everything
-    cfg, split, items, dataset, total = _selection(args)
+    cfg, split, items, dataset, total, max_image_pixels = _selection(args)
     if args.recall and dataset is None:
         raise DetectError(f"--recall needs annotations: --data {args.data} is not VOC or COCO")
     shard_note = f" (shard {args.shard} of {total})" if args.shard else ""
@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         ]
         print(f"imported {import_file}: {len(proposals)} of {len(items)} images{shard_note}")
     else:
-        result = compute_proposals(items, cache, cfg.workers)
+        result = compute_proposals(items, cache, cfg.workers, max_image_pixels=max_image_pixels)
         proposals, failures = result.proposals, result.failures
         print(
             f"proposals ({cfg.mode}, long side {cfg.resize_long_side}, at most "

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from detect.commands import add_override_argument
 from detect.errors import DetectError
 
 
@@ -41,6 +42,7 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--draw-threshold", type=float, default=0.5, help="draw detections scoring at least this"
     )
+    add_override_argument(parser, "data.max_image_pixels=200000000")
 
 
 def collect_images(arguments: list[str]):
@@ -68,7 +70,7 @@ def run(args) -> int:
 
     # load_checkpoint applies the test-time SVD of model.svd_ranks (forced to 1024/256 by --svd)
     # and checks the model settings, --scales included.
-    overrides = ["model.svd_ranks=[1024, 256]"] if args.svd else []
+    overrides = [*args.overrides, *(["model.svd_ranks=[1024, 256]"] if args.svd else [])]
     if args.scales:
         overrides.append(f"model.scales={list(args.scales)}")
     items = collect_images(args.images)
@@ -82,7 +84,7 @@ def run(args) -> int:
     for item in tqdm(items, desc="detect", unit="image"):
         path = item.path
         try:
-            image = read_image(path)
+            image = read_image(path, loaded.config.data.max_image_pixels)
             proposals = image_proposals(image, item.image_id, cache, path)
         except DetectError as exc:  # names the file; the other images go on
             skipped.append(str(exc))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from detect.config import DataConfig
 from detect.errors import DetectError
 from detect.structures import DetectionDataset
 
@@ -15,6 +16,7 @@ def load_dataset(
     classes: Sequence[str] = (),
     image_dir: str | Path = "",
     strict_boxes: bool = True,
+    max_image_pixels: int = DataConfig.max_image_pixels,
 ) -> DetectionDataset:
     """Load one split of a data set; boxes come back 0-based continuous xyxy.
 
@@ -27,17 +29,30 @@ def load_dataset(
         image_dir: COCO only: folder with the images (default: beside the json, see
             :func:`detect.data.coco.read_coco_dataset`).
         strict_boxes: False clips/drops bad boxes with a warning instead of raising.
+        max_image_pixels: an image size stated by the annotations over this many pixels is an
+            error.
     """
     root = Path(root)
     if root.is_dir():
         from detect.data.voc import read_voc_dataset
 
-        return read_voc_dataset(root, split, classes=classes, strict_boxes=strict_boxes)
+        return read_voc_dataset(
+            root,
+            split,
+            classes=classes,
+            strict_boxes=strict_boxes,
+            max_image_pixels=max_image_pixels,
+        )
     if root.suffix.lower() == ".json":
         from detect.data.coco import read_coco_dataset
 
         return read_coco_dataset(
-            root, split=split, classes=classes, image_dir=image_dir, strict_boxes=strict_boxes
+            root,
+            split=split,
+            classes=classes,
+            image_dir=image_dir,
+            strict_boxes=strict_boxes,
+            max_image_pixels=max_image_pixels,
         )
     raise DetectError(
         f"data set {root}: not a VOC-layout folder or a COCO .json file"

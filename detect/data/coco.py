@@ -16,30 +16,25 @@ from pathlib import Path
 import torch
 from pycocotools.coco import COCO
 
+from detect.config import DataConfig
 from detect.data.boxcheck import BoxProblems, check_box
+from detect.data.coco_schema import check_instances
 from detect.errors import DetectError
 from detect.io import read_json
 from detect.ops.boxes import xyxy_from_xywh
 from detect.structures import Annotation, DetectionDataset
 
 
-def load_coco(path: str | Path) -> COCO:
+def load_coco(path: str | Path, max_image_pixels: int = DataConfig.max_image_pixels) -> COCO:
     """A pycocotools ``COCO`` index of an instances json (its progress prints silenced).
 
     Raises:
-        DetectError: the file is missing, not json, or lacks ``images``/``annotations``/``categories``.
+        DetectError: the file is missing, not json, or any record is malformed (see
+            :func:`detect.data.coco_schema.check_instances`).
     """
     path = Path(path)
     payload = read_json(path, "COCO annotations")
-    missing = [
-        k
-        for k in ("images", "annotations", "categories")
-        if not isinstance(payload, dict) or k not in payload
-    ]
-    if missing:
-        raise DetectError(
-            f"COCO annotations {path}: not an instances json (missing keys {missing})"
-        )
+    check_instances(payload, path, max_image_pixels)
     coco = COCO()
     coco.dataset = payload
     with contextlib.redirect_stdout(io.StringIO()):
@@ -75,6 +70,7 @@ def read_coco_dataset(
     image_dir: str | Path = "",
     strict_boxes: bool = True,
     check_images: bool = True,
+    max_image_pixels: int = DataConfig.max_image_pixels,
 ) -> DetectionDataset:
     """Read a COCO instances json into a :class:`DetectionDataset` (``root`` = the json path).
 
@@ -86,11 +82,12 @@ def read_coco_dataset(
         strict_boxes: False clips boxes to the image and drops empty ones (w or h <= 0) with one
             warning, instead of raising.
         check_images: raise when an image file is missing.
+        max_image_pixels: an image whose stated size is over this many pixels is an error.
 
     Image ids become ``str(id)``; images keep the json's order.
     """
     json_path = Path(json_path)
-    coco = load_coco(json_path)
+    coco = load_coco(json_path, max_image_pixels)
     class_names, category_ids = coco_categories(coco, classes, f"COCO annotations {json_path}")
     label_of = {cat: label for label, cat in enumerate(category_ids)}
     known_categories = set(coco.getCatIds())

@@ -1,4 +1,4 @@
-"""Reading any image file into ``(H, W, 3) uint8 RGB`` with clear errors."""
+"""Reading any image file into ``(H, W, 3) uint8 RGB`` with clear errors and a size limit."""
 
 from __future__ import annotations
 
@@ -6,26 +6,62 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
+from detect.config import DataConfig
 from detect.errors import DetectError
 
+# Images whose header states more pixels than this are refused before decoding (a 100 KB PNG can
+# claim 30000x30000 and take 9 GB to decode). The config's ``data.max_image_pixels`` sets it.
+DEFAULT_MAX_IMAGE_PIXELS = DataConfig.max_image_pixels
 
-def read_image(path: str | Path) -> np.ndarray:
+
+def header_size(path: Path) -> tuple[int, int] | None:
+    """``(width, height)`` stated by the image file's header, read without decoding the pixels;
+    None when PIL does not know the format (OpenCV may still decode it)."""
+    # PIL's own decompression-bomb check raises without saying the size; the caller applies its
+    # limit instead, so PIL's is lifted for this header read only.
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """Read an image as ``(H, W, 3)`` uint8 RGB.
 
     Grayscale is replicated to three channels, alpha is dropped, 16-bit images are scaled to 8
     bits, and the EXIF orientation is applied (OpenCV does that for ``IMREAD_COLOR``).
 
+    Args:
+        max_pixels: refuse an image whose header states more than this many pixels (width x
+            height), before any decoding.
+
     Raises:
-        DetectError: naming the file when it is missing or not a readable image.
+        DetectError: naming the file when it is missing, not a readable image, or too large (with
+            its size).
     """
     path = Path(path)
     if path.is_dir():
         raise DetectError(f"image {path}: is a folder, not an image file")
     if not path.is_file():
         raise DetectError(f"image {path}: file not found")
+    size = header_size(path)
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise DetectError(
+            f"image {path}: {size[0]}x{size[1]} pixels is over the limit of {max_pixels} pixels "
+            "(data.max_image_pixels)"
+        )
     data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH) if data.size else None
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH) if data.size else None
+    except cv2.error as exc:  # e.g. OpenCV's own limit of 2^30 pixels
+        reason = " ".join(str(exc).split())[-200:]
+        raise DetectError(f"image {path}: cannot decode ({data.size} bytes): {reason}") from exc
     if image is None:
         raise DetectError(f"image {path}: not a readable image file ({data.size} bytes)")
     if image.dtype == np.uint16:

@@ -10,6 +10,7 @@ else.
 
 from __future__ import annotations
 
+import math
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from detect.data.boxcheck import BoxProblems, check_box
-from detect.data.images import read_image
+from detect.data.images import DEFAULT_MAX_IMAGE_PIXELS, read_image
 from detect.data.names import check_class_names, check_name
 from detect.errors import DetectError
 from detect.io import atomic_write_text, read_text
@@ -104,11 +105,31 @@ def _text(node: ET.Element, tag: str, xml_path: Path, where: str) -> str:
 def _number(node: ET.Element, tag: str, xml_path: Path, where: str) -> float:
     text = _text(node, tag, xml_path, where)
     try:
-        return float(text)
+        value = float(text)
     except ValueError as exc:
         raise DetectError(
             f"annotation {xml_path}: {where}<{tag}> is not a number: {text!r}"
         ) from exc
+    if not math.isfinite(value):
+        raise DetectError(f"annotation {xml_path}: {where}<{tag}> is not a finite number: {text!r}")
+    return value
+
+
+def _image_size(size: ET.Element, xml_path: Path, max_pixels: int) -> tuple[int, int]:
+    """``(width, height)`` of ``<size>``: whole numbers, ``(0, 0)`` when not stated (a few real
+    annotations say 0), at most ``max_pixels`` pixels in all."""
+    width, height = (_number(size, tag, xml_path, "size: ") for tag in ("width", "height"))
+    if not (width.is_integer() and height.is_integer() and width >= 0 and height >= 0):
+        raise DetectError(
+            f"annotation {xml_path}: size: <width>/<height> must be whole numbers >= 0, "
+            f"got {width:g}x{height:g}"
+        )
+    if width * height > max_pixels:
+        raise DetectError(
+            f"annotation {xml_path}: size {width:g}x{height:g} is over the limit of {max_pixels} "
+            "pixels (data.max_image_pixels)"
+        )
+    return int(width), int(height)
 
 
 def _flag(node: ET.Element, tag: str, xml_path: Path, where: str) -> bool:
@@ -155,12 +176,14 @@ def read_voc_annotation(
     available_images: set[str] | None,
     strict_boxes: bool = True,
     problems: BoxProblems | None = None,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> Annotation:
     """Parse one ``Annotations/<id>.xml`` into an :class:`Annotation` (0-based continuous boxes).
 
     Raises:
         DetectError: naming ``xml_path`` and the bad value (malformed XML, unknown class, bad box,
-            missing image).
+            a NaN or infinite number, an image size that is not whole or over
+            ``max_image_pixels``, missing image).
     """
     problems = problems or BoxProblems()
     if not xml_path.is_file():
@@ -177,12 +200,11 @@ def read_voc_annotation(
     size = tree.find("size")
     width = height = 0
     if size is not None and size.find("width") is not None:
-        width = int(_number(size, "width", xml_path, "size: "))
-        height = int(_number(size, "height", xml_path, "size: "))
+        width, height = _image_size(size, xml_path, max_image_pixels)
     if width <= 0 or height <= 0:  # a few real annotations lack the size: take it from the image
         if available_images is None:
             raise DetectError(f"annotation {xml_path}: missing <size> (and images not checked)")
-        height, width = read_image(path).shape[:2]
+        height, width = read_image(path, max_image_pixels).shape[:2]
     boxes, labels, difficult, truncated = [], [], [], []
     for index, obj in enumerate(tree.findall("object")):
         where = f"object {index}: "
@@ -240,6 +262,7 @@ def read_voc_dataset(
     classes: Sequence[str] = (),
     strict_boxes: bool = True,
     check_images: bool = True,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> DetectionDataset:
     """Read one split of a VOC-layout folder.
 
@@ -254,6 +277,8 @@ def read_voc_dataset(
             the counts. When True (default) any such box is a :class:`DetectError`.
         check_images: require ``JPEGImages/`` and each image file (False for scoring, which needs
             only the annotations; then every XML must state its image size).
+        max_image_pixels: an image size stated in an XML (or read from an image header when
+            the XML has none) over this many pixels is a :class:`DetectError`.
 
     Returns:
         The split's annotations in split-file order, boxes 0-based continuous xyxy.
@@ -275,6 +300,7 @@ def read_voc_dataset(
             available,
             strict_boxes,
             problems,
+            max_image_pixels,
         )
         for image_id in ids
     ]

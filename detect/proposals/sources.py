@@ -61,7 +61,12 @@ def resolve_images(
         from detect.data import load_dataset
 
         dataset = load_dataset(
-            data, split, data_cfg.classes, data_cfg.image_dir, data_cfg.strict_boxes
+            data,
+            split,
+            data_cfg.classes,
+            data_cfg.image_dir,
+            data_cfg.strict_boxes,
+            max_image_pixels=data_cfg.max_image_pixels,
         )
         return items_from_dataset(dataset), dataset
     if data.is_dir():

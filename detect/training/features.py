@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from detect.data.images import read_image
+from detect.data.images import DEFAULT_MAX_IMAGE_PIXELS, read_image
 from detect.ops.boxes import box_iou, encode_deltas, scale_boxes
 from detect.structures import DetectionDataset
 
@@ -66,6 +66,7 @@ def extract_region_features(
     min_iou: float = 0.6,
     max_negatives_per_image: int = 0,
     seed: int = 0,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> RegionFeatures:
     """Run ``model`` (a :class:`detect.models.Detector`) over every image of ``dataset``.
 
@@ -83,7 +84,7 @@ def extract_region_features(
         keep = ~ann.difficult  # difficult objects are neither positives nor regression rows
         gt_boxes, gt_labels = ann.boxes[keep], ann.labels[keep]
         props = proposals[ann.image_id].reshape(-1, 4).float()
-        image, scale = model.prepare(read_image(ann.path))
+        image, scale = model.prepare(read_image(ann.path, max_image_pixels))
         boxes = torch.cat([gt_boxes, props])
         out = model(image, scale_boxes(boxes, scale))
         feats = out.fc7 if svm_feature == "fc7" else out.pooled

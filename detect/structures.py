@@ -13,6 +13,7 @@ heads use ``K + 1`` outputs with column 0 the background; that offset lives in t
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,12 @@ from detect.errors import DetectError
 from detect.io import atomic_write_text, read_json
 
 BACKGROUND = "__background__"
+
+
+def is_finite_number(value: object) -> bool:
+    """True for an int or float (not a bool) that is neither NaN nor infinite: the only values a
+    score or box coordinate read from a file may hold."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _as_boxes(boxes, what: str) -> Tensor:
@@ -142,25 +149,30 @@ class Detections:
     def from_records(
         cls, records: list[dict], class_names: tuple[str, ...] | list[str], where: str
     ) -> Detections:
+        """Detections from json records ``{"label": name, "score": number, "box": [x1, y1, x2,
+        y2]}`` (xyxy); ``where`` names the file and image in errors.
+
+        Raises:
+            DetectError: a record that is not such an object, an unknown class, or a score or box
+                value that is not a finite number (NaN, infinity, a string, null).
+        """
+        if not isinstance(records, list):
+            raise DetectError(f"{where}: expected a list of detections, got {records!r}")
         index = {name: i for i, name in enumerate(class_names)}
         boxes, scores, labels = [], [], []
         for number, record in enumerate(records):
-            try:
-                name, score, box = record["label"], float(record["score"]), record["box"]
-            except (KeyError, TypeError, ValueError) as exc:
-                raise DetectError(
-                    f"{where}: detection {number}: expected label/score/box, got {record!r}"
-                ) from exc
-            if name not in index:
-                raise DetectError(
-                    f"{where}: detection {number}: unknown class {name!r}; known: {list(class_names)}"
-                )
-            if not isinstance(box, list | tuple) or len(box) != 4:
-                raise DetectError(
-                    f"{where}: detection {number}: box must be 4 numbers, got {box!r}"
-                )
+            at = f"{where}: detection {number}"
+            if not isinstance(record, dict) or not {"label", "score", "box"} <= record.keys():
+                raise DetectError(f"{at}: expected label/score/box, got {record!r}")
+            name, score, box = record["label"], record["score"], record["box"]
+            if not isinstance(name, str) or name not in index:
+                raise DetectError(f"{at}: unknown class {name!r}; known: {list(class_names)}")
+            if not is_finite_number(score):
+                raise DetectError(f"{at}: score must be a finite number, got {score!r}")
+            if not (isinstance(box, list) and len(box) == 4 and all(map(is_finite_number, box))):
+                raise DetectError(f"{at}: box must be 4 finite numbers, got {box!r}")
             boxes.append([float(v) for v in box])
-            scores.append(score)
+            scores.append(float(score))
             labels.append(index[name])
         return cls(boxes, scores, labels)
 
@@ -185,16 +197,32 @@ def write_detections_json(
 
 
 def read_detections_json(path: Path) -> tuple[tuple[str, ...], dict[str, Detections]]:
-    """Read the project's detections json; returns ``(class_names, {image_id: Detections})``."""
+    """Read the project's detections json; returns ``(class_names, {image_id: Detections})``.
+
+    Raises:
+        DetectError: naming the file and the bad value: no ``format`` tag, ``classes`` missing or
+            not a list of distinct names that are plain file-name parts, ``images`` missing or not
+            an object of image id -> list of detections, or a bad detection (see
+            :meth:`Detections.from_records`).
+    """
+    from detect.data.names import check_class_names
+
     path = Path(path)
     payload = read_json(path, "detections")
     if not isinstance(payload, dict) or payload.get("format") != DETECTIONS_FORMAT:
         raise DetectError(
             f"detections {path}: not a {DETECTIONS_FORMAT} file (missing 'format' key)"
         )
-    class_names = tuple(payload["classes"])
+    for key, kind in (("classes", list), ("images", dict)):
+        if not isinstance(payload.get(key), kind):
+            expected = "a list of class names" if kind is list else "an object of image id -> list"
+            got = repr(payload[key])[:80] if key in payload else "nothing"
+            raise DetectError(f"detections {path}: {key!r} must be {expected}, got {got}")
+    class_names = check_class_names(payload["classes"], f"detections {path}: classes")
     images = {
-        str(image_id): Detections.from_records(records, class_names, f"{path} image {image_id}")
+        str(image_id): Detections.from_records(
+            records, class_names, f"detections {path}: image {image_id}"
+        )
         for image_id, records in payload["images"].items()
     }
     return class_names, images

@@ -23,9 +23,10 @@ from detect.data.coco import load_coco, read_coco_dataset
 from detect.data.images import read_image, write_image
 from detect.data.voc import read_split_ids
 from detect.errors import DetectError
+from detect.evaluation.coco import read_coco_results
 from detect.evaluation.voc_files import comp4_path, read_comp4, write_comp4
 from detect.models import build_detector
-from detect.structures import Detections
+from detect.structures import Detections, read_detections_json, write_detections_json
 from detect.training.checkpoint import save_checkpoint
 
 CLASSES = ("circle", "square")
@@ -283,3 +284,67 @@ def test_coco_valid_file_still_reads_with_default_area(tmp_path):
         dataset.annotations[0].boxes, torch.tensor([[10.0, 10.0, 60.0, 60.0]])
     )
     assert load_coco(path).anns[5]["area"] == 50 * 50  # missing area = w * h, for COCOeval
+
+
+# ---- points 10, 11: the project's detections json and COCO results ----
+
+
+def detections_json(tmp_path: Path, edit) -> Path:
+    """A valid detections json for images 'a' and 'b', then ``edit(payload)`` applied to it."""
+    path = tmp_path / "detections.json"
+    dets = {"a": Detections([[1, 2, 30, 40]], [0.9], [0]), "b": Detections.empty()}
+    write_detections_json(path, dets, CLASSES)
+    payload = json.loads(path.read_text())
+    edit(payload)
+    path.write_text(json.dumps(payload))
+    return path
+
+
+DETECTIONS_CASES = {
+    "NaN score": (
+        lambda p: p["images"]["a"][0].update(score=float("nan")),
+        r"image a: detection 0: score must be a finite number, got nan",
+    ),
+    "infinite score": (
+        lambda p: p["images"]["a"][0].update(score=float("inf")),
+        r"image a: detection 0: score must be a finite number, got inf",
+    ),
+    "NaN box": (
+        lambda p: p["images"]["a"][0].update(box=[1, float("nan"), 30, 40]),
+        r"image a: detection 0: box must be 4 finite numbers, got \[1, nan, 30, 40\]",
+    ),
+    "string box value": (
+        lambda p: p["images"]["a"][0].update(box=[1, "x", 30, 40]),
+        r"image a: detection 0: box must be 4 finite numbers, got \[1, 'x', 30, 40\]",
+    ),
+    "missing classes": (lambda p: p.pop("classes"), r"'classes' must be a list .*got nothing"),
+    "missing images": (lambda p: p.pop("images"), r"'images' must be an object .*got nothing"),
+    "images as a list": (
+        lambda p: p.update(images=[["a"]]),
+        r"'images' must be an object of image id -> list, got \[\['a'\]\]",
+    ),
+    "path-like class": (
+        lambda p: p.update(classes=["circle", "../up"]),
+        r"classes: class name '\.\./up' contains a path separator",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(DETECTIONS_CASES))
+def test_detections_json_bad_values_are_one_line_errors(tmp_path, case):
+    edit, message = DETECTIONS_CASES[case]
+    path = detections_json(tmp_path, edit)
+    with pytest.raises(DetectError, match=r"detections .*detections\.json: " + message):
+        read_detections_json(path)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("score", float("nan")), ("score", float("-inf")), ("bbox", "nan")]
+)
+def test_coco_results_with_non_finite_values_are_refused(tmp_path, field, value):
+    record = {"image_id": 1, "category_id": 3, "bbox": [1, 2, 3, 4], "score": 0.5}
+    record[field] = [1, float("nan"), 3, 4] if value == "nan" else value
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps([record, record]))
+    with pytest.raises(DetectError, match=r"results\.json: detection 0: .*all finite numbers"):
+        read_coco_results(path)

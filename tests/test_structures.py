@@ -51,7 +51,7 @@ def test_detections_json_errors_name_file_and_value(tmp_path):
             }
         )
     )
-    with pytest.raises(DetectError, match=r"d.json image i.*'star'.*circle"):
+    with pytest.raises(DetectError, match=r"d.json: image i: .*'star'.*circle"):
         read_detections_json(path)
     path.write_text(json.dumps({"images": {}}))
     with pytest.raises(DetectError, match="not a detect-detections-v1"):

@@ -8,17 +8,12 @@ and the value.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 from detect.data.names import check_class_names
 from detect.errors import DetectError
-
-
-def is_finite_number(value: Any) -> bool:
-    """True for an int or float (not a bool) that is neither NaN nor infinite."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+from detect.structures import is_finite_number
 
 
 def _is_id(value: Any) -> bool:

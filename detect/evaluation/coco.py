@@ -22,7 +22,7 @@ from detect.data.coco import coco_categories, load_coco
 from detect.errors import DetectError
 from detect.io import atomic_write_text, read_json
 from detect.ops.boxes import xywh_from_xyxy
-from detect.structures import DetectionDataset, Detections
+from detect.structures import DetectionDataset, Detections, is_finite_number
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,8 @@ def read_coco_results(path: str | Path) -> list[dict]:
     """Read and check a COCO results json (a list of image_id/category_id/bbox/score records).
 
     Raises:
-        DetectError: naming the file and the index of the first bad record.
+        DetectError: naming the file and the index of the first bad record (a missing key, a wrong
+            type, or a score or bbox value that is NaN or infinite).
     """
     path = Path(path)
     records = read_json(path, "COCO results")
@@ -98,15 +99,15 @@ def read_coco_results(path: str | Path) -> list[dict]:
             isinstance(record, dict)
             and isinstance(record.get("image_id"), int)
             and isinstance(record.get("category_id"), int)
-            and isinstance(record.get("score"), int | float)
+            and is_finite_number(record.get("score"))
             and isinstance(record.get("bbox"), list)
             and len(record["bbox"]) == 4
-            and all(isinstance(v, int | float) for v in record["bbox"])
+            and all(map(is_finite_number, record["bbox"]))
         )
         if not ok:
             raise DetectError(
                 f"COCO results {path}: detection {index}: expected image_id (int), category_id "
-                f"(int), bbox [x, y, w, h], score; got {record!r}"
+                f"(int), bbox [x, y, w, h] and score, all finite numbers; got {record!r}"
             )
     return records
 

@@ -1,12 +1,26 @@
 """SVMs: feature scaling, hard-negative mining on planted hard negatives, the scorer, train_svms."""
 
-import numpy as np
-import torch
+import warnings
+from dataclasses import replace
 
+import numpy as np
+import pytest
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.svm import LinearSVC
+
+import detect.training.svm as svm_module
 from detect.config import SVMConfig
 from detect.models.heads import HeadOutput
 from detect.training.features import RegionFeatures
-from detect.training.svm import SVMModel, SVMScorer, feature_scale, train_svms, train_with_mining
+from detect.training.svm import (
+    MiningResult,
+    SVMModel,
+    SVMScorer,
+    feature_scale,
+    train_svms,
+    train_with_mining,
+)
 
 
 def planted_problem(seed: int = 0):
@@ -107,3 +121,93 @@ def test_train_svms_per_class_negatives_by_iou():
     pool_scores = svm.scores(features.pool_features)
     assert torch.all(pool_scores[50:550] < 0)
     assert torch.all(pool_scores[550:, 0] > 0) and torch.all(pool_scores[550:, 1] < 0)
+
+
+def overlapping_problem():
+    """Positives and negatives that overlap, so that negatives score all over the margin."""
+    rng = np.random.default_rng(3)
+    positives = rng.normal(0, 1.0, (30, 3))
+    positives[:, 0] += 1.0
+    negatives = rng.normal(0, 1.0, (400, 3))
+    negatives[:, 0] -= 1.0
+    return positives * 4, negatives * 4
+
+
+def test_mining_round_by_the_thresholds_brute_force():
+    positives, negatives = overlapping_problem()
+    cfg = SVMConfig(rounds=0, initial_negatives=60)
+    first = train_with_mining(positives, negatives, cfg, np.random.default_rng(2))
+    scores = negatives @ first.weight + first.bias
+    # One round by hand: keep the active negatives scoring >= -1.2, add every one above -1.
+    expected = sorted(
+        i
+        for i in range(len(negatives))
+        if (i in set(first.active) and scores[i] >= -1.2) or scores[i] > -1.0
+    )
+    active = set(first.active)
+    inactive = np.array([i not in active for i in range(len(negatives))])
+    assert np.any(inactive & (scores > -1.0) & (scores < 0.0))  # added only with threshold -1
+    assert np.any(~inactive & (scores >= -1.2) & (scores <= -1.0))  # kept, not added
+    assert np.any(~inactive & (scores < -1.2))  # dropped
+    assert np.any(inactive & (scores > -1.2) & (scores <= -1.0))  # neither added nor kept
+    mined = train_with_mining(
+        positives, negatives, replace(cfg, rounds=1), np.random.default_rng(2)
+    )
+    assert mined.active.tolist() == expected
+    assert mined.history == [60, len(expected)]
+    # The retrained SVM is liblinear's on exactly those rows, with the config's settings.
+    svm = LinearSVC(
+        C=cfg.C,
+        loss="hinge",
+        dual=True,
+        class_weight={1: 2.0, 0: 1.0},
+        intercept_scaling=10.0,
+        max_iter=20_000,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        svm.fit(
+            np.concatenate([positives, negatives[expected]]),
+            np.r_[np.ones(len(positives)), np.zeros(len(expected))].astype(np.int64),
+        )
+    # liblinear visits rows in a random order: equal up to its stopping tolerance.
+    np.testing.assert_allclose(mined.weight, svm.coef_[0], atol=1e-4)
+    assert mined.bias == pytest.approx(svm.intercept_[0], abs=1e-3)
+
+
+def test_train_svms_takes_negatives_below_neg_iou_and_scales_features(monkeypatch):
+    rng = np.random.default_rng(4)
+    gt = rng.normal(size=(4, 3)).astype(np.float32)
+    pool = rng.normal(size=(12, 3)).astype(np.float32)
+    # Per-class IoUs around the 0.3 cutoff (and 0.5, a cutoff the papers do not use).
+    iou = np.array(
+        [[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.1, 0.9], [0.29, 0.31], [0.3, 0.2]]
+        + [[0.31, 0.45], [0.45, 0.29], [0.49, 0.0], [0.0, 0.5], [0.05, 0.35], [0.2, 0.2]],
+        dtype=np.float32,
+    )
+    seen = {}
+
+    def spy(positives, negatives, cfg, rng):
+        seen[len(seen)] = (positives, negatives)
+        return MiningResult(np.ones(3, dtype=np.float32), 0.5, np.arange(0), [0])
+
+    monkeypatch.setattr(svm_module, "train_with_mining", spy)
+    features = RegionFeatures(
+        torch.from_numpy(gt),
+        torch.tensor([0, 1, 0, 1]),
+        torch.from_numpy(pool),
+        torch.from_numpy(iou),
+        torch.zeros((0, 3)),
+        torch.zeros(0, dtype=torch.int64),
+        torch.zeros((0, 4)),
+    )
+    model = train_svms(features, 2, SVMConfig(feature="pool", feature_norm=5.0), seed=0)
+    everything = np.concatenate([gt, pool])
+    scale = 5.0 / np.mean([np.sqrt(sum(v * v for v in row)) for row in everything])
+    assert model.scale == pytest.approx(scale, rel=1e-5) and model.feature == "pool"
+    for k in (0, 1):
+        positives, negatives = seen[k]
+        np.testing.assert_allclose(positives, gt[[0, 2] if k == 0 else [1, 3]] * scale, rtol=1e-5)
+        rows = [i for i in range(len(pool)) if iou[i, k] < 0.3]
+        np.testing.assert_allclose(negatives, pool[rows] * scale, rtol=1e-5)
+    assert model.weight.tolist() == [[1.0] * 3, [1.0] * 3] and model.bias.tolist() == [0.5, 0.5]

@@ -103,14 +103,26 @@ def test_roi_pool_bins_equal_paper_bins_for_every_window_size():
     assert torch.equal(pooled, _brute_force(features, windows, (1, 2, 3, 6)))
 
 
-def test_pyramid_levels_nest():
-    # Coarser levels = max over whole 6x6 bins (SPEC.md §2), for every size incl. h < 6.
-    for height in range(1, 30):
-        for width in (1, 2, 5, 6, 7, 13, 29):
-            x = torch.randn(2, height, width)
-            six = F.adaptive_max_pool2d(x, 6)
-            for n in (1, 2, 3):
-                assert torch.equal(F.adaptive_max_pool2d(x, n), F.max_pool2d(six, 6 // n))
+@pytest.mark.parametrize("levels", [(1, 2, 3, 6), (2, 4, 6), (6, 3)])
+def test_pyramid_levels_nest(levels):
+    # The layer pools levels that divide the finest from the finest grid's bins (4 does not
+    # divide 6: pooled on its own). Each level's slice of the output must still be that level's
+    # own adaptive max pool of the window, for every window size, including fewer than 6 cells.
+    generator = torch.Generator().manual_seed(3)
+    features = torch.randn(2, 34, 34, generator=generator)
+    windows = torch.tensor(
+        [[2, 3, 2 + w - 1, 3 + h - 1] for h in range(1, 30) for w in range(1, 30)]
+    )
+    pooled = SpatialPyramidPool(levels)(features, windows)
+    start = 0
+    for n in levels:
+        width = 2 * n * n
+        for row, (x0, y0, x1, y1) in enumerate(windows.tolist()):
+            window = features[:, y0 : y1 + 1, x0 : x1 + 1]
+            expected = F.adaptive_max_pool2d(window, n).flatten()
+            assert torch.equal(pooled[row, start : start + width], expected), (n, x1 - x0, y1 - y0)
+        start += width
+    assert start == pooled.shape[1]
 
 
 def test_image_level_spp_and_batch_index():

@@ -18,13 +18,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from detect.config import TestConfig, check_values
-from detect.models.detector import Detector, dedupe_windows, resize_scale
+from detect.models.detector import Detector, dedupe_windows
 from detect.models.heads import HeadOutput
-from detect.ops.boxes import batched_nms, box_area, clip_boxes, decode_deltas
+from detect.models.scales import scale_groups
+from detect.ops.boxes import batched_nms, clip_boxes, decode_deltas
 from detect.structures import Detections
-
-# SPEC.md §4: each region is pooled at the scale where its area is closest to 224 x 224.
-TARGET_AREA = 224.0 * 224.0
 
 
 class RegionScorer(Protocol):
@@ -61,18 +59,6 @@ class Timer:
             self.seconds[name] += time.perf_counter() - start
 
 
-def choose_scales(boxes: Tensor, factors: Sequence[float]) -> Tensor:
-    """``(R,)`` index of the factor at which each box's scaled area is closest to 224 x 224.
-
-    Args:
-        boxes: ``(R, 4)`` xyxy in original pixels. factors: resize factor of each scale.
-    Ties go to the earlier scale.
-    """
-    area = box_area(boxes).double()[:, None]
-    scaled = area * torch.tensor(factors, dtype=torch.float64)[None, :] ** 2
-    return torch.argmin((scaled - TARGET_AREA).abs(), dim=1)
-
-
 def _score_spp(
     model: Detector,
     image: np.ndarray,
@@ -82,16 +68,11 @@ def _score_spp(
     timer: Timer,
 ) -> tuple[Tensor, Tensor]:
     height, width = image.shape[:2]
-    factors = [resize_scale(height, width, s, model.cfg.max_size) for s in scales]
-    choice = choose_scales(proposals, factors)
     count, classes = proposals.shape[0], model.num_classes
     scores = torch.zeros((count, classes))
     deltas = torch.zeros((count, 4 * classes))
     batch = max(1, model.cfg.region_batch)
-    for k, short_side in enumerate(scales):
-        index = torch.nonzero(choice == k).flatten()
-        if index.numel() == 0:
-            continue
+    for short_side, index in scale_groups(proposals, height, width, scales, model.cfg.max_size):
         with timer.section("conv"):
             prepared, scale = model.prepare(image, short_side)
             feature_map = model.features(prepared)

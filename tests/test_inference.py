@@ -8,8 +8,9 @@ import torchvision
 
 from detect.config import ModelConfig
 from detect.config import TestConfig as PostConfig  # not named Test*: pytest would collect it
-from detect.inference import Timer, choose_scales, detect_image, postprocess
+from detect.inference import Timer, detect_image, postprocess
 from detect.models import build_detector
+from detect.models.scales import choose_scales
 from detect.ops.boxes import decode_deltas
 
 CFG = ModelConfig(backbone="tiny", scales=(160, 320), fc_dims=(32, 32), rcnn_context=4)

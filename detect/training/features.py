@@ -1,7 +1,10 @@
 """Region features of a whole training split, for the SVMs and the ridge box regressor.
 
-One forward pass per image over its ground-truth boxes and proposals (at the model's first scale,
-no flip, eval mode) gives, per region, ``out.fc7`` / ``out.pooled``. Only what the later stages
+One forward pass per image over its ground-truth boxes and proposals (no flip, eval mode) gives,
+per region, ``out.fc7`` / ``out.pooled``: for SPP-net each box pooled at the scale test time
+chooses for it (:func:`detect.models.scales.scale_groups`, so with several ``model.scales`` the
+SVMs and the ridge regressor see each box as detection will), for R-CNN warped from the image.
+Only what the later stages
 need is kept: ground-truth rows (SVM positives), the candidate-negative pool (ground-truth boxes
 and proposals, as R-CNN's) with each row's best IoU per class (a class's negatives are the rows
 with IoU < ``neg_iou``), and pooled features + targets of regions (ground-truth boxes included)
@@ -18,6 +21,8 @@ from torch import Tensor
 from tqdm import tqdm
 
 from detect.data.images import DEFAULT_MAX_IMAGE_PIXELS, read_image
+from detect.models.heads import HeadOutput
+from detect.models.scales import scale_groups
 from detect.ops.boxes import box_iou, encode_deltas, scale_boxes
 from detect.structures import DetectionDataset
 
@@ -57,6 +62,25 @@ def class_ious(boxes: Tensor, gt_boxes: Tensor, gt_labels: Tensor, num_classes: 
     return result
 
 
+def region_outputs(model, image: np.ndarray, boxes: Tensor) -> HeadOutput:
+    """Head outputs of ``boxes (R, 4)`` (xyxy, pixels of the ``(H, W, 3)`` uint8 ``image``) as test
+    time computes them. SPP-net: each box pooled from the scale :func:`scale_groups` chooses for it
+    among ``model.cfg.scales``; R-CNN: every box warped from the original image."""
+    if model.method == "spp" and boxes.shape[0] > 0:
+        height, width = image.shape[:2]
+        parts, order = [], []
+        for short_side, index in scale_groups(
+            boxes, height, width, model.cfg.scales, model.cfg.max_size
+        ):
+            prepared, scale = model.prepare(image, short_side)
+            parts.append(model(prepared, scale_boxes(boxes[index], scale)))
+            order.append(index)
+        joined = HeadOutput(*(torch.cat(chunks) for chunks in zip(*parts, strict=True)))
+        return joined.index(torch.argsort(torch.cat(order)))
+    prepared, scale = model.prepare(image)
+    return model(prepared, scale_boxes(boxes, scale))
+
+
 @torch.no_grad()
 def extract_region_features(
     model,
@@ -84,9 +108,8 @@ def extract_region_features(
         keep = ~ann.difficult  # difficult objects are neither positives nor regression rows
         gt_boxes, gt_labels = ann.boxes[keep], ann.labels[keep]
         props = proposals[ann.image_id].reshape(-1, 4).float()
-        image, scale = model.prepare(read_image(ann.path, max_image_pixels))
         boxes = torch.cat([gt_boxes, props])
-        out = model(image, scale_boxes(boxes, scale))
+        out = region_outputs(model, read_image(ann.path, max_image_pixels), boxes)
         feats = out.fc7 if svm_feature == "fc7" else out.pooled
         num_gt = gt_boxes.shape[0]
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from detect import __version__
-from detect.config import Config, config_from_dict, config_to_dict
+from detect.config import Config, apply_overrides, config_to_dict
 from detect.errors import DetectError
 from detect.io import atomic_torch_save, load_torch_file
 
@@ -44,7 +44,8 @@ def save_checkpoint(
     config: Config,
     extras: dict[str, Any] | None = None,
 ) -> None:
-    """Write ``model`` (a Detector) with its class names, config and ``extras`` atomically."""
+    """Write ``model`` (a Detector) with its class names, config and ``extras`` atomically.
+    A ``model`` entry of ``extras`` (a state dict copied earlier) replaces the current weights."""
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": __version__,
@@ -63,7 +64,34 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     payload = load_torch_file(path, "checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise DetectError(f"checkpoint {path}: not a {CHECKPOINT_FORMAT} file")
+    check_payload_keys(payload, path)
     return payload
+
+
+def check_payload_keys(payload: dict[str, Any], path: str | Path) -> None:
+    """Raise :class:`DetectError` naming the file and the key when a checkpoint dict lacks a key
+    every use needs (``method``, ``class_names``, ``config`` with its ``model`` section and
+    backbone, ``model`` weights) or holds a value of the wrong type there."""
+    from detect.data.names import check_class_names
+
+    config = payload.get("config")
+    model_section = config.get("model") if isinstance(config, dict) else None
+    required = (
+        ("method", payload.get("method") in ("spp", "rcnn"), "'spp' or 'rcnn'"),
+        ("class_names", isinstance(payload.get("class_names"), list), "a list of class names"),
+        ("config", isinstance(config, dict), "the run's config"),
+        ("config.model", isinstance(model_section, dict), "the model section"),
+        (
+            "config.model.backbone",
+            isinstance(model_section, dict) and isinstance(model_section.get("backbone"), str),
+            "a backbone name",
+        ),
+        ("model", isinstance(payload.get("model"), dict), "the model weights"),
+    )
+    for key, ok, expected in required:
+        if not ok:
+            raise DetectError(f"checkpoint {path}: missing or bad {key!r} (expected {expected})")
+    check_class_names(payload["class_names"], f"checkpoint {path}: class_names")
 
 
 def check_compatible(
@@ -154,16 +182,13 @@ def load_checkpoint(
         overrides: ``section.key=value`` changes to the saved config (e.g. ``test.classifier=svm``).
         expected_backbone: when given, a checkpoint of another backbone is a :class:`DetectError`.
     """
-    from detect.config import set_dotted
     from detect.inference import check_test_config
     from detect.models import build_detector
 
     payload = read_checkpoint(path)
     check_compatible(payload, path, expected_classes, expected_backbone)
     values = copy.deepcopy(payload["config"])
-    for dotted in overrides or []:
-        set_dotted(values, dotted, f"checkpoint {path}")
-    config = config_from_dict(values, f"checkpoint {path} config")
+    config = apply_overrides(values, list(overrides or []), f"checkpoint {path} config")
     class_names = tuple(payload["class_names"])
     method = method or payload["method"]
     # The checkpoint's weights replace the backbone's, so the initial weights the run started

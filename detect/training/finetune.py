@@ -23,6 +23,7 @@ of an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import logging
 import math
@@ -41,11 +42,12 @@ from tqdm import tqdm
 
 from detect.config import Config, FinetuneConfig
 from detect.data.images import read_image
-from detect.errors import DetectError, Interrupted
+from detect.errors import Interrupted
 from detect.models.heads import HeadOutput
 from detect.ops.boxes import scale_boxes
 from detect.structures import DetectionDataset
 from detect.training.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
+from detect.training.divergence import GoodCheckpointWriter, divergence_reason
 from detect.training.sampling import derived_generator, hflip_example, sample_rois
 from detect.training.trainlog import write_log_csv
 
@@ -171,15 +173,17 @@ def finetune(
         model: a Detector whose classes are ``dataset.class_names``.
         proposals: image_id -> ``(R, 4)`` xyxy original pixels.
         checkpoint_path: written (atomically) at iteration 0, every ``checkpoint_every``
-            iterations, at the end, and on Ctrl-C.
+            iterations (once the next loss shows those weights are good:
+            :class:`~detect.training.divergence.GoodCheckpointWriter`), at the end, and on Ctrl-C.
         log_path: the CSV log, rewritten every ``log_every`` iterations.
         resume_state: the payload of a checkpoint of this run (its weights already loaded into
             ``model``): training continues from its iteration with its optimizer/RNG/log state.
         on_iteration: called with the number of completed iterations after each one.
 
     Raises:
-        DetectError: when the loss becomes NaN or infinite (the last good checkpoint is kept).
-        KeyboardInterrupt: after saving a checkpoint, when the user pressed Ctrl-C.
+        DetectError: when the loss explodes or becomes NaN or infinite, or a weight does
+            (:mod:`detect.training.divergence`); the last good checkpoint is kept and named.
+        Interrupted: after saving a checkpoint, when the user pressed Ctrl-C.
     """
     cfg = config.finetune
     parameters = _set_trainable(model, cfg.mode)
@@ -195,21 +199,27 @@ def finetune(
         restore_rng_state(resume_state["rng"])
         rows, sums = list(resume_state["log"]["rows"]), dict(resume_state["log"]["sums"])
         start = int(resume_state["iteration"])
-    saved_at = {"iteration": start}
+    # The run's first loss, the scale for an exploding one (detect.training.divergence).
+    first_loss = (resume_state or {}).get("log", {}).get("first_loss")
 
-    def save(completed: int) -> None:
-        extras = {
+    def state(completed: int) -> dict:
+        """A checkpoint's extras after ``completed`` iterations: copies, as training goes on."""
+        return {
             "stage": "finetune",
             "iteration": completed,
-            "optimizer": optimizer.state_dict(),
+            "model": {key: value.detach().clone() for key, value in model.state_dict().items()},
+            "optimizer": copy.deepcopy(optimizer.state_dict()),
             "rng": capture_rng_state(),
-            "log": {"rows": rows, "sums": sums},
+            "log": {"rows": list(rows), "sums": dict(sums), "first_loss": first_loss},
         }
-        save_checkpoint(checkpoint_path, model, dataset.class_names, config, extras)
-        saved_at["iteration"] = completed
 
+    checkpoints = GoodCheckpointWriter(
+        lambda extras: save_checkpoint(checkpoint_path, model, dataset.class_names, config, extras),
+        checkpoint_path,
+        start,
+    )
     if resume_state is None:
-        save(0)
+        checkpoints.write(state(0))
         write_log_csv(log_path, rows)  # the header, so the file exists even for 0 iterations
     rois_per_image = max(1, cfg.rois_per_image_batch // cfg.images_per_batch)
     started = time.perf_counter()
@@ -251,13 +261,11 @@ def finetune(
                 loss, cls_loss, bbox_loss = detection_loss(
                     out, torch.cat(labels), torch.cat(targets), cfg.bbox_loss_weight
                 )
-                if not bool(torch.isfinite(loss)):
-                    raise DetectError(
-                        f"fine-tuning diverged at iteration {iteration + 1}: the loss is "
-                        f"{loss.item()} (lr {lr:g}); stopped, and the last good checkpoint "
-                        f"{checkpoint_path} (iteration {saved_at['iteration']}) is kept. "
-                        "Lower finetune.lr or check the data."
-                    )
+                reason = divergence_reason(loss.item(), first_loss)
+                if reason:
+                    raise checkpoints.diverged(iteration + 1, f"{reason} (lr {lr:g})")
+                first_loss = loss.item() if first_loss is None else first_loss
+                checkpoints.vouch()  # a held checkpoint's weights just gave this good loss
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -283,11 +291,13 @@ def finetune(
             if on_iteration is not None:
                 on_iteration(completed)
             if interrupt["requested"]:
-                save(completed)
+                checkpoints.write(state(completed))
                 log.warning("checkpoint saved at iteration %d: %s", completed, checkpoint_path)
                 raise Interrupted(f"checkpoint {checkpoint_path} saved at iteration {completed}")
-            if completed % cfg.checkpoint_every == 0 or completed == cfg.iterations:
-                save(completed)
+            if completed == cfg.iterations:
+                checkpoints.write(state(completed))
+            elif completed % cfg.checkpoint_every == 0:
+                checkpoints.propose(state(completed))  # written once the next loss vouches for it
     if start >= cfg.iterations and rows:
         write_log_csv(log_path, rows)
     final_loss = rows[-1]["loss"] if rows else math.nan

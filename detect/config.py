@@ -8,6 +8,7 @@ every checkpoint and result (:func:`save_config`) so a run can be reproduced.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -204,6 +205,11 @@ def check_values(prefix: str, checks: list[tuple[bool, str, Any, str]]) -> None:
             raise DetectError(f"{prefix}{key} must be {expected}, got {value!r}")
 
 
+# Exponent floats that YAML 1.2 and JSON read as numbers but PyYAML (YAML 1.1) leaves as strings:
+# no dot (1e-3, 1e6) or no exponent sign (2.5e3).
+_EXPONENT_FLOAT = re.compile(r"^[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][-+]?[0-9]+$")
+
+
 def _convert(value: Any, annotation: Any, where: str) -> Any:
     """Convert a YAML value to the dataclass field's declared type, or raise naming ``where``."""
     if dataclasses.is_dataclass(annotation):
@@ -220,11 +226,15 @@ def _convert(value: Any, annotation: Any, where: str) -> Any:
         if not isinstance(value, bool):
             raise DetectError(f"{where}: expected true/false, got {value!r}")
         return value
+    if annotation in (int, float) and isinstance(value, str) and _EXPONENT_FLOAT.match(value):
+        value = float(value)  # 1e-3, 1e6: numbers, though PyYAML's YAML 1.1 reads them as text
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise DetectError(f"{where}: expected a number, got {value!r}")
         return float(value)
     if annotation is int:
+        if isinstance(value, float) and value.is_integer():  # 1e6
+            return int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise DetectError(f"{where}: expected an integer, got {value!r}")
         return value
@@ -285,6 +295,21 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return " ".join(str(exc).split())
 
 
+def apply_overrides(values: dict, overrides: list[str], source: str) -> Config:
+    """The :class:`Config` of ``values`` (nested dicts from ``source``) with each
+    ``section.key=value`` override applied in order.
+
+    ``values`` is checked first, so its errors name ``source``; then each override, so an error
+    it causes names ``--set section.key=value``, not the file.
+    """
+    config = config_from_dict(values, source)
+    for dotted in overrides:
+        where = f"--set {dotted}"
+        set_dotted(values, dotted, where)
+        config = config_from_dict(values, where)
+    return config
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a YAML config (defaults when ``path`` is None) and apply ``section.key=value`` overrides."""
     values: dict = {}
@@ -294,12 +319,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         source = str(path)
         text = read_text(path, "config")
         try:
-            values = yaml.safe_load(text) or {}
+            values = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise DetectError(f"config {path}: invalid YAML: {_yaml_problem(exc)}") from exc
-    for dotted in overrides or []:
-        set_dotted(values, dotted, source)
-    return config_from_dict(values, source)
+        values = {} if values is None else values
+        if not isinstance(values, dict):
+            raise DetectError(
+                f"config {path}: the top level must be a mapping of sections (data:, model:, "
+                f"...), got a {type(values).__name__}"
+            )
+    return apply_overrides(values, list(overrides or []), source)
 
 
 def config_to_dict(config: Config) -> dict:

@@ -7,6 +7,7 @@ it correctly), and nothing may be written outside the folder the user named.
 from __future__ import annotations
 
 import json
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -17,7 +18,7 @@ import torch
 from test_voc import make_voc
 
 from detect.cli import main
-from detect.config import Config, ModelConfig
+from detect.config import Config, ModelConfig, load_config
 from detect.data import load_dataset
 from detect.data.coco import load_coco, read_coco_dataset
 from detect.data.images import read_image, write_image
@@ -348,3 +349,67 @@ def test_coco_results_with_non_finite_values_are_refused(tmp_path, field, value)
     path.write_text(json.dumps([record, record]))
     with pytest.raises(DetectError, match=r"results\.json: detection 0: .*all finite numbers"):
         read_coco_results(path)
+
+
+# ---- points 11, 12: configs and checkpoints ----
+
+
+def test_yaml_and_set_accept_exponent_floats(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("finetune:\n  lr: 1e-3\n  iterations: 1e3\nsvm:\n  C: 2.5e2\n")
+    config = load_config(path, ["bbox_reg.ridge_lambda=1e4", "test.score_threshold=5E-2"])
+    assert config.finetune.lr == 0.001 and config.finetune.iterations == 1000
+    assert isinstance(config.finetune.iterations, int)
+    assert config.svm.C == 250.0 and config.bbox_reg.ridge_lambda == 10000.0
+    assert config.test.score_threshold == 0.05
+    assert load_config(None, ["proposals.cache_dir=1e3"]).proposals.cache_dir == "1e3"
+
+
+def test_set_errors_name_set_not_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("finetune:\n  lr: 0.01\n")
+    with pytest.raises(DetectError) as info:
+        load_config(path, ["finetune.log_every=5", "finetune.lr=fast"])
+    assert str(info.value) == "--set finetune.lr=fast: finetune.lr: expected a number, got 'fast'"
+    path.write_text("finetune:\n  lr: fast\n")  # an error in the file still names the file
+    with pytest.raises(DetectError, match=r"c\.yaml: finetune\.lr: expected a number"):
+        load_config(path, ["finetune.log_every=5"])
+
+
+def test_yaml_top_level_list_with_set_is_one_line(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text("- finetune\n- model\n")
+    with pytest.raises(DetectError, match=r"c\.yaml: the top level must be a mapping .*got a list"):
+        load_config(path, ["finetune.lr=0.1"])
+    args = ["proposals", "--config", str(path), "--set", "finetune.lr=0.1", "--data", str(path)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "top level must be a mapping" in err
+
+
+@pytest.mark.parametrize(
+    ("drop", "message"),
+    [
+        (("class_names",), r"missing or bad 'class_names'"),
+        (("model",), r"missing or bad 'model' \(expected the model weights\)"),
+        (("config",), r"missing or bad 'config'"),
+        (("config", "model"), r"missing or bad 'config.model'"),
+        (("method",), r"missing or bad 'method'"),
+    ],
+)
+def test_checkpoint_with_format_tag_but_missing_keys(tmp_path, capsys, drop, message):
+    path = tmp_path / "model.pt"
+    config = Config(model=ModelConfig(backbone="tiny", scales=(96,), fc_dims=(16, 16)))
+    save_checkpoint(path, build_detector("spp", config.model, 2), CLASSES, config)
+    payload = torch.load(path, weights_only=True)
+    node = payload
+    for key in drop[:-1]:
+        node = node[key]
+    del node[drop[-1]]
+    torch.save(payload, path)
+    image = tmp_path / "x.png"
+    write_image(image, np.zeros((20, 30, 3), np.uint8))
+    status = main(["run", "--checkpoint", str(path), str(image), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1
+    assert re.search(r"checkpoint .*model\.pt: " + message, err), err

@@ -106,16 +106,33 @@ def pool_rcnn_crops(model: Detector, image: Tensor, boxes: Tensor, timer: Timer)
     return pooled
 
 
+def rcnn_head_outputs(
+    model: Detector, image: Tensor, boxes: Tensor, timer: Timer | None = None
+) -> Iterator[HeadOutput]:
+    """R-CNN head outputs of ``boxes (R, 4)`` (xyxy, pixels of the normalised ``image (3, H, W)``),
+    one :class:`HeadOutput` per batch of ``model.cfg.rcnn_batch`` boxes, in box order.
+
+    Only one batch's crops and conv maps exist at a time (all 2,000 proposals of an image as ZF-5
+    crops at once would need about 10 GB). No boxes: one empty batch, so outputs keep their
+    widths. Stages timed as :func:`pool_rcnn_crops` and ``fc`` (the head).
+    """
+    timer = timer or Timer()
+    batch = max(1, model.cfg.rcnn_batch)
+    for start in range(0, max(boxes.shape[0], 1), batch):
+        pooled = pool_rcnn_crops(model, image, boxes[start : start + batch], timer)
+        with timer.section("fc"):
+            out = model.head(pooled)
+        yield out
+
+
 def _score_rcnn(
     model: Detector, image: np.ndarray, proposals: Tensor, scorer: RegionScorer, timer: Timer
 ) -> tuple[Tensor, Tensor]:
     prepared, _scale = model.prepare(image)
     all_scores, all_deltas = [], []
-    batch = max(1, model.cfg.rcnn_batch)
-    for start in range(0, proposals.shape[0], batch):
-        pooled = pool_rcnn_crops(model, prepared, proposals[start : start + batch], timer)
+    for out in rcnn_head_outputs(model, prepared, proposals, timer):
         with timer.section("fc"):
-            part_scores, part_deltas = scorer(model.head(pooled))
+            part_scores, part_deltas = scorer(out)
         all_scores.append(part_scores.float())
         all_deltas.append(part_deltas.float())
     return torch.cat(all_scores), torch.cat(all_deltas)

@@ -37,6 +37,11 @@ class HeadOutput(NamedTuple):
         """The outputs of the regions ``index`` (e.g. scattering de-duplicated windows back)."""
         return HeadOutput(*(t[index] for t in self))
 
+    @staticmethod
+    def cat(parts: Sequence[HeadOutput]) -> HeadOutput:
+        """The outputs of several region batches (at least one), rows concatenated in order."""
+        return HeadOutput(*(torch.cat(chunks) for chunks in zip(*parts, strict=True)))
+
 
 def truncated_svd(layer: nn.Linear, rank: int) -> nn.Sequential:
     """Best rank-``rank`` approximation (Frobenius) of ``layer`` as two Linear layers.

@@ -3,12 +3,12 @@
 One forward pass per image over its ground-truth boxes and proposals (no flip, eval mode) gives,
 per region, ``out.fc7`` / ``out.pooled``: for SPP-net each box pooled at the scale test time
 chooses for it (:func:`detect.models.scales.scale_groups`, so with several ``model.scales`` the
-SVMs and the ridge regressor see each box as detection will), for R-CNN warped from the image.
-Only what the later stages
-need is kept: ground-truth rows (SVM positives), the candidate-negative pool (ground-truth boxes
-and proposals, as R-CNN's) with each row's best IoU per class (a class's negatives are the rows
-with IoU < ``neg_iou``), and pooled features + targets of regions (ground-truth boxes included)
-with IoU >= ``min_iou`` (ridge regression).
+SVMs and the ridge regressor see each box as detection will), for R-CNN warped from the image in
+batches of ``model.cfg.rcnn_batch`` crops (bounded memory, as at test time). Only what the later
+stages need is kept: ground-truth rows (SVM positives), the candidate-negative pool (ground-truth
+boxes and proposals, as R-CNN's) with each row's best IoU per class (a class's negatives are the
+rows with IoU < ``neg_iou``), and pooled features + targets of regions (ground-truth boxes
+included) with IoU >= ``min_iou`` (ridge regression).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from detect.data.images import DEFAULT_MAX_IMAGE_PIXELS, read_image
+from detect.inference import rcnn_head_outputs
 from detect.models.heads import HeadOutput
 from detect.models.scales import scale_groups
 from detect.ops.boxes import box_iou, encode_deltas, scale_boxes
@@ -65,7 +66,8 @@ def class_ious(boxes: Tensor, gt_boxes: Tensor, gt_labels: Tensor, num_classes: 
 def region_outputs(model, image: np.ndarray, boxes: Tensor) -> HeadOutput:
     """Head outputs of ``boxes (R, 4)`` (xyxy, pixels of the ``(H, W, 3)`` uint8 ``image``) as test
     time computes them. SPP-net: each box pooled from the scale :func:`scale_groups` chooses for it
-    among ``model.cfg.scales``; R-CNN: every box warped from the original image."""
+    among ``model.cfg.scales``; R-CNN: every box warped from the original image, in batches of
+    ``model.cfg.rcnn_batch`` crops."""
     if model.method == "spp" and boxes.shape[0] > 0:
         height, width = image.shape[:2]
         parts, order = [], []
@@ -75,9 +77,10 @@ def region_outputs(model, image: np.ndarray, boxes: Tensor) -> HeadOutput:
             prepared, scale = model.prepare(image, short_side)
             parts.append(model(prepared, scale_boxes(boxes[index], scale)))
             order.append(index)
-        joined = HeadOutput(*(torch.cat(chunks) for chunks in zip(*parts, strict=True)))
-        return joined.index(torch.argsort(torch.cat(order)))
+        return HeadOutput.cat(parts).index(torch.argsort(torch.cat(order)))
     prepared, scale = model.prepare(image)
+    if model.method == "rcnn":  # crops in batches of model.cfg.rcnn_batch, as at test time
+        return HeadOutput.cat(list(rcnn_head_outputs(model, prepared, scale_boxes(boxes, scale))))
     return model(prepared, scale_boxes(boxes, scale))
 
 

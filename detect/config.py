@@ -103,6 +103,9 @@ class FinetuneConfig:
     init_checkpoint: str = ""
     # fc mode: cache each image's frozen conv features in memory (False: recompute every time).
     cache_features: bool = True
+    # Several model.scales (SPP-net): each sampled window is pooled at a random one ("window",
+    # the released code) or all windows of an image at one random scale ("image": one conv each).
+    random_scale: str = "window"
     # fc mode freezes the conv layers; with model.weights none and no init_checkpoint they stay
     # random, so training is refused unless this says it is meant (tests, ablations).
     allow_random_backbone: bool = False

@@ -48,7 +48,13 @@ from detect.ops.boxes import scale_boxes
 from detect.structures import DetectionDataset
 from detect.training.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
 from detect.training.divergence import GoodCheckpointWriter, divergence_reason
-from detect.training.sampling import derived_generator, hflip_example, sample_rois
+from detect.training.sampling import (
+    SampledRois,
+    derived_generator,
+    draw_scales,
+    hflip_example,
+    sample_rois,
+)
 from detect.training.trainlog import write_log_csv
 
 log = logging.getLogger(__name__)
@@ -115,6 +121,30 @@ class _RegionForward:
                 pooled = model.pool_crops(model.crops(image, boxes))
             return model.head(pooled)
         return model.forward_features(self._frozen_features(key, image), boxes)
+
+
+def _windows_by_scale(
+    model, image, prepared: tuple[Tensor, float], rois: SampledRois, per: str, generator
+) -> Iterator[tuple[int, Tensor, Tensor, Tensor]]:
+    """An image's sampled windows grouped by the scale they are pooled at in this iteration:
+    ``(short_side, prepared image (3, H', W'), windows (n, 4) xyxy in its pixels, index (n,)
+    into rois)``.
+
+    ``prepared`` is ``model.prepare(image)`` (``model.cfg.scales[0]``), the scale of
+    ``rois.boxes``. SPP-net with several ``model.scales``: each window's scale is drawn by
+    :func:`draw_scales` (``finetune.random_scale``: per window, as the released code, or per
+    image); test-time scale choice is for the SVM / ridge features, not fine-tuning. R-CNN warps
+    crops from the original image: one group.
+    """
+    scales = model.cfg.scales if model.method == "spp" else model.cfg.scales[:1]
+    draws = draw_scales(rois.boxes.shape[0], len(scales), per, generator)
+    base_scale = prepared[1]
+    for k, short_side in enumerate(scales):
+        index = torch.nonzero(draws == k).flatten()
+        if index.numel() == 0:
+            continue
+        tensor, scale = prepared if k == 0 else model.prepare(image, short_side)
+        yield short_side, tensor, rois.boxes[index] * (scale / base_scale), index
 
 
 @contextlib.contextmanager
@@ -253,9 +283,12 @@ def finetune(
                 )
                 if rois.boxes.shape[0] == 0:
                     continue
-                outputs.append(forward((ann.image_id, flip), tensor, rois.boxes))
-                labels.append(rois.labels)
-                targets.append(rois.targets)
+                for short_side, image_k, windows, index in _windows_by_scale(
+                    model, image, (tensor, scale), rois, cfg.random_scale, generator
+                ):
+                    outputs.append(forward((ann.image_id, flip, short_side), image_k, windows))
+                    labels.append(rois.labels[index])
+                    targets.append(rois.targets[index])
             if outputs:
                 out = HeadOutput(*(torch.cat(parts) for parts in zip(*outputs, strict=True)))
                 loss, cls_loss, bbox_loss = detection_loss(

@@ -30,6 +30,7 @@ from detect.training.checkpoint import (
     save_checkpoint,
 )
 from detect.training.finetune import MODES, finetune
+from detect.training.sampling import SCALE_DRAWS
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,12 @@ def validate_training_config(config: Config, method: str) -> None:
             "finetune.mode",
             config.finetune.mode,
             f"one of {list(MODES)}",
+        ),
+        (
+            config.finetune.random_scale in SCALE_DRAWS,
+            "finetune.random_scale",
+            config.finetune.random_scale,
+            f"one of {list(SCALE_DRAWS)}",
         ),
         (config.svm.feature in ("fc7", "pool"), "svm.feature", config.svm.feature, "fc7 or pool"),
         (

@@ -90,6 +90,23 @@ def sample_rois(
     return SampledRois(boxes[keep], labels, targets, best_iou[keep])
 
 
+SCALE_DRAWS = ("window", "image")
+
+
+def draw_scales(count: int, num_scales: int, per: str, generator: torch.Generator) -> Tensor:
+    """``(count,)`` int64: the scale index each of ``count`` training windows is pooled at.
+
+    With several scales each window draws one uniformly (``per="window"``, as the released
+    ``spp_finetune_voc.m``) or all windows of the image share one draw (``per="image"``: one conv
+    per image). With one scale all are 0 and nothing is drawn, so single-scale runs consume no
+    randomness here.
+    """
+    if num_scales == 1 or count == 0:
+        return torch.zeros(count, dtype=torch.int64)
+    draws = torch.randint(num_scales, (count if per == "window" else 1,), generator=generator)
+    return draws.expand(count).clone()
+
+
 def hflip_example(
     image: np.ndarray, proposals: Tensor, gt_boxes: Tensor
 ) -> tuple[np.ndarray, Tensor, Tensor]:

@@ -1,18 +1,24 @@
 """Fine-tuning and ``train``: loss goes down, exact resume, NaN stop, fc mode, R-CNN, bad input."""
 
 import csv
+import math
 import signal
 from collections import Counter
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from _train_data import make_tiny_voc, tiny_config
 
 from detect.config import FinetuneConfig
+from detect.data import load_dataset
+from detect.data.images import read_image
 from detect.errors import DetectError
+from detect.models import build_detector
+from detect.proposals import load_or_compute_proposals
 from detect.training import train
-from detect.training.checkpoint import read_checkpoint
+from detect.training.checkpoint import load_checkpoint, read_checkpoint
 from detect.training.finetune import image_order, learning_rate
 
 
@@ -100,30 +106,132 @@ def test_fc_mode_keeps_conv_fixed(data, tmp_path):
     assert any(not torch.equal(start[k], end[k]) for k in head)
 
 
-def test_rcnn_baseline_trains_the_same_way(data, tmp_path):
-    result = train(
-        tiny_config(data, iterations=2, rois_per_image_batch=8),
-        out_dir=tmp_path / "r",
-        method="rcnn",
+def record_training_windows(monkeypatch):
+    """Spy on fine-tuning: the windows sampled and the labels / targets each loss is taken on."""
+    import detect.training.finetune as finetune_module
+
+    seen = {"sampled": [], "loss": []}
+    sample, loss = finetune_module.sample_rois, finetune_module.detection_loss
+
+    def sample_spy(*args):
+        rois = sample(*args)
+        seen["sampled"].append((args[5:], rois))
+        return rois
+
+    def loss_spy(out, labels, targets, weight):
+        seen["loss"].append((labels.clone(), targets.clone(), weight))
+        return loss(out, labels, targets, weight)
+
+    monkeypatch.setattr(finetune_module, "sample_rois", sample_spy)
+    monkeypatch.setattr(finetune_module, "detection_loss", loss_spy)
+    return seen
+
+
+def test_rcnn_baseline_trains_the_same_way(data, tmp_path, monkeypatch):
+    # Same images, same windows, same labels and targets, same loss: only the forward differs.
+    cfg = tiny_config(data, iterations=3, rois_per_image_batch=8)
+    runs = {}
+    for method in ("spp", "rcnn"):
+        seen = record_training_windows(monkeypatch)
+        result = train(cfg, out_dir=tmp_path / method, method=method)
+        runs[method] = (seen, read_checkpoint(result.checkpoint))
+        monkeypatch.undo()
+    (spp, spp_payload), (rcnn, rcnn_payload) = runs["spp"], runs["rcnn"]
+    assert rcnn_payload["method"] == "rcnn" and spp_payload["method"] == "spp"
+    assert len(rcnn["sampled"]) == len(spp["sampled"]) == 3 * 2
+    for (_, a), (_, b) in zip(spp["sampled"], rcnn["sampled"], strict=True):
+        assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert len(rcnn["loss"]) == len(spp["loss"]) == 3
+    for (labels_a, targets_a, _), (labels_b, targets_b, _) in zip(
+        spp["loss"], rcnn["loss"], strict=True
+    ):
+        assert torch.equal(labels_a, labels_b) and torch.equal(targets_a, targets_b)
+    # Both started from the same seeded weights and both were trained.
+    torch.manual_seed(cfg.seed)
+    start = build_detector("rcnn", cfg.model, 2).state_dict()
+    assert any(not torch.equal(start[k], rcnn_payload["model"][k]) for k in start)
+
+
+def test_training_samples_with_the_configured_values(data, tmp_path, monkeypatch):
+    seen = record_training_windows(monkeypatch)
+    cfg = tiny_config(
+        data,
+        iterations=2,
+        fg_fraction=0.4,
+        fg_iou=0.6,
+        bg_iou_low=0.2,
+        bg_iou_high=0.4,
+        bbox_loss_weight=3.0,
     )
-    payload = read_checkpoint(result.checkpoint)
-    assert payload["method"] == "rcnn" and result.method == "rcnn"
+    train(cfg, out_dir=tmp_path / "run")
+    assert len(seen["sampled"]) == 2 * 2 and len(seen["loss"]) == 2
+    for values, rois in seen["sampled"]:
+        assert values == (0.4, 0.6, 0.2, 0.4)
+        fg = rois.labels > 0
+        assert torch.all(rois.ious[fg] >= 0.6)
+        assert torch.all((rois.ious[~fg] >= 0.2) & (rois.ious[~fg] < 0.4))
+    assert all(weight == 3.0 for _, _, weight in seen["loss"])
 
 
 def test_svm_and_ridge_stages(data, tmp_path):
     cfg = tiny_config(data, iterations=2)
-    from dataclasses import replace
-
     cfg = replace(
         cfg,
         svm=replace(cfg.svm, enabled=True, initial_negatives=50, rounds=1),
-        bbox_reg=replace(cfg.bbox_reg, method="ridge", min_iou=0.5),
+        bbox_reg=replace(cfg.bbox_reg, method="ridge", min_iou=0.5, ridge_lambda=50.0),
     )
     result = train(cfg, out_dir=tmp_path / "svm")
     assert result.stages == ("finetune", "svm", "ridge")
     payload = read_checkpoint(result.checkpoint)
+    # Features of the fine-tuned network, by hand: every ground truth and proposal of each image.
+    model = load_checkpoint(result.checkpoint).model
+    dataset = load_dataset(cfg.data.root, "trainval", cfg.data.classes)
+    proposals = load_or_compute_proposals(dataset, cfg.proposals)
+    fc7, rows = [], {0: [], 1: []}
+    with torch.no_grad():
+        for ann in dataset.annotations:
+            image, scale = model.prepare(read_image(ann.path))
+            boxes = torch.cat([ann.boxes, proposals[ann.image_id].reshape(-1, 4).float()])
+            out = model(image, boxes * scale)
+            fc7.append(out.fc7)
+            for r, box in enumerate(boxes.tolist()):
+                overlaps = [box_overlap(box, g) for g in ann.boxes.tolist()]
+                best = max(range(len(overlaps)), key=overlaps.__getitem__)
+                if overlaps[best] >= 0.5:
+                    gt = ann.boxes[best].tolist()
+                    rows[int(ann.labels[best])].append((out.pooled[r], rcnn_targets(box, gt)))
+    # SVMs on fc7 scaled to mean norm 20 (ground truths are also in the pool: counted twice).
+    gt_rows = torch.cat([f[: len(a.boxes)] for f, a in zip(fc7, dataset.annotations, strict=True)])
+    norms = torch.cat([gt_rows, *fc7]).double().norm(dim=1)
+    assert payload["svm"]["scale"] == pytest.approx(20.0 / float(norms.mean()), rel=1e-4)
     assert payload["svm"]["weight"].shape == (2, 32)  # fc7 of fc_dims [32, 32]
-    assert payload["ridge"]["weight"].shape == (2, 64 * 5, 4)  # 64 channels x (1 + 4) bins
+    # Ridge per class: the closed form with an unpenalised intercept, in numpy.
+    pooled = torch.stack([p for k in rows for p, _ in rows[k]]).double().numpy()
+    scale = 20.0 / np.linalg.norm(pooled, axis=1).mean()
+    assert payload["ridge"]["scale"] == pytest.approx(scale, rel=1e-4)
+    for k in (0, 1):
+        x = torch.stack([p for p, _ in rows[k]]).double().numpy() * scale
+        y = np.array([t for _, t in rows[k]])
+        design = np.hstack([x, np.ones((len(x), 1))])
+        penalty = 50.0 * np.eye(design.shape[1])
+        penalty[-1, -1] = 0.0
+        beta = np.linalg.solve(design.T @ design + penalty, design.T @ y)
+        np.testing.assert_allclose(payload["ridge"]["weight"][k].numpy(), beta[:-1], atol=1e-4)
+        np.testing.assert_allclose(payload["ridge"]["bias"][k].numpy(), beta[-1], atol=1e-4)
+
+
+def box_overlap(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
+    return ix * iy / union
+
+
+def rcnn_targets(p, g) -> list[float]:
+    pw, ph, gw, gh = p[2] - p[0], p[3] - p[1], g[2] - g[0], g[3] - g[1]
+    dx = (g[0] + gw / 2 - p[0] - pw / 2) / pw
+    dy = (g[1] + gh / 2 - p[1] - ph / 2) / ph
+    return [dx, dy, math.log(gw / pw), math.log(gh / ph)]
 
 
 def test_class_without_objects_is_an_error_up_front(data, tmp_path):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from detect.cli import main
+from detect.cli import build_parser, main
 from detect.config import load_config
 from detect.demo import rcnn_config
 from detect.errors import DetectError
@@ -69,3 +69,30 @@ def test_train_command_refuses_with_one_line_and_status_2(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert "model.weights" in err and "finetune.mode" in err
     assert not (tmp_path / "run").exists()
+
+
+README = Path(__file__).parent.parent / "README.md"
+
+
+def readme_commands() -> list[list[str]]:
+    """The README's example command lines (``detect ...`` at the start of a line), comments cut."""
+    lines = README.read_text().splitlines()
+    return [line.split("#")[0].split()[1:] for line in lines if line.startswith("detect ")]
+
+
+def test_readme_commands_parse_and_compare_rcnn_trained_on_crops():
+    parser = build_parser()
+    commands = [parser.parse_args(argv) for argv in readme_commands()]
+    assert commands
+    trained_as = {
+        str(Path(args.out) / "checkpoint.pt"): args.method or "spp"
+        for args in commands
+        if args.command == "train"
+    }
+    evaluated = [args for args in commands if args.command == "eval"]
+    # An R-CNN accuracy figure comes from a checkpoint trained on crops (--method rcnn), never
+    # from an SPP-net checkpoint run per crop.
+    assert any(trained_as.get(str(args.checkpoint)) == "rcnn" for args in evaluated)
+    for args in evaluated:
+        method = args.method or trained_as.get(str(args.checkpoint), "spp")
+        assert method == trained_as.get(str(args.checkpoint), method), args

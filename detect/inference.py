@@ -1,7 +1,8 @@
 """Detection in one image: multi-scale SPP-net (or R-CNN) scoring, box decoding, post-processing.
 
-SPEC.md §4 (scales) and §7 (test time). Boxes are ``(N, 4)`` float32 xyxy, 0-based continuous
-pixels of the original image unless a docstring says otherwise.
+Each region is pooled at the scale :mod:`detect.models.scales` chooses for it. Boxes are
+``(N, 4)`` float32 xyxy, 0-based continuous pixels of the original image unless a docstring says
+otherwise.
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ def detect_image(
         model: a :class:`Detector` (put in eval mode for the call, then restored).
         image: ``(H, W, 3)`` uint8 RGB.
         proposals: ``(R, 4)`` xyxy, original image pixels.
-        test_cfg: thresholds, NMS and caps (SPEC.md §7).
+        test_cfg: thresholds, NMS and caps.
         scorer: a :class:`RegionScorer`; default :class:`SoftmaxScorer`.
         scales: shorter sides for SPP-net (default ``model.cfg.scales``); ignored by R-CNN.
         timer: accumulates per-stage seconds and counters when given.

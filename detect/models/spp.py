@@ -23,7 +23,7 @@ def project_boxes(
     map_size: tuple[int, int],
     offsets: tuple[float, float] = (0.0, 0.0),
 ) -> Tensor:
-    """Map image boxes to inclusive feature-map windows (SPEC.md §3, paper Appendix A).
+    """Map image boxes to inclusive feature-map windows (the paper's Appendix A).
 
     ``left = floor((x1 - offsets[0]) / S) + 1``, ``right = ceil((x2 - offsets[1]) / S) - 1``, the
     same for top / bottom; ``offsets = (0, 0)`` is the paper's formula. When ``left > right`` (a
@@ -76,7 +76,7 @@ def projection_offsets(mode: str, backbone_offsets: tuple[float, float]) -> tupl
 
 
 class SpatialPyramidPool(nn.Module):
-    """Max-pool windows of a feature map into ``len(levels)`` grids, concatenated (SPEC.md §2).
+    """Max-pool windows of a feature map into ``len(levels)`` grids, concatenated.
 
     Level ``n`` splits a window of ``h x w`` cells into ``n x n`` bins; bin ``(i, j)`` covers rows
     ``[floor(i*h/n), ceil((i+1)*h/n))`` and columns likewise (``adaptive_max_pool2d`` semantics).

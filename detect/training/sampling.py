@@ -1,4 +1,4 @@
-"""Foreground / background window sampling for fine-tuning (SPEC.md §6). Pure functions.
+"""Foreground / background window sampling for fine-tuning, and its scale draws. Pure functions.
 
 All boxes are ``(N, 4)`` float32 xyxy in the pixels of one image (whatever scale the caller uses;
 IoU and the regression targets are scale invariant).

@@ -21,6 +21,7 @@ from detect.proposals import (
     shard_items,
     write_proposals,
 )
+from detect.proposals.cache import image_digest
 
 PARAMS = dict(resize_long_side=160, min_size=8, max_proposals=200)
 
@@ -82,14 +83,14 @@ def test_two_workers_equal_one_and_corrupt_file_is_recomputed(tmp_path, caplog):
     assert list(two.proposals) == list(one.proposals) and two.computed == 4
     for key in one.proposals:
         assert torch.equal(one.proposals[key], two.proposals[key])
-    victim = cache.path_for("img2")
+    victim = cache.path_for(image_digest(items[2].path))
     victim.write_bytes(victim.read_bytes()[:100])  # truncated on disk
     with caplog.at_level(logging.WARNING):
         rerun = compute_proposals(items, cache, workers=2, progress=False)
     assert str(victim) in caplog.text
     assert rerun.cached == 3 and rerun.computed == 1 and rerun.recomputed == 1
     assert torch.equal(rerun.proposals["img2"], one.proposals["img2"])
-    assert torch.equal(cache.get("img2"), one.proposals["img2"])
+    assert torch.equal(cache.get(items[2].path), one.proposals["img2"])
 
 
 def test_load_or_compute_proposals_on_a_dataset(tmp_path):
@@ -108,6 +109,6 @@ def test_load_or_compute_proposals_on_a_dataset(tmp_path):
         assert torch.equal(imported[key], proposals[key])
     dataset.annotations[1].path.write_bytes(b"broken")
     cache = ProposalCache.from_config(cfg)
-    cache.path_for(dataset.image_ids[1]).unlink()
+    assert cache.lookup(dataset.annotations[1].path).status == "missing"  # new bytes, new key
     with pytest.raises(DetectError, match="1 image"):
         load_or_compute_proposals(dataset, cfg, progress=False)

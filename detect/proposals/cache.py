@@ -1,10 +1,20 @@
-"""Per-image proposal cache: one ``.npz`` file per image, written atomically.
+"""Per-image proposal cache: one ``.npz`` file per image, written atomically, keyed by content.
+
+An entry's file name is a hash of the method, its parameters and the image's content (the sha256
+of the image file's bytes; of the decoded pixels for an image without a file), so a different image
+under the same name (another folder, an edited or rotated photo) never reuses or overwrites
+another's entry, and the same image under two names shares one. Hashing costs far less than the
+search.
 
 Each file holds ``boxes`` (``(R, 4)`` float32 xyxy, 0-based continuous pixels of the original image)
-and ``meta``, a json string recording the method, its parameters, the image size and the image
-file's byte size. An entry whose method, parameters or image differ from what is asked for is
-*stale* (recomputed and overwritten); one that cannot be read is *corrupt* (a warning names the file,
-then it is recomputed). Neither is ever returned as proposals.
+and ``meta``, a json string recording the method, its parameters, the image's sha256 and size
+``(height, width)`` and the id it was computed for. Every read checks them against what is asked
+for, the size included (against the decoded image, or the file's header when the image is not
+decoded yet); an entry that differs is *stale* (recomputed and overwritten), one that cannot be
+read is *corrupt* (a warning names the file, then it is recomputed). Neither is ever returned as
+proposals.
+
+A cache without a folder (``cache_dir`` empty or None) keeps nothing: every look-up misses.
 
 Because there is one file per image, shards computed on different machines combine by copying
 their cache folders into one (``rsync``/``cp``): no merge step is needed.
@@ -15,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,15 +35,16 @@ import torch
 from torch import Tensor
 
 from detect.config import ProposalConfig
+from detect.data.images import header_size
 from detect.errors import DetectError
 from detect.io import atomic_path
 from detect.proposals.search import check_search_params
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = "detect-proposals-v1"
+CACHE_FORMAT = "detect-proposals-v2"
 METHOD = "opencv_selective_search"
-_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -50,18 +60,42 @@ class CacheLookup:
     reason: str = ""
 
 
-def cache_file_name(image_id: str) -> str:
-    """File name for ``image_id``: the id itself when it is a safe name, else a sanitised name
-    plus a hash of the id (so distinct ids never share a file)."""
-    safe = _SAFE.sub("_", image_id)
-    if safe != image_id or not safe or safe.startswith("."):
-        digest = hashlib.sha1(image_id.encode()).hexdigest()[:10]
-        safe = f"{safe.lstrip('.')}-{digest}"
-    return f"{safe}.npz"
+def image_digest(image_path: str | Path | None = None, image: np.ndarray | None = None) -> str:
+    """sha256 (hex) of the image file's bytes, or, when there is no file, of the decoded pixels
+    ``image`` ``(H, W, 3)`` uint8 and their shape: what a cache entry is keyed by."""
+    digest = hashlib.sha256()
+    if image_path is not None:
+        try:
+            with open(image_path, "rb") as handle:
+                while chunk := handle.read(_CHUNK):
+                    digest.update(chunk)
+        except OSError as exc:
+            raise DetectError(f"image {image_path}: cannot read: {exc.strerror or exc}") from exc
+        return digest.hexdigest()
+    if image is None:
+        raise ValueError("image_digest needs an image file or the decoded image")
+    digest.update(repr(image.shape).encode())
+    digest.update(np.ascontiguousarray(image).tobytes())
+    return "pixels-" + digest.hexdigest()
+
+
+def _sizes_to_match(
+    image_path: str | Path | None, image_size: tuple[int, int] | None, image: np.ndarray | None
+) -> list[list[int]]:
+    """The ``[height, width]`` an entry may record for this image: ``image_size`` or the decoded
+    ``image``'s, else the size in the file's header in either orientation (EXIF may rotate the
+    decoded image); empty when unknown (a header PIL cannot read)."""
+    if image_size is None and image is not None:
+        image_size = image.shape[:2]
+    if image_size is not None:
+        return [[int(image_size[0]), int(image_size[1])]]
+    header = header_size(Path(image_path)) if image_path is not None else None  # (width, height)
+    return [] if header is None else [[header[1], header[0]], [header[0], header[1]]]
 
 
 class ProposalCache:
-    """Proposals of one method and parameter set, one file per image under ``cache_dir``.
+    """Proposals of one method and parameter set, one file per image under ``cache_dir`` (no
+    folder: nothing is kept).
 
     Raises:
         DetectError: a parameter selective search cannot use, or ``cache_dir`` is a file.
@@ -69,15 +103,15 @@ class ProposalCache:
 
     def __init__(
         self,
-        cache_dir: str | Path,
+        cache_dir: str | Path | None,
         mode: str = "fast",
         resize_long_side: int = 500,
         min_size: float = 16.0,
         max_proposals: int = 2000,
     ) -> None:
         check_search_params(mode, resize_long_side, min_size, max_proposals)
-        self.cache_dir = Path(cache_dir)
-        if self.cache_dir.exists() and not self.cache_dir.is_dir():
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        if self.cache_dir is not None and self.cache_dir.exists() and not self.cache_dir.is_dir():
             raise DetectError(
                 f"proposal cache {self.cache_dir} (proposals.cache_dir): exists and is not a folder"
             )
@@ -89,27 +123,39 @@ class ProposalCache:
         }
 
     @classmethod
-    def from_config(cls, cfg: ProposalConfig, cache_dir: str | Path | None = None) -> ProposalCache:
+    def from_config(cls, cfg: ProposalConfig) -> ProposalCache:
         return cls(
-            cfg.cache_dir if cache_dir is None else cache_dir,
+            cfg.cache_dir,
             mode=cfg.mode,
             resize_long_side=cfg.resize_long_side,
             min_size=cfg.min_size,
             max_proposals=cfg.max_proposals,
         )
 
-    def path_for(self, image_id: str) -> Path:
-        return self.cache_dir / cache_file_name(image_id)
+    def path_for(self, digest: str) -> Path:
+        """The entry file of the image whose :func:`image_digest` is ``digest``: a hash of the
+        format, method, parameters and ``digest``."""
+        if self.cache_dir is None:
+            raise ValueError("a proposal cache without a folder has no files")
+        key = json.dumps([CACHE_FORMAT, METHOD, self.params, digest], sort_keys=True)
+        return self.cache_dir / f"{hashlib.sha256(key.encode()).hexdigest()[:40]}.npz"
 
     def lookup(
         self,
-        image_id: str,
         image_path: str | Path | None = None,
         image_size: tuple[int, int] | None = None,
+        image: np.ndarray | None = None,
     ) -> CacheLookup:
-        """Look ``image_id`` up. When given, ``image_path``'s byte size and ``image_size``
-        ``(height, width)`` must match what was recorded, else the entry is stale."""
-        path = self.path_for(image_id)
+        """Look up the image whose file is ``image_path`` (or, without a file, whose pixels are
+        ``image``). The recorded size must equal ``image_size`` ``(height, width)`` when given,
+        else the size in ``image_path``'s header (either orientation: EXIF may rotate it)."""
+        if self.cache_dir is None:
+            return CacheLookup("missing")
+        try:
+            digest = image_digest(image_path, image)
+        except DetectError as exc:  # an unreadable image: computing it will report it
+            return CacheLookup("missing", reason=str(exc))
+        path = self.path_for(digest)
         if not path.is_file():
             return CacheLookup("missing")
         try:
@@ -130,41 +176,33 @@ class ProposalCache:
             reason = f"bad content (boxes {boxes.dtype} {boxes.shape})"
             log.warning("proposal cache %s: %s; recomputing", path, reason)
             return CacheLookup("corrupt", reason=reason)
-        reason = self._stale_reason(meta, image_id, image_path, image_size)
+        reason = self._stale_reason(meta, digest, _sizes_to_match(image_path, image_size, image))
         if reason:
-            log.debug("proposal cache %s: stale (%s)", path, reason)
+            log.warning("proposal cache %s: stale (%s); recomputing", path, reason)
             return CacheLookup("stale", reason=reason)
         return CacheLookup("hit", boxes=torch.from_numpy(boxes))
 
-    def _stale_reason(
-        self,
-        meta: dict,
-        image_id: str,
-        image_path: str | Path | None,
-        image_size: tuple[int, int] | None,
-    ) -> str:
+    def _stale_reason(self, meta: dict, digest: str, sizes: list[list[int]]) -> str:
         if meta.get("format") != CACHE_FORMAT or meta.get("method") != METHOD:
             return f"written by {meta.get('format')}/{meta.get('method')}"
         if meta.get("params") != self.params:
             return f"parameters {meta.get('params')} != {self.params}"
-        if meta.get("image_id") != image_id:
-            return f"written for image {meta.get('image_id')!r}"
-        if image_size is not None and list(meta.get("image_size", ())) != list(image_size):
-            return f"image size {meta.get('image_size')} != {list(image_size)}"
-        if image_path is not None and Path(image_path).is_file():
-            size = Path(image_path).stat().st_size
-            if meta.get("image_bytes") != size:
-                return f"image file is {size} bytes, cached for {meta.get('image_bytes')}"
+        if meta.get("image_sha256") != digest:
+            return f"written for another image (sha256 {meta.get('image_sha256')})"
+        recorded = meta.get("image_size")
+        if sizes and recorded not in sizes:
+            return f"image size {recorded} (height, width) != the image's {sizes[0]}"
         return ""
 
     def get(
         self,
-        image_id: str,
         image_path: str | Path | None = None,
         image_size: tuple[int, int] | None = None,
+        image: np.ndarray | None = None,
     ) -> Tensor | None:
-        """The cached ``(R, 4)`` float32 xyxy boxes, or None when missing, stale or corrupt."""
-        return self.lookup(image_id, image_path, image_size).boxes
+        """The cached ``(R, 4)`` float32 xyxy boxes, or None when missing, stale or corrupt
+        (arguments as :meth:`lookup`)."""
+        return self.lookup(image_path, image_size, image).boxes
 
     def put(
         self,
@@ -172,21 +210,28 @@ class ProposalCache:
         boxes: Tensor,
         image_size: tuple[int, int],
         image_path: str | Path | None = None,
-    ) -> Path:
-        """Write ``boxes`` ``(R, 4)`` xyxy for ``image_id`` (image ``(height, width)``) atomically:
-        a crash leaves either the old file or the new one, never a partial file."""
+        image: np.ndarray | None = None,
+    ) -> Path | None:
+        """Write ``boxes`` ``(R, 4)`` xyxy of the image (its file ``image_path``, else its pixels
+        ``image``; ``(height, width)`` ``image_size``) atomically: a crash leaves either the old
+        file or the new one, never a partial file. ``image_id`` is recorded for people reading
+        the cache. Returns the file (None for a cache without a folder)."""
+        if self.cache_dir is None:
+            return None
+        digest = image_digest(image_path, image)
         meta = {
             "format": CACHE_FORMAT,
             "method": METHOD,
             "params": self.params,
-            "image_id": image_id,
+            "image_sha256": digest,
             "image_size": [int(image_size[0]), int(image_size[1])],
-            "image_bytes": Path(image_path).stat().st_size if image_path is not None else None,
+            "image_id": image_id,
+            "image_file": None if image_path is None else str(image_path),
             "box_format": "xyxy, 0-based continuous pixels",
             "opencv": cv2.__version__,
         }
         array = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4).numpy()
-        path = self.path_for(image_id)
+        path = self.path_for(digest)
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, boxes=array, meta=np.array(json.dumps(meta)))
         return path

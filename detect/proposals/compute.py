@@ -111,10 +111,11 @@ def _compute_one(
 def search_and_cache(
     image: np.ndarray, image_id: str, cache: ProposalCache, image_path: str | Path | None = None
 ) -> Tensor:
-    """Selective search with ``cache``'s parameters on ``image`` ``(H, W, 3)`` uint8 RGB, written
-    to the cache as ``image_id``: ``(R, 4)`` float32 xyxy original pixels."""
+    """Selective search with ``cache``'s parameters on ``image`` ``(H, W, 3)`` uint8 RGB, cached
+    under the content of its file ``image_path`` (else of its pixels) and recorded as computed for
+    ``image_id``: ``(R, 4)`` float32 xyxy original pixels."""
     boxes = selective_search(image, **cache.params)
-    cache.put(image_id, boxes, image.shape[:2], image_path)
+    cache.put(image_id, boxes, image.shape[:2], image_path, image)
     return boxes
 
 
@@ -124,7 +125,7 @@ def image_proposals(
     """Proposals ``(R, 4)`` float32 xyxy original pixels of one image already read
     (``(H, W, 3)`` uint8 RGB): from ``cache`` when a valid entry exists, else computed and
     cached (:func:`search_and_cache`)."""
-    boxes = cache.get(image_id, image_path, tuple(image.shape[:2]))
+    boxes = cache.get(image_path, tuple(image.shape[:2]), image)
     return boxes if boxes is not None else search_and_cache(image, image_id, cache, image_path)
 
 
@@ -139,7 +140,7 @@ def check_cache(items: Sequence[ImageItem], cache: ProposalCache) -> dict[str, l
     status ``hit``, ``missing``, ``stale`` or ``corrupt`` (see :class:`CacheLookup`)."""
     statuses: dict[str, list[str]] = {"hit": [], "missing": [], "stale": [], "corrupt": []}
     for item in items:
-        statuses[cache.lookup(item.image_id, item.path).status].append(item.image_id)
+        statuses[cache.lookup(item.path).status].append(item.image_id)
     return statuses
 
 
@@ -165,7 +166,7 @@ def compute_proposals(
     todo: list[ImageItem] = []
     replaced: set[str] = set()  # ids whose cache entry was stale or corrupt
     for item in items:
-        found = cache.lookup(item.image_id, item.path)
+        found = cache.lookup(item.path)
         if found.boxes is not None:
             run.proposals[item.image_id] = found.boxes
             run.cached += 1
@@ -200,6 +201,10 @@ def _interrupt_says_what_is_cached(run: ProposalRun, cache: ProposalCache, total
     try:
         yield
     except KeyboardInterrupt as exc:
+        if cache.cache_dir is None:
+            raise Interrupted(
+                f"proposals are not cached (no cache folder): the {run.computed} computed are lost"
+            ) from exc
         kept = run.cached + run.computed
         raise Interrupted(
             f"the proposal cache {cache.cache_dir} keeps the proposals of {kept} of {total} "

@@ -73,8 +73,11 @@ def test_demo_bad_config_value_is_a_clean_error(tmp_path, capsys):
 def test_spp_net_learns_to_detect_the_synthetic_shapes(tmp_path):
     """End to end from scratch (40 training images, 300 iterations, SVMs + ridge): far above chance.
 
-    Measured 0.673 VOC07 mAP (deterministic); a broken projection, pooling, sampling or scorer
-    drops it to near 0.
+    Deterministic: 0.785 VOC07 mAP with this seed (0). Over seeds 0-11 (data and training both
+    change) it measured 0.62-0.85, median 0.78, 11 of 12 seeds at 0.71 or more; the bar 0.70 sits
+    just below that, so a loss of about 0.09 fails here while an unlucky platform-dependent
+    rounding path is unlikely to. A broken projection, pooling, sampling or scorer drops it far
+    lower.
     """
     overrides = [
         f"data.root={tmp_path / 'data'}",
@@ -95,5 +98,5 @@ def test_spp_net_learns_to_detect_the_synthetic_shapes(tmp_path):
         "bench.matmul_size=256",
     ]
     summary = run_demo(tmp_path / "run", overrides=overrides)
-    assert summary.spp_map >= 0.5, summary.spp_ap
+    assert summary.spp_map >= 0.70, summary.spp_ap
     assert summary.rcnn_map is None  # demo.rcnn_eval_images=0 skips the baseline

@@ -1,8 +1,9 @@
 """Experiment configuration: frozen dataclasses loaded from YAML.
 
-Defaults are the paper's settings (SPEC.md); a YAML file under ``configs/`` overrides any subset.
-An unknown or misspelt key is an error listing the valid keys. The merged config is written next to
-every checkpoint and result (:func:`save_config`) so a run can be reproduced.
+Defaults are the paper's settings (docs/departures.md lists where the project differs); a YAML
+file under ``configs/`` overrides any subset. An unknown or misspelt key is an error listing the
+valid keys. The merged config is written next to every checkpoint and result (:func:`save_config`)
+so a run can be reproduced.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ProposalConfig:
-    """Selective search (SPEC.md §5)."""
+    """Selective search proposals ("fast" mode, about 2,000 boxes per image, as the paper)."""
 
     mode: str = "fast"  # fast | quality
     resize_long_side: int = 500  # image resized so its longer side is this before the search
@@ -56,7 +57,7 @@ class ProposalConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Backbone, pyramid, scales and head (SPEC.md §2-4, §7)."""
+    """Backbone, pyramid, scales and head (the paper's SPP layer, projection and scales)."""
 
     backbone: str = "zf5"  # zf5 | zf5_padded | zf5_padded_nolrn | alexnet | vgg16 | tiny
     weights: str = "none"  # none | imagenet | PATH to a state dict
@@ -113,7 +114,7 @@ class FinetuneConfig:
 
 @dataclass(frozen=True)
 class SVMConfig:
-    """One-vs-rest linear SVMs with hard-negative mining (SPEC.md §6)."""
+    """One-vs-rest linear SVMs with hard-negative mining (R-CNN's and SPP-net's recipe)."""
 
     enabled: bool = False
     feature: str = "fc7"  # fc7 | pool
@@ -142,7 +143,7 @@ class BBoxRegConfig:
 
 @dataclass(frozen=True)
 class TestConfig:
-    """Post-processing at test time (SPEC.md §7)."""
+    """Post-processing at test time (per-class NMS, caps)."""
 
     classifier: str = "softmax"  # softmax | svm
     bbox_reg: bool = True
@@ -160,7 +161,7 @@ class BenchConfig:
     rcnn_sample: int = 256  # crops actually timed for R-CNN; time is scaled up (and says so)
     rcnn_batch: int = 64
     repeats: int = 1
-    # The multi-scale SPP-net row (SPEC.md §4); empty = single scale (model.scales) only.
+    # The multi-scale SPP-net row (the paper's five scales); empty = single scale (model.scales) only.
     multi_scales: tuple[int, ...] = (480, 576, 688, 864, 1200)
     # Ranks for the --svd rows when model.svd_ranks is empty (Fast R-CNN's fc6 / fc7).
     svd_ranks: tuple[int, ...] = (1024, 256)

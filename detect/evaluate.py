@@ -17,6 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from detect.data.images import read_image
+from detect.data.names import check_name
 from detect.errors import DetectError
 from detect.evaluation.voc_ap import METRICS as VOC_METRICS
 from detect.io import atomic_write_text
@@ -80,6 +81,7 @@ def evaluate_checkpoint(
     out_dir: str | Path | None = None,
     max_images: int | None = None,
     overrides: list[str] | None = None,
+    proposal_cache: str | Path | None = None,
 ) -> EvalResult:
     """Run the checkpoint's detector over ``split`` and score it.
 
@@ -91,7 +93,10 @@ def evaluate_checkpoint(
         out_dir: where files go; default ``<checkpoint folder>/eval_<split>``.
         max_images: evaluate only the first N images of the split.
         overrides: ``section.key=value`` changes to the saved config (e.g. ``test.classifier=svm``).
+        proposal_cache: the proposal cache folder; default ``out_dir/proposals`` (never the
+            saved ``proposals.cache_dir``: nothing is written outside ``out_dir`` unless asked).
     """
+    from detect.config_paths import warn_relative_paths
     from detect.data import load_dataset
     from detect.inference import detect_image
     from detect.proposals import load_or_compute_proposals
@@ -104,6 +109,10 @@ def evaluate_checkpoint(
     checkpoint = Path(checkpoint)
     loaded = load_checkpoint(checkpoint, method=method, overrides=overrides)
     cfg = loaded.config
+    used = ("data.image_dir", "proposals.import_file")
+    warn_relative_paths(
+        cfg, f"checkpoint {checkpoint}", used if data_root else ("data.root", *used)
+    )
     root = Path(data_root if data_root is not None else cfg.data.root)
     if data_root is None and not root.exists():
         raise DetectError(
@@ -113,6 +122,7 @@ def evaluate_checkpoint(
     if metric == "coco" and root.suffix.lower() != ".json":
         raise DetectError(f"data {root}: --metric coco needs a COCO instances .json")
     check_data_classes(root, loaded.class_names, checkpoint)
+    check_name(split, "split", "--split")  # it names eval_<split>/ and the comp4 files
     out = Path(out_dir) if out_dir is not None else checkpoint.parent / f"eval_{split}"
     if out.exists() and not out.is_dir():
         raise DetectError(f"--out {out}: exists and is not a folder")
@@ -128,8 +138,11 @@ def evaluate_checkpoint(
         dataset = dataclasses.replace(dataset, annotations=dataset.annotations[:max_images])
     if len(dataset) == 0:
         raise DetectError(f"data {root}: split {split!r} has no images")
+    cache_dir = Path(proposal_cache) if proposal_cache is not None else out / "proposals"
     proposals = load_or_compute_proposals(
-        dataset, cfg.proposals, max_image_pixels=cfg.data.max_image_pixels
+        dataset,
+        dataclasses.replace(cfg.proposals, cache_dir=str(cache_dir)),
+        max_image_pixels=cfg.data.max_image_pixels,
     )
 
     detections: dict[str, Detections] = {}

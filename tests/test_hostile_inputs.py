@@ -415,3 +415,15 @@ def test_checkpoint_with_format_tag_but_missing_keys(tmp_path, capsys, drop, mes
     err = capsys.readouterr().err
     assert status == 2 and err.count("\n") == 1
     assert re.search(r"checkpoint .*model\.pt: " + message, err), err
+
+
+def test_eval_split_cannot_move_the_output_folder(tmp_path, capsys):
+    model = tmp_path / "run" / "model.pt"
+    config = Config(model=ModelConfig(backbone="tiny", scales=(96,), fc_dims=(16, 16)))
+    save_checkpoint(model, build_detector("spp", config.model, 2), CLASSES, config)
+    data = coco_json(tmp_path, lambda p: None)
+    split = "x/../../../y"  # the default output folder eval_<split> would be tmp_path's parent/y
+    args = ["eval", "--checkpoint", str(model), "--data", str(data), "--split", split]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--split: split {split!r} contains a path separator" in err

@@ -1,4 +1,4 @@
-"""``train``: the whole training recipe of one run folder (SPEC.md §6).
+"""``train``: the whole training recipe of one run folder (the paper's, see docs/departures.md).
 
 Stages: fine-tuning (:mod:`detect.training.finetune`), then the SVMs when ``svm.enabled``, then
 ridge box regression when ``bbox_reg.method == "ridge"``. The run folder gets ``config.yaml``

@@ -52,3 +52,13 @@ def test_rcnn_region_features_run_the_backbone_in_rcnn_batch_crops(tmp_path):
             boxes = torch.cat([ann.boxes, proposals[ann.image_id]])
             expected.append(model(image, boxes).fc7)
     torch.testing.assert_close(features.pool_features, torch.cat(expected), rtol=1e-4, atol=1e-5)
+
+
+def test_rcnn_region_features_of_an_image_without_boxes(tmp_path):
+    # No ground truth and no proposals: one empty batch, rows of the right widths (16-d fc7).
+    dataset, _ = tiny_split(tmp_path, num_images=1)
+    dataset.annotations[0] = Annotation("0", dataset.annotations[0].path, 64, 48, [], [])
+    cfg = ModelConfig(backbone="tiny", scales=(48,), pyramid_levels=(1, 2), fc_dims=(16, 16))
+    model = build_detector("rcnn", cfg, 1).eval()
+    features = extract_region_features(model, dataset, {"0": torch.zeros(0, 4)})
+    assert features.pool_features.shape == (0, 16) and features.gt_features.shape == (0, 16)

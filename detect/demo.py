@@ -137,6 +137,7 @@ def _train_and_evaluate(
         split=cfg.data.test_split,
         out_dir=out_dir / "eval",
         max_images=max_images,
+        proposal_cache=cfg.proposals.cache_dir,  # the demo's own cache, filled by its first stage
     )
     return run, evaluation
 

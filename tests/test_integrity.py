@@ -230,3 +230,81 @@ def test_a_diverged_run_keeps_only_finite_weights_that_gave_a_good_loss(
     torch.manual_seed(values["seed"])
     initial = build_detector("spp", config_from_dict(values, "test").model, 2).state_dict()
     assert all(torch.equal(initial[key], payload["model"][key]) for key in initial)
+
+
+def checkpoint_with_saved(finished_run, path: Path, **settings) -> Path:
+    """The finished run's checkpoint with some saved settings (``section__key=value``) changed,
+    as an older version or a hand edit leaves them."""
+    import torch
+
+    payload = torch.load(finished_run[0] / "checkpoint.pt", weights_only=True)
+    for dotted, value in settings.items():
+        section, key = dotted.split("__")
+        payload["config"][section][key] = value
+    torch.save(payload, path)
+    return path
+
+
+def files_under(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def test_run_and_eval_write_nothing_outside_out(finished_run, data, tmp_path, monkeypatch):
+    # The saved cache folder is relative, as in the default config: it must not be used.
+    checkpoint = checkpoint_with_saved(
+        finished_run,
+        tmp_path / "ck.pt",
+        proposals__cache_dir="data/proposals",
+        proposals__import_file="",
+        proposals__resize_long_side=128,
+    )
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    image = data / "voc" / "JPEGImages" / "0000.png"
+    assert main(["run", "--checkpoint", str(checkpoint), str(image), "--out", "out"]) == 0
+    assert files_under(work) == ["out/0000.jpg", "out/0000.json"]  # proposals kept nowhere
+    cache = tmp_path / "named_cache"
+    args = ["run", "--checkpoint", str(checkpoint), str(image), "--out", "out2"]
+    assert main([*args, "--proposal-cache", str(cache)]) == 0
+    assert len(list(cache.glob("*.npz"))) == 1  # the folder the user named
+    assert main(["eval", "--checkpoint", str(checkpoint), "--data", str(data / "voc")]) == 0
+    assert not (work / "data").exists() and not (tmp_path / "data").exists()
+    evaluated = tmp_path / "eval_test"  # the default --out, beside the checkpoint
+    assert len(list((evaluated / "proposals").glob("*.npz"))) == 6
+
+
+def test_a_saved_relative_path_keeps_its_meaning(data, tmp_path, monkeypatch, caplog):
+    import logging
+
+    from detect.training.checkpoint import read_checkpoint
+
+    values = tiny_config_dict(data, iterations=1)
+    values["data"]["root"] = "voc"  # relative to the folder training starts in
+    values["proposals"]["import_file"] = "proposals.json"
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(values))
+    monkeypatch.chdir(data)
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(tmp_path / "tiny.yaml"), "--out", str(run)]) == 0
+    saved = read_checkpoint(run / "checkpoint.pt")["config"]
+    assert saved["data"]["root"] == str(data / "voc")
+    assert saved["proposals"]["import_file"] == str(data / "proposals.json")
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["root"] == str(data / "voc")
+    # Resumed from the same folder with the same relative config: the same run.
+    args = ["train", "--config", str(tmp_path / "tiny.yaml"), "--out", str(run), "--resume"]
+    assert main(args) == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    ev = ["eval", "--checkpoint", str(run / "checkpoint.pt"), "--out", str(tmp_path / "ev")]
+    assert main(ev) == 0  # the saved data set is found from any folder
+    # A checkpoint still holding a relative path (an older version's) says how it is read.
+    old = checkpoint_with_saved(
+        (run, None), tmp_path / "old.pt", data__root="voc", proposals__import_file="proposals.json"
+    )
+    monkeypatch.chdir(data)
+    with caplog.at_level(logging.WARNING):
+        assert main(["eval", "--checkpoint", str(old), "--out", str(tmp_path / "ev2")]) == 0
+    assert "data.root 'voc' is a relative path" in caplog.text
+    assert f"read from the current folder: {data / 'voc'}" in caplog.text
+    assert "proposals.import_file 'proposals.json' is a relative path" in caplog.text

@@ -1,9 +1,11 @@
 """`detect eval`: run a trained detector over a split and score it (VOC07 / VOC10 / COCO).
 
 Usage: ``detect eval --checkpoint CK [--data PATH] [--split test] [--method spp|rcnn]
-[--metric voc07|voc07_numpy|voc10|coco] [--out DIR] [--max-images N] [--set section.key=value ...]``.
-Writes ``detections.json``, comp4 files (or ``coco_results.json``), ``metrics.json`` and
-``pr_curves.png`` into ``--out`` (default ``<checkpoint folder>/eval_<split>``).
+[--metric voc07|voc07_numpy|voc10|coco] [--out DIR] [--max-images N] [--proposal-cache DIR]
+[--set section.key=value ...]``. Writes ``detections.json``, comp4 files (or
+``coco_results.json``), ``metrics.json``, ``pr_curves.png`` and the proposal cache ``proposals/``
+into ``--out`` (default ``<checkpoint folder>/eval_<split>``); ``--proposal-cache`` names another
+cache folder.
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metric", choices=METRICS, default="voc07")
     parser.add_argument("--out", type=Path, help="output folder")
     parser.add_argument("--max-images", type=int, help="evaluate only the first N images")
+    parser.add_argument(
+        "--proposal-cache",
+        metavar="DIR",
+        help="proposal cache folder to read and fill (default: OUT/proposals)",
+    )
     add_override_argument(parser, "test.classifier=svm")
 
 
@@ -40,6 +47,7 @@ def run(args) -> int:
         out_dir=args.out,
         max_images=args.max_images,
         overrides=args.overrides,
+        proposal_cache=args.proposal_cache,
     )
     print(format_eval_table(result))
     print(

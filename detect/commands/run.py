@@ -1,7 +1,8 @@
 """``detect run``: detect objects in images with a trained checkpoint.
 
 Writes ``OUT/<stem>.json`` (class names, scores, boxes in original pixels, xyxy 0-based continuous)
-and ``OUT/<stem>.jpg`` (the image with its detections drawn) for every readable image.
+and ``OUT/<stem>.jpg`` (the image with its detections drawn) for every readable image, and nothing
+else: proposals are kept only in the cache folder named by ``--proposal-cache``.
 
 Exit status: 0 when every image was processed, 1 when some could not be read (each is named on
 stderr; the others are still processed), 2 for bad input (checkpoint, options, no images at all).
@@ -9,6 +10,7 @@ stderr; the others are still processed), 2 for bad input (checkpoint, options, n
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -39,6 +41,11 @@ def add_arguments(parser) -> None:
         help="truncated SVD of fc6/fc7 at ranks 1024/256 (else the config's svd_ranks)",
     )
     parser.add_argument("--out", default="runs/detect", help="output folder (default runs/detect)")
+    parser.add_argument(
+        "--proposal-cache",
+        metavar="DIR",
+        help="proposal cache folder to read and fill (default: none, proposals are not kept)",
+    )
     parser.add_argument(
         "--draw-threshold", type=float, default=0.5, help="draw detections scoring at least this"
     )
@@ -78,7 +85,9 @@ def run(args) -> int:
     if out.exists() and not out.is_dir():
         raise DetectError(f"--out {out}: exists and is not a folder")
     loaded = load_checkpoint(args.checkpoint, method=args.method, overrides=overrides)
-    cache = ProposalCache.from_config(loaded.config.proposals)
+    # Only the folder the user names: never the checkpoint's proposals.cache_dir.
+    cache_cfg = dataclasses.replace(loaded.config.proposals, cache_dir=args.proposal_cache or "")
+    cache = ProposalCache.from_config(cache_cfg)
     done, skipped, total = 0, [], 0
     start = time.perf_counter()
     for item in tqdm(items, desc="detect", unit="image"):

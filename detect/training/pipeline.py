@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from detect.config import Config, check_values, config_to_dict, save_config
+from detect.config_paths import absolute_path_values, with_absolute_paths
 from detect.errors import DetectError, Interrupted
 from detect.models.detector import check_model_config
 from detect.structures import DetectionDataset
@@ -191,7 +192,9 @@ def _resume_payload(path: Path, config: Config, method: str) -> dict:
         raise DetectError(
             f"checkpoint {path}: method is {payload['method']!r}, but this run asks for {method!r}"
         )
-    saved, current = payload["config"], config_to_dict(config)
+    # Both with absolute paths: a relative one saved by an older version means the same here
+    # only when resumed from the same folder.
+    saved, current = absolute_path_values(payload["config"]), config_to_dict(config)
     differences = [
         difference
         for difference in _config_differences(saved, current)
@@ -218,6 +221,7 @@ def train(
 
     Args:
         config: the experiment; ``data_root`` (when given) replaces ``config.data.root``.
+            Relative paths in it are read from the current folder, and saved made absolute.
         method: ``"spp"`` (SPP-net) or ``"rcnn"`` (the per-crop baseline, same recipe).
         resume: continue the interrupted run in ``out_dir`` (same config required).
         overwrite: replace the run already in ``out_dir``; without it (or ``resume``), a folder
@@ -240,6 +244,7 @@ def train(
         config = dataclasses.replace(
             config, data=dataclasses.replace(config.data, root=str(data_root))
         )
+    config = with_absolute_paths(config)  # the saved config must mean the same files anywhere
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise DetectError(f"run folder {out_dir}: exists and is not a folder")

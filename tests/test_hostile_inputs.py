@@ -427,3 +427,16 @@ def test_eval_split_cannot_move_the_output_folder(tmp_path, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"--split: split {split!r} contains a path separator" in err
+
+
+def test_eval_names_an_oversized_image_of_the_split(tmp_path, capsys):
+    model = tmp_path / "run" / "model.pt"
+    config = Config(model=ModelConfig(backbone="tiny", scales=(96,), fc_dims=(16, 16)))
+    save_checkpoint(model, build_detector("spp", config.model, 2), CLASSES, config)
+    root = voc_with_classes(tmp_path / "voc", "circle\nsquare\n")
+    png_header_only(tmp_path / "bomb.png", 12000, 10000).replace(root / "JPEGImages" / "a.jpg")
+    args = ["eval", "--checkpoint", str(model), "--data", str(root), "--split", "test"]
+    assert main([*args, "--out", str(tmp_path / "eval")]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
+    assert last.startswith("detect eval: error: proposals: 1 image(s) failed")
+    assert "a.jpg: 12000x10000 pixels is over the limit" in last

@@ -167,3 +167,71 @@ def test_decode_clamps_huge_deltas():
     )
     assert torch.isfinite(decoded).all()
     assert decoded[0, 2] - decoded[0, 0] == pytest.approx(10 * 1000 / 16, rel=1e-4)
+
+
+def test_conversions_give_float32_for_any_input_dtype_and_leading_shape():
+    for convert in (B.xyxy_from_voc, B.voc_from_xyxy, B.xyxy_from_xywh, B.xywh_from_xyxy):
+        for dtype in (torch.int64, torch.float64):
+            assert convert(torch.tensor([[1, 2, 5, 9]], dtype=dtype)).dtype == torch.float32
+    # One box (4,) and a batch (2, 1, 4): the last axis holds the coordinates.
+    one = torch.tensor([3.0, 4.0, 10.0, 20.0])
+    assert B.xyxy_from_xywh(one).tolist() == [3.0, 4.0, 13.0, 24.0]
+    assert B.xywh_from_xyxy(one).tolist() == [3.0, 4.0, 7.0, 16.0]
+    assert B.xyxy_from_voc(one).tolist() == [2.0, 3.0, 10.0, 20.0]
+    assert B.voc_from_xyxy(one).tolist() == [4.0, 5.0, 10.0, 20.0]
+    batch = one.repeat(2, 1, 1)
+    assert B.xyxy_from_xywh(batch).tolist() == [[[3.0, 4.0, 13.0, 24.0]]] * 2
+    assert B.xywh_from_xyxy(batch).tolist() == [[[3.0, 4.0, 7.0, 16.0]]] * 2
+    # The inputs are not modified in place.
+    assert one.tolist() == [3.0, 4.0, 10.0, 20.0]
+
+
+def test_area_and_iou_of_boxes_smaller_than_a_pixel():
+    boxes = torch.tensor([[2.0, 3.0, 2.5, 5.0], [4.0, 4.0, 3.0, 6.0], [1.0, 1.0, 1.5, 1.25]])
+    # 0.5 x 2; inverted width -> 0; 0.5 x 0.25.
+    assert B.box_area(boxes).tolist() == [1.0, 0.0, 0.125]
+    tiny = torch.tensor([[1.0, 1.0, 1.5, 1.25], [1.25, 1.0, 1.75, 1.25]])
+    # Identical: 1. Shifted by half the width: overlap 0.25 x 0.25, union 0.1875 -> 1/3.
+    torch.testing.assert_close(B.box_iou(tiny[:1], tiny), torch.tensor([[1.0, 1 / 3]]))
+    torch.testing.assert_close(B.paired_box_iou(tiny, tiny[[0, 0]]), torch.tensor([1.0, 1 / 3]))
+
+
+def test_paired_iou_hand_worked():
+    a = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 10.0], [5.0, 5.0, 5.0, 5.0]])
+    b = torch.tensor([[5.0, 0.0, 15.0, 10.0], [20.0, 20.0, 30.0, 30.0], [5.0, 5.0, 5.0, 5.0]])
+    # 50 / 150; disjoint; empty union -> 0, not nan.
+    torch.testing.assert_close(B.paired_box_iou(a, b), torch.tensor([1 / 3, 0.0, 0.0]))
+
+
+def test_scale_boxes_hand_worked():
+    boxes = torch.tensor([[1.0, 2.0, 3.0, 5.0]])
+    assert B.scale_boxes(boxes, 2.5).tolist() == [[2.5, 5.0, 7.5, 12.5]]
+
+
+def test_small_boxes_by_width_and_height_at_the_bound():
+    boxes = torch.tensor(
+        [
+            [20.0, 30.0, 30.0, 40.0],  # 10 x 10: kept (the bound is inclusive)
+            [20.0, 30.0, 29.0, 45.0],  # 9 wide
+            [20.0, 30.0, 35.0, 39.0],  # 9 high
+            [5.0, 50.0, 16.0, 55.0],  # 11 x 5
+            [50.0, 5.0, 55.0, 16.0],  # 5 x 11
+        ]
+    )
+    assert B.remove_small_boxes(boxes, 10).tolist() == [0]
+    assert B.remove_small_boxes(boxes, 5).tolist() == [0, 1, 2, 3, 4]
+
+
+def test_unique_boxes_first_occurrences():
+    boxes = torch.tensor(
+        [[3.0, 3, 9, 9], [0, 0, 5, 5], [3, 3, 9, 9], [1, 1, 2, 2], [0, 0, 5, 5], [7, 7, 8, 8]]
+    )
+    assert B.unique_boxes(boxes).tolist() == [0, 1, 3, 5]
+    assert B.unique_boxes(boxes[:1]).tolist() == [0]
+    empty = B.unique_boxes(torch.zeros((0, 4)))
+    assert empty.shape == (0,) and empty.dtype == torch.int64
+
+
+def test_batched_nms_of_nothing_is_an_empty_index():
+    keep = B.batched_nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64), 0.5)
+    assert keep.shape == (0,) and keep.dtype == torch.int64

@@ -51,3 +51,41 @@ def test_head_compress_keeps_outputs_at_full_rank_and_counts_ranks():
         Head(24, (16, 8), 2).compress((4, 4, 4))
     with pytest.raises(DetectError, match="rank 99"):
         Head(24, (16, 8), 2).compress((99,))
+
+
+def test_head_initialisation_is_fast_rcnns():
+    # cls_score ~ N(0, 0.01), bbox_pred ~ N(0, 0.001), biases zero (thousands of weights each).
+    head = Head(in_dim=32, fc_dims=(128,), num_classes=20)
+    assert float(head.cls_score.weight.detach().std()) == pytest.approx(0.01, rel=0.1)
+    assert float(head.bbox_pred.weight.detach().std()) == pytest.approx(0.001, rel=0.1)
+    assert torch.all(head.cls_score.bias == 0) and torch.all(head.bbox_pred.bias == 0)
+    with pytest.raises(DetectError, match=r"model.fc_dims: at least one fc layer is needed"):
+        Head(in_dim=32, fc_dims=(), num_classes=2)
+
+
+def test_truncated_svd_of_a_layer_without_bias_and_bad_ranks():
+    layer = nn.Linear(12, 10, bias=False)
+    compressed = truncated_svd(layer, 10)  # full rank: the same map
+    x = torch.randn(4, 12)
+    torch.testing.assert_close(compressed(x), layer(x), atol=1e-5, rtol=1e-4)
+    assert compressed[0].bias is None
+    for rank in (0, -1, 11):
+        with pytest.raises(DetectError, match=f"rank {rank} out of range for a 10x12 layer"):
+            truncated_svd(layer, rank)
+
+
+def test_truncated_svd_resolves_small_singular_values_of_small_layers():
+    # Singular values 1 .. 1e-5: the Gram matrix spans 1 .. 1e-10, beyond float32's precision,
+    # so small layers are decomposed in float64 (the error is then only float32 storage).
+    rng = np.random.default_rng(0)
+    u, _ = np.linalg.qr(rng.normal(size=(30, 30)))
+    v, _ = np.linalg.qr(rng.normal(size=(40, 30)))
+    singular = np.logspace(0, -5, 30)
+    layer = nn.Linear(40, 30)
+    with torch.no_grad():
+        layer.weight.copy_(torch.from_numpy((u * singular) @ v.T))
+    weight = layer.weight.detach().double().numpy()
+    compressed = truncated_svd(layer, 25)
+    approx = (compressed[1].weight @ compressed[0].weight).detach().double().numpy()
+    best = np.sqrt((np.linalg.svd(weight, compute_uv=False)[25:] ** 2).sum())
+    assert abs(np.linalg.norm(weight - approx) - best) < 1e-5

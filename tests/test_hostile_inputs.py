@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
+from _train_data import make_tiny_voc, tiny_config_dict
 from test_voc import make_voc
 
 from detect.cli import main
@@ -440,3 +442,29 @@ def test_eval_names_an_oversized_image_of_the_split(tmp_path, capsys):
     last = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
     assert last.startswith("detect eval: error: proposals: 1 image(s) failed")
     assert "a.jpg: 12000x10000 pixels is over the limit" in last
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda p: (p.update(stage="finetune"), p.pop("optimizer", None)), "'optimizer'"),
+        (lambda p: p.update(stage="finetune", iteration="3"), "'iteration'"),
+        (lambda p: p.pop("log"), "'log'"),
+        (lambda p: p.pop("stage"), "'stage'"),
+    ],
+)
+def test_resume_from_checkpoint_missing_resume_keys(tmp_path, capsys, edit, message):
+    data = make_tiny_voc(tmp_path / "tiny", num_images=2)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config_dict(data, iterations=1)))
+    run = tmp_path / "run"
+    args = ["train", "--config", str(config), "--out", str(run)]
+    assert main(args) == 0
+    payload = torch.load(run / "checkpoint.pt", weights_only=True)
+    edit(payload)
+    torch.save(payload, run / "checkpoint.pt")
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert f"checkpoint.pt: cannot resume: missing or bad {message}" in err

@@ -94,6 +94,31 @@ def check_payload_keys(payload: dict[str, Any], path: str | Path) -> None:
     check_class_names(payload["class_names"], f"checkpoint {path}: class_names")
 
 
+def check_resume_keys(payload: dict[str, Any], path: str | Path) -> None:
+    """Raise :class:`DetectError` naming the file and the key when a checkpoint lacks what
+    ``--resume`` reads: ``stage`` and ``log.rows`` always; while fine-tuning (stage
+    ``"finetune"``) also ``iteration``, ``optimizer``, ``rng`` and ``log.sums``."""
+    stage, log = payload.get("stage"), payload.get("log")
+    required = [
+        ("stage", stage in ("finetune", "done"), "'finetune' or 'done'"),
+        ("log", isinstance(log, dict), "the training log"),
+        ("log.rows", isinstance(log, dict) and isinstance(log.get("rows"), list), "a list"),
+    ]
+    if stage == "finetune":
+        iteration = payload.get("iteration")
+        required += [
+            ("iteration", isinstance(iteration, int) and iteration >= 0, "an integer >= 0"),
+            ("optimizer", isinstance(payload.get("optimizer"), dict), "the optimizer state"),
+            ("rng", isinstance(payload.get("rng"), dict), "the random generator states"),
+            ("log.sums", isinstance(log, dict) and isinstance(log.get("sums"), dict), "a dict"),
+        ]
+    for key, ok, expected in required:
+        if not ok:
+            raise DetectError(
+                f"checkpoint {path}: cannot resume: missing or bad {key!r} (expected {expected})"
+            )
+
+
 def check_compatible(
     payload: dict[str, Any],
     path: str | Path,

@@ -26,6 +26,7 @@ from detect.models.detector import check_model_config
 from detect.structures import DetectionDataset
 from detect.training.checkpoint import (
     check_compatible,
+    check_resume_keys,
     load_weights,
     read_checkpoint,
     save_checkpoint,
@@ -188,6 +189,7 @@ def _resume_payload(path: Path, config: Config, method: str) -> dict:
     if not path.is_file():
         raise DetectError(f"--resume: no checkpoint to resume at {path}")
     payload = read_checkpoint(path)
+    check_resume_keys(payload, path)
     if payload["method"] != method:
         raise DetectError(
             f"checkpoint {path}: method is {payload['method']!r}, but this run asks for {method!r}"

@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from detect.training.sampling import derived_generator, hflip_example, sample_rois
@@ -96,3 +97,44 @@ def test_hflip_example():
     assert gt.tolist() == [[4.0, 0.0, 8.0, 8.0]]
     back, props2, _ = hflip_example(flipped, props, gt)
     assert np.array_equal(back, image) and torch.equal(props2, boxes)
+
+
+def exact(height: float) -> list[float]:
+    """The left part of GT [0, 0, 10, 10], ``height`` tall: IoU = height / 10 exactly."""
+    return [0.0, 0.0, 10.0, height]
+
+
+def test_iou_bounds_are_exact_on_binary_fractions():
+    # IoU 0.5, 0.5, 0.25, 0.1 (exact in float32: 5/10, 1/10) and 0.05.
+    proposals = torch.tensor([exact(5.0), [0.0, 5.0, 10.0, 10.0], exact(2.5), exact(1.0)])
+    proposals = torch.cat([proposals, torch.tensor([exact(0.5)])])
+    out = sample_rois(proposals, GT, torch.tensor([0]), 100, torch.Generator().manual_seed(0))
+    fg = out.labels > 0
+    assert sorted(out.ious[fg].tolist()) == [0.5, 0.5, 1.0]  # 0.5 is foreground ...
+    assert sorted(out.ious[~fg].tolist()) == pytest.approx([0.1, 0.25])  # ... never background
+    assert out.labels.dtype == torch.int64 and out.targets.dtype == torch.float32
+
+
+def test_background_fallback_excludes_the_high_bound():
+    # Nothing in [0.1, 0.5): background is drawn from IoU < 0.5, so 0.05 but not 0.5.
+    proposals = torch.tensor([exact(5.0), exact(0.5), [20.0, 20.0, 30.0, 30.0]])
+    out = sample_rois(proposals, GT, torch.tensor([0]), 100, torch.Generator().manual_seed(0))
+    assert sorted(out.ious[out.labels == 0].tolist()) == pytest.approx([0.0, 0.05])
+    assert sorted(out.ious[out.labels > 0].tolist()) == [0.5, 1.0]
+
+
+def test_all_candidates_fit_no_randomness_is_drawn():
+    # Exactly the foreground quota (2 of 8) and exactly enough background: nothing to choose.
+    proposals = torch.tensor([exact(5.0)] + [exact(h) for h in (1.0, 1.5, 2.0, 2.5, 3.0, 3.5)])
+    generator = torch.Generator().manual_seed(4)
+    state = generator.get_state()
+    out = sample_rois(proposals, GT, torch.tensor([0]), 8, generator)
+    assert torch.equal(generator.get_state(), state)
+    assert torch.equal(out.boxes, torch.cat([GT, proposals]))  # input order, foreground first
+
+
+def test_derived_generator_seeds_with_64_bits_of_the_seed_sequence():
+    for seed, keys in ((5, (2, 7)), (0, ()), (123, (1, 2, 3))):
+        words = np.random.SeedSequence([seed, *keys]).generate_state(2, dtype=np.uint32)
+        expected = int(words[0]) * 2**32 + int(words[1])
+        assert derived_generator(seed, *keys).initial_seed() == expected

@@ -468,3 +468,16 @@ def test_resume_from_checkpoint_missing_resume_keys(tmp_path, capsys, edit, mess
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
     assert f"checkpoint.pt: cannot resume: missing or bad {message}" in err
+
+
+def test_run_on_an_image_over_opencv_limit_is_one_line(tmp_path, capsys):
+    model = tmp_path / "model.pt"
+    config = Config(model=ModelConfig(backbone="tiny", scales=(96,), fc_dims=(16, 16)))
+    save_checkpoint(model, build_detector("spp", config.model, 2), CLASSES, config)
+    giant = png_header_only(tmp_path / "giant.png", 100000, 100000)  # 10^10 > 2^30 pixels
+    args = ["run", "--checkpoint", str(model), str(giant), "--out", str(tmp_path / "out")]
+    assert main([*args, "--set", "data.max_image_pixels=1e12"]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(
+        f"detect run: error: skipped image {giant}: image {giant}: cannot decode"
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import tempfile
 import time
@@ -18,51 +19,54 @@ from detect.errors import DetectError
 
 # A temporary file not modified for this long belongs to a writer that is gone, whatever host.
 STALE_TEMP_SECONDS = 3600.0
+# Temporary files: ``.<target name>.<host>-<pid>.<random>.tmp`` (the writer's tag lets a later
+# process tell a dead writer's file); earlier versions wrote ``.<target name>.<random>.tmp``.
+_TAGGED_TEMP = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9_-]+)-(?P<pid>[0-9]+)\.[a-z0-9_]+\.tmp$")
+_UNTAGGED_TEMP = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+_cleaned_folders: set[tuple[int, str]] = set()  # (pid, folder) already cleaned by this process
 
 
-def _temp_prefix(path: Path) -> str:
-    """``.<name>.`` : what every temporary file of ``path`` starts with (they end in ``.tmp``)."""
-    return f".{path.name}."
+def _host() -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname()) or "host"
 
 
-def _own_temp_tag() -> str:
-    """``<host>-<pid>``: who writes a temporary file, so a later writer can tell a dead one's."""
-    host = "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname())
-    return f"{host or 'host'}-{os.getpid()}"
-
-
-def _writer_is_gone(name: str, prefix: str, age: float) -> bool:
-    """Whether the temporary file ``name`` (``<prefix><host>-<pid>.<random>.tmp``, ``age``
-    seconds since its last change) was left by a writer that no longer runs: one of this host
-    whose process is gone, or any writer after :data:`STALE_TEMP_SECONDS` without a change."""
+def _writer_is_gone(name: str, age: float) -> bool:
+    """Whether the temporary file ``name`` (``age`` seconds since its last change) was left by a
+    writer that no longer runs: a tagged one of this host whose process is gone, or any after
+    :data:`STALE_TEMP_SECONDS` without a change. Files not named like ours are never touched."""
+    tagged = _TAGGED_TEMP.match(name)
+    if not tagged:
+        return bool(_UNTAGGED_TEMP.match(name)) and age > STALE_TEMP_SECONDS
     if age > STALE_TEMP_SECONDS:
         return True
-    tag = name[len(prefix) :].split(".", 1)[0]
-    host, _, pid = tag.rpartition("-")
-    if host != _own_temp_tag().rpartition("-")[0] or not pid.isdigit():
+    if tagged["host"] != _host():
         return False  # another host's writer (a shared folder): only its age tells
     try:
-        os.kill(int(pid), 0)
+        os.kill(int(tagged["pid"]), 0)
     except ProcessLookupError:
         return True
-    except OSError:  # exists, owned by another user
+    except OSError:  # it exists, owned by another user
         return False
     return False
 
 
-def remove_stale_temp_files(path: Path) -> list[Path]:
-    """Remove the temporary files of ``path`` left by interrupted writers (a kill during a save);
-    returns them. Those of writers still running are kept."""
-    prefix, now, removed = _temp_prefix(path), time.time(), []
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Remove the temporary files in ``folder`` that killed writers left (a kill during a save)
+    and return them; those of writers still running are kept. Done once per process and folder
+    (a killed writer is always another process, and listing a cache folder of many thousand
+    entries on every write would cost more than the writes)."""
+    key = (os.getpid(), str(Path(folder).resolve()))
+    if key in _cleaned_folders:
+        return []
+    _cleaned_folders.add(key)
+    now, removed = time.time(), []
     try:
-        candidates = [p for p in path.parent.iterdir() if p.name.startswith(prefix)]
+        candidates = [p for p in Path(folder).iterdir() if p.name.endswith(".tmp")]
     except OSError:
         return removed
     for candidate in candidates:
-        if not candidate.name.endswith(".tmp"):
-            continue
         try:
-            if _writer_is_gone(candidate.name, prefix, now - candidate.stat().st_mtime):
+            if _writer_is_gone(candidate.name, now - candidate.stat().st_mtime):
                 candidate.unlink()
                 removed.append(candidate)
         except FileNotFoundError:  # removed meanwhile by its writer or another cleaner
@@ -75,7 +79,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed over ``path``.
 
     On an exception the temporary file is removed and ``path`` is left untouched. Temporary
-    files of ``path`` left by a killed writer are removed first (:func:`remove_stale_temp_files`).
+    files that killed writers left beside it are removed first (:func:`remove_stale_temp_files`).
     A folder at ``path``, or a file where one of its folders must be, is a :class:`DetectError`.
     """
     path = Path(path)
@@ -86,8 +90,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
     except (FileExistsError, NotADirectoryError) as exc:  # a file where a folder must be
         blocker = next((p for p in path.parents if p.exists()), path.parent)
         raise DetectError(f"cannot write {path}: {blocker} is not a folder") from exc
-    remove_stale_temp_files(path)
-    prefix = f"{_temp_prefix(path)}{_own_temp_tag()}."
+    remove_stale_temp_files(path.parent)
+    prefix = f".{path.name}.{_host()}-{os.getpid()}."
     fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)

@@ -121,24 +121,44 @@ def test_temp_files_of_a_killed_writer_are_removed_on_the_next_write(tmp_path):
     os.utime(old, (time.time() - 7200, time.time() - 7200))
     recent = tmp_path / ".checkpoint.pt.zz81mmqa.tmp"  # untagged but recent: maybe a live writer
     recent.write_bytes(b"x")
-    other = tmp_path / ".other.pt.k2j4xq9a.tmp"  # another target's
+    other = tmp_path / ".other.pt.k2j4xq9a.tmp"  # another target's, old: cleaned as well
     other.write_bytes(b"x")
-    os.utime(other, (time.time() - 7200, time.time() - 7200))
+    mine = tmp_path / ".notes.tmp"  # not named like the project's temporary files: never touched
+    mine.write_bytes(b"x")
+    for path in (other, mine):
+        os.utime(path, (time.time() - 7200, time.time() - 7200))
     atomic_write_text(target, "new")
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == sorted([recent.name, other.name, "checkpoint.pt"])
+    assert names == sorted([recent.name, mine.name, "checkpoint.pt"])
     assert target.read_text() == "new"
 
 
-def test_a_live_writers_temp_file_is_kept(tmp_path):
-    from detect.io import atomic_path
+LIVE_WRITER = """
+import sys, time
+from pathlib import Path
+from detect.io import atomic_path
+with atomic_path(Path(sys.argv[1])) as tmp:
+    tmp.write_bytes(b"in progress")
+    sys.stdin.readline()  # until the test says go on
+"""
 
+
+def test_a_live_writers_temp_file_is_kept(tmp_path):
     target = tmp_path / "cache.npz"
-    with atomic_path(target) as outer:  # this process is still writing it
-        outer.write_bytes(b"in progress")
-        atomic_write_text(target, "inner")
-        assert outer.is_file()
-    assert target.read_bytes() == b"in progress"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-c", LIVE_WRITER, str(target)]
+    writer = subprocess.Popen(command, env=env, stdin=subprocess.PIPE)
+    try:
+        deadline = time.time() + 60
+        while not any(p.name.endswith(".tmp") for p in tmp_path.iterdir()):
+            assert time.time() < deadline and writer.poll() is None
+            time.sleep(0.05)
+        atomic_write_text(target, "mine")  # the other process is still writing it
+        assert len([p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]) == 1
+    finally:
+        writer.communicate(b"go\n", timeout=60)
+    assert writer.returncode == 0 and target.read_bytes() == b"in progress"  # it finished last
+    assert [p.name for p in tmp_path.iterdir()] == ["cache.npz"]
 
 
 def test_ctrl_c_during_the_proposal_stage_says_what_was_kept(data, tmp_path, capsys, monkeypatch):

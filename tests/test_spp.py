@@ -154,3 +154,33 @@ def test_empty_windows_and_bad_levels():
     )
     with pytest.raises(DetectError, match="pyramid_levels"):
         SpatialPyramidPool((0, 2))
+
+
+@pytest.mark.parametrize(
+    ("box", "expected"),
+    [
+        # left offset 6.5, right offset 3.5, worked by hand (map 10 x 20):
+        # x1 = 20: floor(13.5 / 16) + 1 = 1 (with 3.5 it would be 2); x2 = 100: ceil(96.5/16) - 1 = 6
+        ((20, 20, 100, 100), [1, 1, 6, 6]),
+        # tiny: left floor(52.5/16)+1 = 4 > right ceil(57.5/16)-1 = 3; centre 60 - (6.5+3.5)/2 = 55
+        # -> floor(55/16 + 0.5) = 3 (subtracting 3.5 twice would give 4)
+        ((59, 59, 61, 61), [3, 3, 3, 3]),
+    ],
+)
+def test_projection_with_unequal_offsets(box, expected):
+    assert _project(box, offsets=(6.5, 3.5)) == expected
+
+
+def test_projection_centre_in_double_precision():
+    # x1 = 7 * 2^-23, x2 = 16 - 2^-20 (both exact in float32): left 1 > right 0, a tiny box whose
+    # centre 8 - 2^-24 is nearer cell 0 (centre 0) than cell 1 (16) by a hair. In float32 the sum
+    # x1 + x2 rounds to 16 and the box would land in cell 1.
+    x1, x2 = 7 * 2.0**-23, 16 - 2.0**-20
+    assert _project((x1, x1, x2, x2)) == [0, 0, 0, 0]
+
+
+def test_spp_of_a_single_window():
+    features = torch.randn(3, 9, 11, generator=torch.Generator().manual_seed(4))
+    window = torch.tensor([[1, 2, 7, 8]])
+    pooled = SpatialPyramidPool((1, 2, 3, 6))(features, window)
+    assert torch.equal(pooled, _brute_force(features, window, (1, 2, 3, 6)))

@@ -29,6 +29,7 @@ from detect.errors import DetectError
 from detect.evaluation.coco import read_coco_results
 from detect.evaluation.voc_files import comp4_path, read_comp4, write_comp4
 from detect.models import build_detector
+from detect.proposals.sources import items_from_list
 from detect.structures import Detections, read_detections_json, write_detections_json
 from detect.training.checkpoint import save_checkpoint
 
@@ -479,3 +480,15 @@ def test_run_on_an_image_over_opencv_limit_is_one_line(tmp_path, capsys):
     assert main([*args, "--set", "data.max_image_pixels=1e12"]) == 1
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith(f"detect run: error: skipped image {giant}: cannot decode")
+
+
+def test_image_list_not_utf8_or_with_bom(tmp_path, capsys):
+    write_image(tmp_path / "img0.png", np.zeros((20, 30, 3), np.uint8))
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(b"\xef\xbb\xbfimg0.png\n")
+    assert [item.image_id for item in items_from_list(listing)] == ["img0"]
+    listing.write_bytes(b"img0.png\n\xff\n")
+    args = ["proposals", "--data", str(listing), "--out", str(tmp_path / "cache")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "list.txt: not a text file (byte 9 is not UTF-8)" in err

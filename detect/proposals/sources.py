@@ -7,6 +7,7 @@ from pathlib import Path
 
 from detect.config import DataConfig
 from detect.errors import DetectError
+from detect.io import read_text
 from detect.proposals.compute import ImageItem, items_from_dataset
 from detect.structures import DetectionDataset
 
@@ -39,10 +40,7 @@ def items_from_list(list_file: str | Path) -> list[ImageItem]:
     """Image paths one per line (relative to the list's folder; blank lines and ``#`` comments
     ignored); the id is the file stem."""
     list_file = Path(list_file)
-    try:
-        lines = list_file.read_text().splitlines()
-    except OSError as exc:
-        raise DetectError(f"image list {list_file}: cannot read: {exc}") from exc
+    lines = read_text(list_file, "image list").splitlines()
     names = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     if not names:
         raise DetectError(f"image list {list_file}: no image paths")

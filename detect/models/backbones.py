@@ -1,4 +1,5 @@
-"""Convolutional backbones: ZF-5, AlexNet, VGG16 (conv5, no last max-pool) and ``tiny``.
+"""Convolutional backbones: ZF-5 (as released, and a padded variant), AlexNet, VGG16 (conv5, no
+last max-pool) and ``tiny``.
 
 Every backbone is a :class:`Backbone`: ``features`` is an ``nn.Sequential`` (for AlexNet and VGG16
 with the same layer indices as torchvision's ``features``, so torchvision state dicts load into it)
@@ -6,12 +7,12 @@ and ``forward(x (N, 3, H, W)) -> (N, C, h, w)``. Each declares:
 
 * ``stride`` S: the product of all strides (16 for every network here);
 * ``offsets`` ``(left, right)``: the image x (continuous pixels) of the receptive-field centre of
-  feature cell 0, used by the ``"offsets"`` projection mode (cell ``i`` is centred at
-  ``offset + S * i``). Derived from the layer list by :func:`receptive_field`, and proved by a
-  forward pass in ``tests/test_backbones.py``. The ``auto`` projection uses it (released ZF-5:
-  20.5 px, AlexNet 15.5, VGG16 8.0, ``zf5_padded`` and ``tiny`` 0.5).
-* ``out_channels``, ``mean`` / ``std`` (per RGB channel, for inputs in [0, 1]; ImageNet statistics)
-  and ``crop_size``: the R-CNN warp size the network was designed for (224 / 227 / 128 for tiny).
+  feature cell 0 (cell ``i`` is centred at ``offset + S * i``), used by the ``auto`` projection.
+  Derived from the layer list by :func:`receptive_field`, and proved by a forward pass in
+  ``tests/test_backbones.py`` (released ZF-5: 20.5 px, AlexNet 15.5, VGG16 8.0, ``zf5_padded``
+  and ``tiny`` 0.5).
+* ``out_channels``, ``mean`` / ``std`` (per RGB channel, for inputs in [0, 1]; ImageNet
+  statistics, except ``zf5``: Caffe's 0-255 range) and ``crop_size``: the R-CNN warp size the network was designed for (224 / 227 / 128 for tiny).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ post). R-CNN runs the real per-crop forward pass (warp, backbone, image-level SP
 sample of the crops and scales the time up to all proposals; its post-processing time is SPP-net's
 (the same operation on the same number of regions). FLOPs are counted from the modules that ran
 (forward hooks on Conv2d / Linear: 2 FLOPs per multiply-add); a plain matrix multiply measured in
-the same run gives the machine's attainable rate. SPEC.md §9 explains the FLOP-bound ceiling.
+the same run gives the machine's attainable rate. docs/method.md §9 explains the FLOP-bound ceiling.
 """
 
 from __future__ import annotations
@@ -312,7 +312,7 @@ def format_report(report: dict) -> str:
         "",
         "times in seconds per image (conv includes resizing / crop warping); speed-up = R-CNN "
         "total / SPP-net total with the same head; ceiling = FLOP-bound speed-up (R-CNN conv + fc) "
-        "/ (SPP-net conv + fc) over all proposals (SPEC.md §9); windows = distinct windows pooled.",
+        "/ (SPP-net conv + fc) over all proposals (docs/method.md §9); windows = distinct windows pooled.",
         f"R-CNN was timed on a random sample of {report['rcnn_sample']} crops per image "
         f"({report['rcnn_crop_size']}x{report['rcnn_crop_size']}, batches of "
         f"{report['rcnn_batch']}) and scaled up to all proposals; its post-processing time is "

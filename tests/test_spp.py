@@ -1,4 +1,4 @@
-"""Projection (SPEC.md §3) and spatial pyramid pooling (SPEC.md §2) against brute force."""
+"""Projection (docs/method.md §3) and spatial pyramid pooling (docs/method.md §2) against brute force."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Bounding-box regression by ridge regression on pooled features (SPEC.md §6, R-CNN's recipe).
+"""Bounding-box regression by ridge regression on pooled features (docs/method.md §6, R-CNN's recipe).
 
 Per class, the training rows are the regions (proposals and ground-truth boxes) whose best IoU
 with a ground truth of that class is at least ``min_iou``; the targets are

@@ -1,4 +1,4 @@
-"""Fine-tuning of a :class:`detect.models.Detector` (SPEC.md §6).
+"""Fine-tuning of a :class:`detect.models.Detector` (docs/method.md §6).
 
 Modes (``finetune.mode``):
 

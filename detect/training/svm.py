@@ -1,4 +1,4 @@
-"""One-vs-rest linear SVMs with hard-negative mining (SPEC.md §6, R-CNN's recipe).
+"""One-vs-rest linear SVMs with hard-negative mining (docs/method.md §6, R-CNN's recipe).
 
 Per class: positives are the ground-truth boxes, negatives the pool rows (ground-truth boxes of
 other classes and proposals) with IoU < ``neg_iou`` to every ground truth of that class. Features are scaled so their mean L2 norm is

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from detect.errors import DetectError
-from detect.io import read_text
+from detect.files import read_text
 
 
 @dataclass(frozen=True)
@@ -354,6 +354,6 @@ def dump_config(config: Config) -> str:
 
 def save_config(config: Config, path: str | Path) -> None:
     """Write the merged config as YAML (atomically)."""
-    from detect.io import atomic_write_text
+    from detect.files import atomic_write_text
 
     atomic_write_text(Path(path), dump_config(config))

@@ -17,7 +17,7 @@ import torch
 
 from detect.config import Config, load_config, save_config
 from detect.errors import DetectError
-from detect.io import atomic_write_text
+from detect.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from detect.data.images import read_image
 from detect.data.names import check_name
 from detect.errors import DetectError
 from detect.evaluation.voc_ap import METRICS as VOC_METRICS
-from detect.io import atomic_write_text
+from detect.files import atomic_write_text
 from detect.structures import Detections, write_detections_json
 
 METRICS = (*VOC_METRICS, "coco")

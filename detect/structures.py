@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from detect.errors import DetectError
-from detect.io import atomic_write_text, read_json
+from detect.files import atomic_write_text, read_json
 
 BACKGROUND = "__background__"
 

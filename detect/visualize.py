@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from detect.errors import DetectError
-from detect.io import atomic_path
+from detect.files import atomic_path
 from detect.structures import Annotation, Detections
 
 # Distinct, saturated RGB colours (Tableau 10 and its light variants), one per class index.

@@ -16,7 +16,7 @@ import yaml
 from _train_data import make_tiny_voc, tiny_config_dict
 
 from detect.cli import main
-from detect.io import atomic_write_text
+from detect.files import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -101,7 +101,7 @@ def test_a_damaged_checkpoint_is_refused_naming_the_file(finished_run, data, tmp
 KILLED_WRITER = """
 import os, signal, sys
 from pathlib import Path
-from detect.io import atomic_path
+from detect.files import atomic_path
 with atomic_path(Path(sys.argv[1])) as tmp:
     tmp.write_bytes(b"half a checkpoint" * 256)
     os.kill(os.getpid(), signal.SIGKILL)
@@ -136,7 +136,7 @@ def test_temp_files_of_a_killed_writer_are_removed_on_the_next_write(tmp_path):
 LIVE_WRITER = """
 import sys, time
 from pathlib import Path
-from detect.io import atomic_path
+from detect.files import atomic_path
 with atomic_path(Path(sys.argv[1])) as tmp:
     tmp.write_bytes(b"in progress")
     sys.stdin.readline()  # until the test says go on

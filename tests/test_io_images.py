@@ -7,7 +7,7 @@ import pytest
 
 from detect.data.images import read_image, write_image
 from detect.errors import DetectError
-from detect.io import atomic_path, atomic_write_text
+from detect.files import atomic_path, atomic_write_text
 
 
 def test_atomic_write_leaves_old_file_on_failure(tmp_path):
@@ -98,7 +98,7 @@ def test_read_text_json_and_torch_files_name_the_file(tmp_path):
 
     import torch
 
-    from detect.io import load_torch_file, read_json, read_text
+    from detect.files import load_torch_file, read_json, read_text
 
     binary = tmp_path / "binary.bin"
     binary.write_bytes(bytes(range(256)))

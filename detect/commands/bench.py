@@ -59,7 +59,7 @@ def run(args) -> int:
     from detect.bench import check_bench_config, format_report, run_bench
     from detect.config import load_config
     from detect.data.images import read_image
-    from detect.io import atomic_write_text
+    from detect.files import atomic_write_text
     from detect.models import build_detector
     from detect.models.detector import check_model_config
 

@@ -69,8 +69,8 @@ def collect_images(arguments: list[str]):
 
 def run(args) -> int:
     from detect.data.images import read_image, write_image
+    from detect.files import atomic_write_text
     from detect.inference import detect_image
-    from detect.io import atomic_write_text
     from detect.proposals import ProposalCache, image_proposals
     from detect.training.checkpoint import load_checkpoint
     from detect.visualize import draw_detections

@@ -20,7 +20,7 @@ from detect.evaluate import METRICS
 from detect.evaluation.coco import STAT_NAMES, evaluate_coco, read_coco_results
 from detect.evaluation.voc_ap import evaluate_voc
 from detect.evaluation.voc_files import read_comp4
-from detect.io import atomic_write_text, read_json
+from detect.files import atomic_write_text, read_json
 from detect.ops.boxes import xyxy_from_xywh
 from detect.structures import DETECTIONS_FORMAT, DetectionDataset, Detections, read_detections_json
 

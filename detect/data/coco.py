@@ -20,7 +20,7 @@ from detect.config import DataConfig
 from detect.data.boxcheck import BoxProblems, check_box
 from detect.data.coco_schema import check_instances
 from detect.errors import DetectError
-from detect.io import read_json
+from detect.files import read_json
 from detect.ops.boxes import xyxy_from_xywh
 from detect.structures import Annotation, DetectionDataset
 

@@ -38,7 +38,7 @@ from tqdm import tqdm
 from detect.data.images import write_image
 from detect.data.voc import write_voc_dataset
 from detect.errors import DetectError
-from detect.io import atomic_write_text
+from detect.files import atomic_write_text
 from detect.structures import Annotation
 
 log = logging.getLogger(__name__)

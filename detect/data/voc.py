@@ -23,7 +23,7 @@ from detect.data.boxcheck import BoxProblems, check_box
 from detect.data.images import DEFAULT_MAX_IMAGE_PIXELS, read_image
 from detect.data.names import check_class_names, check_name
 from detect.errors import DetectError
-from detect.io import atomic_write_text, read_text
+from detect.files import atomic_write_text, read_text
 from detect.ops.boxes import voc_from_xyxy, xyxy_from_voc
 from detect.structures import Annotation, DetectionDataset
 

@@ -20,7 +20,7 @@ from pycocotools.cocoeval import COCOeval
 
 from detect.data.coco import coco_categories, load_coco
 from detect.errors import DetectError
-from detect.io import atomic_write_text, read_json
+from detect.files import atomic_write_text, read_json
 from detect.ops.boxes import xywh_from_xyxy
 from detect.structures import DetectionDataset, Detections, is_finite_number
 

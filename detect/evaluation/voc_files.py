@@ -16,7 +16,7 @@ import torch
 
 from detect.data.names import check_name
 from detect.errors import DetectError
-from detect.io import atomic_write_text, read_text
+from detect.files import atomic_write_text, read_text
 from detect.ops.boxes import voc_from_xyxy, xyxy_from_voc
 from detect.structures import Detections
 

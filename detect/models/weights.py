@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from detect.errors import DetectError
-from detect.io import load_torch_file
+from detect.files import load_torch_file
 from detect.models.backbones import Backbone, build_backbone
 
 # torchvision's ImageNet checkpoints for the backbones that have one (same ``features.*`` keys).

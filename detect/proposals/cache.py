@@ -37,7 +37,7 @@ from torch import Tensor
 from detect.config import ProposalConfig
 from detect.data.images import header_size
 from detect.errors import DetectError
-from detect.io import atomic_path
+from detect.files import atomic_path
 from detect.proposals.search import check_search_params
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ import torch
 from torch import Tensor
 
 from detect.errors import DetectError
-from detect.io import atomic_path, atomic_write_text
-from detect.io import read_json as read_json_file
+from detect.files import atomic_path, atomic_write_text
+from detect.files import read_json as read_json_file
 from detect.ops.boxes import clip_boxes, voc_from_xyxy, xyxy_from_voc
 from detect.structures import DetectionDataset
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from detect.config import DataConfig
 from detect.errors import DetectError
-from detect.io import read_text
+from detect.files import read_text
 from detect.proposals.compute import ImageItem, items_from_dataset
 from detect.structures import DetectionDataset
 

@@ -14,7 +14,7 @@ Contents (a dict; loadable with ``torch.load(weights_only=True)``)::
     optimizer, rng, log   resume state (optimizer state dict, torch/numpy/python RNG states,
                   the CSV log rows and the partial interval sums so far)
 
-Written atomically (:func:`detect.io.atomic_torch_save`), so an interrupted write never replaces
+Written atomically (:func:`detect.files.atomic_torch_save`), so an interrupted write never replaces
 the last good checkpoint.
 """
 
@@ -32,7 +32,7 @@ import torch
 from detect import __version__
 from detect.config import Config, apply_overrides, config_to_dict
 from detect.errors import DetectError
-from detect.io import atomic_torch_save, load_torch_file
+from detect.files import atomic_torch_save, load_torch_file
 
 CHECKPOINT_FORMAT = "detect-checkpoint-v1"
 

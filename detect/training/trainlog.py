@@ -9,7 +9,7 @@ import csv
 import io
 from pathlib import Path
 
-from detect.io import atomic_write_text
+from detect.files import atomic_write_text
 
 LOG_FIELDS = ("iteration", "loss", "cls_loss", "bbox_loss", "lr")
 

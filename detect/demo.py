@@ -127,7 +127,7 @@ def _train_and_evaluate(
     max_images: int | None = None,
 ):
     """Train (or reuse) one detector, then evaluate it on the test split (``out_dir/eval``)."""
-    from detect.evaluate import evaluate_checkpoint
+    from detect.evaluation.checkpoint_eval import evaluate_checkpoint
 
     run = stages.run(f"train {name}", _train, cfg, out_dir, method)
     evaluation = stages.run(

@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from detect.commands import add_override_argument
-from detect.evaluate import METRICS
+from detect.evaluation.checkpoint_eval import METRICS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from detect.evaluate import evaluate_checkpoint, format_eval_table
+    from detect.evaluation.checkpoint_eval import evaluate_checkpoint, format_eval_table
 
     result = evaluate_checkpoint(
         args.checkpoint,

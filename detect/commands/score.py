@@ -16,7 +16,7 @@ from pathlib import Path
 from detect.data.coco import coco_categories, load_coco, read_coco_dataset
 from detect.data.voc import read_voc_dataset
 from detect.errors import DetectError
-from detect.evaluate import METRICS
+from detect.evaluation.checkpoint_eval import METRICS
 from detect.evaluation.coco import STAT_NAMES, evaluate_coco, read_coco_results
 from detect.evaluation.voc_ap import evaluate_voc
 from detect.evaluation.voc_files import read_comp4

@@ -29,11 +29,32 @@ COMMANDS = {
 }
 
 
+# What ``detect --help`` shows above and below the list of commands.
+DESCRIPTION = """\
+Detect objects in images with SPP-net: convolutional features are computed once per image and
+every region proposal is pooled from them by a spatial pyramid. The R-CNN baseline, which runs
+the network on every warped crop, is trained and timed beside it with the same model."""
+EPILOG = """\
+examples:
+  detect demo                     train, evaluate, draw and time both on built-in data
+  detect train --config my.yaml --data data/mine --out runs/mine
+  detect run --checkpoint runs/mine/checkpoint.pt photo.jpg --out found
+
+'detect COMMAND --help' lists a command's options. --config takes a YAML file or the name of a
+config shipped with detect (e.g. --config demo). The README describes the data layouts, the
+configs and every output file."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="detect", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="detect",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"detect {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(title="commands", dest="command", required=True, metavar="COMMAND")
     for name, help_text in COMMANDS.items():
         module = importlib.import_module(f"detect.commands.{name}")
         command_parser = sub.add_parser(name, help=help_text, description=help_text)

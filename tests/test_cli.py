@@ -1,8 +1,11 @@
-"""`detect` dispatch: user errors and environment errors end in one line and exit status 2."""
+"""`detect`: user help; user and environment errors end in one line and exit status 2."""
 
 import errno
+import re
 
-from detect.cli import main
+import pytest
+
+from detect.cli import COMMANDS, main
 
 
 def test_os_error_is_one_line_naming_the_file(monkeypatch, capsys):
@@ -23,3 +26,17 @@ def test_output_folder_below_a_file(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("detect synth: error: ") and "a_file" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_help_is_user_help(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    assert "Detect objects in images with SPP-net" in text
+    for name, help_text in COMMANDS.items():  # every command with its one line
+        assert re.search(rf"^\s+{name}\s+{re.escape(help_text.split()[0])}", text, re.M)
+    assert "examples:\n  detect demo" in text
+    assert "README" in text
+    for developer_word in ("dispatch", "detect/", "detect.commands", ".py", "DetectError"):
+        assert developer_word not in text

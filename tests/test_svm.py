@@ -12,15 +12,9 @@ from sklearn.svm import LinearSVC
 import detect.training.svm as svm_module
 from detect.config import SVMConfig
 from detect.models.heads import HeadOutput
+from detect.models.scoring import SVMModel, SVMScorer
 from detect.training.features import RegionFeatures
-from detect.training.svm import (
-    MiningResult,
-    SVMModel,
-    SVMScorer,
-    feature_scale,
-    train_svms,
-    train_with_mining,
-)
+from detect.training.svm import MiningResult, feature_scale, train_svms, train_with_mining
 
 
 def planted_problem(seed: int = 0):
@@ -90,7 +84,10 @@ def test_svm_scorer_uses_the_configured_feature_and_scale():
     scores, deltas = SVMScorer(pool_model, deltas_from=lambda o: o.pooled)(out)
     assert torch.allclose(scores, torch.sigmoid(torch.tensor([[5.0, -5.0]])))
     assert deltas.tolist() == [[5.0, 5.0]]
-    assert SVMModel.from_state_dict(model.state_dict()).scores(out.fc7).tolist() == [[2.5, -6.0]]
+    restored = SVMModel.from_state_dict(model.state_dict())
+    assert restored.scores(out.fc7).tolist() == [[2.5, -6.0]]
+    # The restored model still scores fc7 (not the pooled features) through the scorer.
+    assert torch.allclose(SVMScorer(restored)(out)[0], torch.sigmoid(torch.tensor([[2.5, -6.0]])))
 
 
 def test_train_svms_per_class_negatives_by_iou():

@@ -156,8 +156,8 @@ def rcnn_config(cfg: Config, spp_checkpoint: Path) -> Config:
 def _bench(cfg: Config, checkpoint: Path, dataset, proposals: dict, out_dir: Path) -> dict:
     """Time SPP-net against R-CNN on the first ``demo.bench_images`` images of ``dataset``."""
     from detect.bench import format_report, run_bench
+    from detect.checkpoints import load_checkpoint
     from detect.data.images import read_image
-    from detect.training.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(checkpoint)
     annotations = dataset.annotations[: cfg.demo.bench_images]

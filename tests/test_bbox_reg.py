@@ -9,8 +9,9 @@ import torch
 from detect.config import BBoxRegConfig, ModelConfig
 from detect.data.images import write_image
 from detect.models.heads import HeadOutput
+from detect.models.scoring import RidgeRegressor, RidgeScorer
 from detect.structures import Annotation, DetectionDataset
-from detect.training.bbox_reg import RidgeRegressor, RidgeScorer, fit_ridge, train_ridge
+from detect.training.bbox_reg import fit_ridge, train_ridge
 from detect.training.features import extract_region_features
 
 

@@ -10,19 +10,18 @@ import torch.nn.functional as F
 from _train_data import tiny_config
 
 from detect import __version__
+from detect.checkpoints import load_checkpoint, read_checkpoint
 from detect.config import config_to_dict
 from detect.errors import DetectError
-from detect.inference import SoftmaxScorer
 from detect.models import build_detector
-from detect.training.bbox_reg import RidgeRegressor, RidgeScorer
-from detect.training.checkpoint import (
-    capture_rng_state,
-    load_checkpoint,
-    read_checkpoint,
-    restore_rng_state,
-    save_checkpoint,
+from detect.models.scoring import (
+    RidgeRegressor,
+    RidgeScorer,
+    SoftmaxScorer,
+    SVMModel,
+    SVMScorer,
 )
-from detect.training.svm import SVMModel, SVMScorer
+from detect.training.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
 
 CLASSES = ("red", "blue")
 

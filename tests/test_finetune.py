@@ -11,6 +11,7 @@ import pytest
 import torch
 from _train_data import make_tiny_voc, tiny_config
 
+from detect.checkpoints import load_checkpoint, read_checkpoint
 from detect.config import FinetuneConfig
 from detect.data import load_dataset
 from detect.data.images import read_image
@@ -18,7 +19,6 @@ from detect.errors import DetectError
 from detect.models import build_detector
 from detect.proposals import load_or_compute_proposals
 from detect.training import train
-from detect.training.checkpoint import load_checkpoint, read_checkpoint
 from detect.training.finetune import image_order, learning_rate
 
 

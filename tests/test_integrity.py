@@ -223,9 +223,9 @@ def test_a_diverged_run_keeps_only_finite_weights_that_gave_a_good_loss(
 
     import torch
 
+    from detect.checkpoints import read_checkpoint
     from detect.config import config_from_dict
     from detect.models import build_detector
-    from detect.training.checkpoint import read_checkpoint
 
     values = tiny_config_dict(
         data, iterations=30, lr=1e6, lr_steps=[], checkpoint_every=checkpoint_every
@@ -297,7 +297,7 @@ def test_run_and_eval_write_nothing_outside_out(finished_run, data, tmp_path, mo
 def test_a_saved_relative_path_keeps_its_meaning(data, tmp_path, monkeypatch, caplog):
     import logging
 
-    from detect.training.checkpoint import read_checkpoint
+    from detect.checkpoints import read_checkpoint
 
     values = tiny_config_dict(data, iterations=1)
     values["data"]["root"] = "voc"  # relative to the folder training starts in

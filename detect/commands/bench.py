@@ -70,7 +70,7 @@ def run(args) -> int:
     config = load_config(args.config, args.overrides)
     scorer = None
     if args.checkpoint:
-        from detect.training.checkpoint import load_checkpoint
+        from detect.checkpoints import load_checkpoint
 
         # The checkpoint's model and test sections, with the --set changes to them; the full
         # head (run_bench adds the SVD rows itself, at model.svd_ranks or bench.svd_ranks).

@@ -68,11 +68,11 @@ def collect_images(arguments: list[str]):
 
 
 def run(args) -> int:
+    from detect.checkpoints import load_checkpoint
     from detect.data.images import read_image, write_image
     from detect.files import atomic_write_text
     from detect.inference import detect_image
     from detect.proposals import ProposalCache, image_proposals
-    from detect.training.checkpoint import load_checkpoint
     from detect.visualize import draw_detections
 
     # load_checkpoint applies the test-time SVD of model.svd_ranks (forced to 1024/256 by --svd)

@@ -96,11 +96,11 @@ def evaluate_checkpoint(
         proposal_cache: the proposal cache folder; default ``out_dir/proposals`` (never the
             saved ``proposals.cache_dir``: nothing is written outside ``out_dir`` unless asked).
     """
+    from detect.checkpoints import load_checkpoint
     from detect.config_paths import warn_relative_paths
     from detect.data import load_dataset
     from detect.inference import detect_image
     from detect.proposals import load_or_compute_proposals
-    from detect.training.checkpoint import load_checkpoint
 
     if metric not in METRICS:
         raise DetectError(f"--metric: expected one of {list(METRICS)}, got {metric!r}")

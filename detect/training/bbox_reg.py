@@ -10,12 +10,12 @@ not the intercept.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from detect.config import BBoxRegConfig
+from detect.models.scoring import RidgeRegressor
 from detect.training.features import RegionFeatures
 from detect.training.svm import feature_scale
 
@@ -42,30 +42,6 @@ def fit_ridge(x: Tensor, y: Tensor, lam: float) -> tuple[Tensor, Tensor]:
     return w.float(), b.float()
 
 
-@dataclass
-class RidgeRegressor:
-    """Per-class linear regressors: deltas of class k = ``(pooled * scale) @ weight[k] + bias[k]``.
-
-    ``weight (K, D, 4)``, ``bias (K, 4)``; a class without training rows has zeros (no shift).
-    """
-
-    scale: float
-    weight: Tensor
-    bias: Tensor
-
-    def __call__(self, out) -> Tensor:
-        """``(R, 4K)`` deltas from a :class:`detect.models.HeadOutput`'s ``pooled`` features."""
-        deltas = torch.einsum("rd,kdt->rkt", out.pooled.float() * self.scale, self.weight)
-        return (deltas + self.bias).reshape(out.pooled.shape[0], -1)
-
-    def state_dict(self) -> dict:
-        return {"scale": self.scale, "weight": self.weight, "bias": self.bias}
-
-    @classmethod
-    def from_state_dict(cls, state: dict) -> RidgeRegressor:
-        return cls(float(state["scale"]), state["weight"], state["bias"])
-
-
 def train_ridge(features: RegionFeatures, num_classes: int, cfg: BBoxRegConfig) -> RidgeRegressor:
     """Fit one ridge regressor per class on ``features.reg_*`` (rows with IoU >= min_iou)."""
     scale = feature_scale(features.reg_features.numpy(), cfg.feature_norm)
@@ -83,15 +59,3 @@ def train_ridge(features: RegionFeatures, num_classes: int, cfg: BBoxRegConfig) 
             features.reg_features[rows] * scale, features.reg_targets[rows], cfg.ridge_lambda
         )
     return RidgeRegressor(scale, weight, bias)
-
-
-class RidgeScorer:
-    """:class:`detect.inference.RegionScorer` taking scores from ``base`` and deltas from ridge."""
-
-    def __init__(self, base, ridge: RidgeRegressor) -> None:
-        self.base = base
-        self.ridge = ridge
-
-    def __call__(self, out) -> tuple[Tensor, Tensor]:
-        scores, _ = self.base(out)
-        return scores, self.ridge(out)

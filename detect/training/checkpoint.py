@@ -1,28 +1,14 @@
-"""Checkpoints: one ``torch.save`` file holding everything needed to use or resume a model.
+"""Writing checkpoints, and the resume state they carry (RNG states).
 
-Contents (a dict; loadable with ``torch.load(weights_only=True)``)::
-
-    format        "detect-checkpoint-v1"
-    version       detect.__version__ that wrote it
-    method        "spp" | "rcnn"
-    class_names   [K names], no background
-    config        merged config (detect.config.config_to_dict)
-    model         Detector state dict
-    stage         "finetune" (in progress or finished) | "done"
-    iteration     fine-tuning iterations completed
-    svm / ridge   SVM and ridge parameters when trained (see svm.SVMModel / bbox_reg.RidgeRegressor)
-    optimizer, rng, log   resume state (optimizer state dict, torch/numpy/python RNG states,
-                  the CSV log rows and the partial interval sums so far)
-
-Written atomically (:func:`detect.files.atomic_torch_save`), so an interrupted write never replaces
-the last good checkpoint.
+A checkpoint is one ``torch.save`` file holding everything needed to use or resume a model; its
+contents are listed in :mod:`detect.checkpoints`, which reads it. Written atomically
+(:func:`detect.files.atomic_torch_save`), so an interrupted write never replaces the last good
+checkpoint.
 """
 
 from __future__ import annotations
 
-import copy
 import random
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +16,10 @@ import numpy as np
 import torch
 
 from detect import __version__
-from detect.config import Config, apply_overrides, config_to_dict
+from detect.checkpoints import CHECKPOINT_FORMAT
+from detect.config import Config, config_to_dict
 from detect.errors import DetectError
-from detect.files import atomic_torch_save, load_torch_file
-
-CHECKPOINT_FORMAT = "detect-checkpoint-v1"
+from detect.files import atomic_torch_save
 
 
 def save_checkpoint(
@@ -44,7 +29,7 @@ def save_checkpoint(
     config: Config,
     extras: dict[str, Any] | None = None,
 ) -> None:
-    """Write ``model`` (a Detector) with its class names, config and ``extras`` atomically.
+    """Write ``model`` (a :class:`detect.models.DetectionModel`) with its class names, config and ``extras`` atomically.
     A ``model`` entry of ``extras`` (a state dict copied earlier) replaces the current weights."""
     payload = {
         "format": CHECKPOINT_FORMAT,
@@ -56,42 +41,6 @@ def save_checkpoint(
         **(extras or {}),
     }
     atomic_torch_save(payload, Path(path))
-
-
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The raw checkpoint dict, with a clear error for missing or foreign files."""
-    path = Path(path)
-    payload = load_torch_file(path, "checkpoint")
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise DetectError(f"checkpoint {path}: not a {CHECKPOINT_FORMAT} file")
-    check_payload_keys(payload, path)
-    return payload
-
-
-def check_payload_keys(payload: dict[str, Any], path: str | Path) -> None:
-    """Raise :class:`DetectError` naming the file and the key when a checkpoint dict lacks a key
-    every use needs (``method``, ``class_names``, ``config`` with its ``model`` section and
-    backbone, ``model`` weights) or holds a value of the wrong type there."""
-    from detect.data.names import check_class_names
-
-    config = payload.get("config")
-    model_section = config.get("model") if isinstance(config, dict) else None
-    required = (
-        ("method", payload.get("method") in ("spp", "rcnn"), "'spp' or 'rcnn'"),
-        ("class_names", isinstance(payload.get("class_names"), list), "a list of class names"),
-        ("config", isinstance(config, dict), "the run's config"),
-        ("config.model", isinstance(model_section, dict), "the model section"),
-        (
-            "config.model.backbone",
-            isinstance(model_section, dict) and isinstance(model_section.get("backbone"), str),
-            "a backbone name",
-        ),
-        ("model", isinstance(payload.get("model"), dict), "the model weights"),
-    )
-    for key, ok, expected in required:
-        if not ok:
-            raise DetectError(f"checkpoint {path}: missing or bad {key!r} (expected {expected})")
-    check_class_names(payload["class_names"], f"checkpoint {path}: class_names")
 
 
 def check_resume_keys(payload: dict[str, Any], path: str | Path) -> None:
@@ -117,114 +66,6 @@ def check_resume_keys(payload: dict[str, Any], path: str | Path) -> None:
             raise DetectError(
                 f"checkpoint {path}: cannot resume: missing or bad {key!r} (expected {expected})"
             )
-
-
-def check_compatible(
-    payload: dict[str, Any],
-    path: str | Path,
-    expected_classes: tuple[str, ...] | list[str] | None = None,
-    expected_backbone: str | None = None,
-) -> None:
-    """Raise :class:`DetectError` naming the file and both values when classes or backbone differ."""
-    classes = list(payload["class_names"])
-    if expected_classes is not None and classes != list(expected_classes):
-        raise DetectError(
-            f"checkpoint {path}: trained for classes {classes}, but the data/config has "
-            f"{list(expected_classes)}"
-        )
-    backbone = payload["config"]["model"]["backbone"]
-    if expected_backbone is not None and backbone != expected_backbone:
-        raise DetectError(
-            f"checkpoint {path}: backbone is {backbone!r}, but the config asks for "
-            f"{expected_backbone!r}"
-        )
-
-
-def load_weights(model: torch.nn.Module, state: dict[str, Any], path: str | Path) -> None:
-    """Load a state dict into ``model``; a mismatch is a :class:`DetectError`, not a traceback."""
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0:3]
-        raise DetectError(
-            f"checkpoint {path}: weights do not fit this model ({' '.join(first)})"
-        ) from exc
-
-
-@dataclass
-class LoadedCheckpoint:
-    """A ready-to-run model (eval mode) with its classes, config and region scorer."""
-
-    model: torch.nn.Module
-    class_names: tuple[str, ...]
-    config: Config
-    scorer: Any  # detect.inference.RegionScorer
-    method: str
-    payload: dict[str, Any]
-
-
-def build_scorer(payload: dict[str, Any], config: Config, path: str | Path = "checkpoint"):
-    """The RegionScorer selected by ``config.test.classifier`` and ``config.bbox_reg.method``.
-
-    ``softmax`` uses the network's classifier, ``svm`` the checkpoint's SVMs; deltas come from the
-    ridge regressor when ``bbox_reg.method == "ridge"`` and the checkpoint has one, else from the
-    learned layer.
-    """
-    from detect.inference import SoftmaxScorer
-    from detect.training.bbox_reg import RidgeRegressor, RidgeScorer
-    from detect.training.svm import SVMModel, SVMScorer
-
-    ridge = None
-    if config.bbox_reg.method == "ridge" and payload.get("ridge") is not None:
-        ridge = RidgeRegressor.from_state_dict(payload["ridge"])
-    classifier = config.test.classifier
-    if classifier == "svm":
-        if payload.get("svm") is None:
-            raise DetectError(
-                f"checkpoint {path}: test.classifier is 'svm' but the checkpoint has no SVMs "
-                "(train with svm.enabled: true)"
-            )
-        return SVMScorer(SVMModel.from_state_dict(payload["svm"]), deltas_from=ridge)
-    if classifier != "softmax":
-        raise DetectError(f"config: test.classifier must be softmax or svm, got {classifier!r}")
-    return RidgeScorer(SoftmaxScorer(), ridge) if ridge is not None else SoftmaxScorer()
-
-
-def load_checkpoint(
-    path: str | Path,
-    expected_classes: tuple[str, ...] | list[str] | None = None,
-    method: str | None = None,
-    overrides: list[str] | None = None,
-    expected_backbone: str | None = None,
-) -> LoadedCheckpoint:
-    """Rebuild the detector saved in ``path`` (eval mode, SVD-compressed per the config) and its
-    scorer, ready for :func:`detect.inference.detect_image`.
-
-    Args:
-        expected_classes: when given, a checkpoint for other classes is a :class:`DetectError`.
-        method: ``"spp"`` or ``"rcnn"`` to run the saved weights through the other forward path
-            (same backbone and head); default the checkpoint's own method.
-        overrides: ``section.key=value`` changes to the saved config (e.g. ``test.classifier=svm``).
-        expected_backbone: when given, a checkpoint of another backbone is a :class:`DetectError`.
-    """
-    from detect.inference import check_test_config
-    from detect.models import build_detector
-
-    payload = read_checkpoint(path)
-    check_compatible(payload, path, expected_classes, expected_backbone)
-    values = copy.deepcopy(payload["config"])
-    config = apply_overrides(values, list(overrides or []), f"checkpoint {path} config")
-    class_names = tuple(payload["class_names"])
-    method = method or payload["method"]
-    # The checkpoint's weights replace the backbone's, so the initial weights the run started
-    # from (weights: imagenet or a file, perhaps absent on this machine) are not read.
-    model = build_detector(method, replace(config.model, weights="none"), len(class_names))
-    load_weights(model, payload["model"], path)
-    model.compress_svd()  # test-time truncated SVD of fc6/fc7 when model.svd_ranks is set
-    model.eval()
-    check_test_config(config.test)
-    scorer = build_scorer(payload, config, path)
-    return LoadedCheckpoint(model, class_names, config, scorer, method, payload)
 
 
 def capture_rng_state() -> dict[str, Any]:

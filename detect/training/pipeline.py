@@ -19,18 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from detect.checkpoints import check_compatible, load_weights, read_checkpoint
 from detect.config import Config, check_values, config_to_dict, save_config
 from detect.config_paths import absolute_path_values, with_absolute_paths
 from detect.errors import DetectError, Interrupted
 from detect.models.detector import check_model_config
 from detect.structures import DetectionDataset
-from detect.training.checkpoint import (
-    check_compatible,
-    check_resume_keys,
-    load_weights,
-    read_checkpoint,
-    save_checkpoint,
-)
+from detect.training.checkpoint import check_resume_keys, save_checkpoint
 from detect.training.finetune import MODES, finetune
 from detect.training.sampling import SCALE_DRAWS
 

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.svm import LinearSVC
-from torch import Tensor
 from tqdm import tqdm
 
 from detect.config import SVMConfig
 from detect.errors import DetectError
+from detect.models.scoring import SVMModel
 from detect.training.features import RegionFeatures
 
 log = logging.getLogger(__name__)
@@ -96,32 +96,6 @@ def train_with_mining(
     return MiningResult(weight, bias, active, history)
 
 
-@dataclass
-class SVMModel:
-    """All classes' SVMs: ``weight (K, D)``, ``bias (K,)`` applied to ``features * scale``."""
-
-    feature: str
-    scale: float
-    weight: Tensor
-    bias: Tensor
-
-    def scores(self, features: Tensor) -> Tensor:
-        """``(R, K)`` SVM scores of raw features ``(R, D)``."""
-        return (features.float() * self.scale) @ self.weight.T + self.bias
-
-    def state_dict(self) -> dict:
-        return {
-            "feature": self.feature,
-            "scale": self.scale,
-            "weight": self.weight,
-            "bias": self.bias,
-        }
-
-    @classmethod
-    def from_state_dict(cls, state: dict) -> SVMModel:
-        return cls(state["feature"], float(state["scale"]), state["weight"], state["bias"])
-
-
 def train_svms(features: RegionFeatures, num_classes: int, cfg: SVMConfig, seed: int) -> SVMModel:
     """Train the ``num_classes`` one-vs-rest SVMs on features extracted from the training set.
 
@@ -147,22 +121,3 @@ def train_svms(features: RegionFeatures, num_classes: int, cfg: SVMConfig, seed:
     return SVMModel(
         cfg.feature, scale, torch.stack(weights), torch.tensor(biases, dtype=torch.float32)
     )
-
-
-class SVMScorer:
-    """:class:`detect.inference.RegionScorer` from SVM scores on ``out.fc7`` or ``out.pooled``.
-
-    Scores are ``sigmoid(margin)``: a monotone map, so rankings and AP are those of the raw SVM
-    margins, while ``test.score_threshold`` keeps one meaning for both classifiers (the default
-    0.05 keeps margins above -2.94; R-CNN's SVMs score true objects around -1..1). Deltas come from ``deltas_from`` (a callable ``HeadOutput -> (R, 4K)``, e.g. the ridge
-    regressor) or, when None, from the learned layer (``out.bbox_deltas[:, 4:]``).
-    """
-
-    def __init__(self, svm: SVMModel, deltas_from=None) -> None:
-        self.svm = svm
-        self.deltas_from = deltas_from
-
-    def __call__(self, out) -> tuple[Tensor, Tensor]:
-        features = out.fc7 if self.svm.feature == "fc7" else out.pooled
-        deltas = self.deltas_from(out) if self.deltas_from else out.bbox_deltas[:, 4:]
-        return torch.sigmoid(self.svm.scores(features)), deltas

@@ -36,7 +36,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 bench: $(STAMP)
-	$(BIN)/detect bench --config configs/zf5_bench.yaml --svd --json runs/bench.json
+	$(BIN)/detect bench --config zf5_bench --svd --json runs/bench.json
 
 clean:
 	rm -rf runs/demo .pytest_cache

@@ -1,7 +1,8 @@
 """Experiment configuration: frozen dataclasses loaded from YAML.
 
 Defaults are the paper's settings (docs/departures.md lists where the project differs); a YAML
-file under ``configs/`` overrides any subset. An unknown or misspelt key is an error listing the
+file (or a config shipped in ``detect/configs/``, by name: :mod:`detect.shipped_configs`)
+overrides any subset. An unknown or misspelt key is an error listing the
 valid keys. The merged config is written next to every checkpoint and result (:func:`save_config`)
 so a run can be reproduced.
 """
@@ -20,6 +21,7 @@ import yaml
 
 from detect.errors import DetectError
 from detect.files import read_text
+from detect.shipped_configs import resolve_config_path
 
 
 @dataclass(frozen=True)
@@ -315,11 +317,12 @@ def apply_overrides(values: dict, overrides: list[str], source: str) -> Config:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML config (defaults when ``path`` is None) and apply ``section.key=value`` overrides."""
+    """Load a YAML config (defaults when ``path`` is None; a shipped config's name such as
+    ``"demo"`` when no such file exists) and apply ``section.key=value`` overrides."""
     values: dict = {}
     source = "defaults"
     if path is not None:
-        path = Path(path)
+        path = resolve_config_path(path)
         source = str(path)
         text = read_text(path, "config")
         try:

@@ -18,10 +18,11 @@ import torch
 from detect.config import Config, load_config, save_config
 from detect.errors import DetectError
 from detect.files import atomic_write_text
+from detect.shipped_configs import SHIPPED_CONFIG_DIR
 
 log = logging.getLogger(__name__)
 
-DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+DEMO_CONFIG = SHIPPED_CONFIG_DIR / "demo.yaml"
 
 
 @dataclass
@@ -194,7 +195,7 @@ def run_demo(
     config_path: str | Path | None = None,
     overrides: list[str] | None = None,
 ) -> DemoSummary:
-    """Run the demo; see the module docstring. ``config_path`` defaults to ``configs/demo.yaml``."""
+    """Run the demo; see the module docstring. ``config_path`` defaults to the shipped demo config."""
     out = Path(out_dir)
     cfg = load_config(config_path or DEMO_CONFIG, overrides)
     root = Path(cfg.data.root)

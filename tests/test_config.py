@@ -7,6 +7,7 @@ import yaml
 
 from detect.config import Config, config_to_dict, load_config, save_config
 from detect.errors import DetectError
+from detect.shipped_configs import SHIPPED_CONFIG_DIR
 
 
 def test_defaults_are_the_papers():
@@ -85,7 +86,7 @@ def test_save_and_reload_round_trip(tmp_path):
     assert config_to_dict(cfg)["model"]["svd_ranks"] == [32, 16]
 
 
-SHIPPED = sorted(Path(__file__).parent.parent.joinpath("configs").glob("*.yaml"))
+SHIPPED = sorted(SHIPPED_CONFIG_DIR.glob("*.yaml"))
 
 
 def yaml_leaves(values: dict, prefix: str = ""):
@@ -134,3 +135,25 @@ def test_training_uses_the_papers_sampling_and_svm_values():
         assert (svm.C, svm.positive_weight, svm.intercept_scaling) == (0.001, 2.0, 10.0), name
         assert svm.feature_norm == 20.0 and bbox_reg.feature_norm == 20.0, name
         assert bbox_reg.min_iou == 0.6, name
+
+
+@pytest.mark.parametrize("name", ["demo", "demo.yaml"])
+def test_a_shipped_config_loads_by_name_from_any_folder(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert load_config(name) == load_config(SHIPPED_CONFIG_DIR / "demo.yaml")
+
+
+def test_a_file_in_the_current_folder_wins_over_a_shipped_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("demo.yaml").write_text("seed: 7\n")
+    assert load_config("demo.yaml").seed == 7
+
+
+@pytest.mark.parametrize("value", ["nope", "elsewhere/demo.yaml", "demo.yml"])
+def test_a_missing_config_names_the_value_and_the_shipped_configs(value, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DetectError) as error:
+        load_config(value)
+    message = str(error.value)
+    assert message.startswith(f"config {value}: file not found")
+    assert "demo" in message and "voc07_zf5" in message and "\n" not in message

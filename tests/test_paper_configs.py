@@ -10,9 +10,9 @@ from detect.cli import build_parser, main
 from detect.config import load_config
 from detect.demo import rcnn_config
 from detect.errors import DetectError
+from detect.shipped_configs import SHIPPED_CONFIG_DIR
 from detect.training.pipeline import validate_training_config
 
-CONFIGS = Path(__file__).parent.parent / "configs"
 PAPER_CONFIGS = ["voc07_zf5.yaml", "voc07_zf5_5scale.yaml", "voc07_vgg16.yaml"]
 
 
@@ -20,7 +20,7 @@ PAPER_CONFIGS = ["voc07_zf5.yaml", "voc07_zf5_5scale.yaml", "voc07_vgg16.yaml"]
 def test_paper_configs_are_the_papers_recipe(name):
     # fc6-fc8 fine-tuned on frozen conv features, SVMs on fc7 scoring the regions at test time,
     # ridge box regression (SPP-net's lambda 4000).
-    cfg = load_config(CONFIGS / name)
+    cfg = load_config(SHIPPED_CONFIG_DIR / name)
     assert cfg.finetune.mode == "fc"
     assert cfg.svm.enabled and cfg.svm.feature == "fc7"
     assert cfg.bbox_reg.method == "ridge" and cfg.bbox_reg.ridge_lambda == 4000.0
@@ -28,7 +28,7 @@ def test_paper_configs_are_the_papers_recipe(name):
 
 
 def test_fc_mode_on_a_random_backbone_is_refused_naming_both_keys():
-    cfg = load_config(CONFIGS / "voc07_zf5.yaml")  # weights: none, finetune.mode: fc
+    cfg = load_config(SHIPPED_CONFIG_DIR / "voc07_zf5.yaml")  # weights: none, finetune.mode: fc
     with pytest.raises(DetectError) as info:
         validate_training_config(cfg, "spp")
     message = str(info.value)
@@ -46,14 +46,14 @@ def test_fc_mode_on_a_random_backbone_is_refused_naming_both_keys():
     ],
 )
 def test_fc_mode_is_accepted_with_trained_or_trainable_conv_layers(overrides):
-    validate_training_config(load_config(CONFIGS / "voc07_zf5.yaml", overrides), "spp")
+    validate_training_config(load_config(SHIPPED_CONFIG_DIR / "voc07_zf5.yaml", overrides), "spp")
 
 
 def test_shipped_demo_and_training_configs_still_validate(tmp_path):
     for name in ("demo.yaml", "train_synthetic_tiny.yaml", "voc07_vgg16.yaml"):
-        cfg = load_config(CONFIGS / name)
+        cfg = load_config(SHIPPED_CONFIG_DIR / name)
         validate_training_config(cfg, "spp")
-    demo = load_config(CONFIGS / "demo.yaml")
+    demo = load_config(SHIPPED_CONFIG_DIR / "demo.yaml")
     # The demo's R-CNN: fc fine-tuning on crops, starting from SPP-net's trained checkpoint.
     rcnn = rcnn_config(demo, tmp_path / "spp" / "checkpoint.pt")
     assert rcnn.finetune.mode == "fc" and rcnn.model.weights == "none"
@@ -62,7 +62,13 @@ def test_shipped_demo_and_training_configs_still_validate(tmp_path):
 
 def test_train_command_refuses_with_one_line_and_status_2(tmp_path, capsys):
     status = main(
-        ["train", "--config", str(CONFIGS / "voc07_zf5.yaml"), "--out", str(tmp_path / "run")]
+        [
+            "train",
+            "--config",
+            str(SHIPPED_CONFIG_DIR / "voc07_zf5.yaml"),
+            "--out",
+            str(tmp_path / "run"),
+        ]
     )
     err = capsys.readouterr().err.strip()
     assert status == 2

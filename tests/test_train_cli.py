@@ -186,11 +186,9 @@ def test_eval_names_the_saved_data_root_when_it_is_gone(trained, tmp_path, capsy
 
 
 def test_example_config_loads():
-    from pathlib import Path
-
     from detect.config import load_config
     from detect.training.pipeline import validate_training_config
 
-    config = load_config(Path(__file__).parents[1] / "configs" / "train_synthetic_tiny.yaml")
+    config = load_config("train_synthetic_tiny")
     validate_training_config(config, "spp")
     assert config.model.backbone == "tiny" and config.finetune.mode == "end_to_end"

@@ -10,7 +10,7 @@ from detect.commands import add_override_argument
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     parser.add_argument(
-        "--config", default=None, help="YAML config (default configs/demo.yaml of the package)"
+        "--config", default=None, help="YAML config or a shipped config's name (default demo)"
     )
     add_override_argument(parser, "finetune.iterations=200")
 

@@ -110,7 +110,7 @@ def test_fit_ridge_matches_numpy_closed_form(n, d):
     assert np.allclose(b.numpy(), b_ref, atol=1e-4)
 
 
-def test_train_ridge_per_class_and_scorer():
+def test_train_ridge_per_class_and_scorer(caplog):
     rng = np.random.default_rng(0)
     x = torch.tensor(rng.normal(size=(60, 5)), dtype=torch.float32)
     labels = torch.tensor([0] * 30 + [2] * 30)
@@ -123,6 +123,7 @@ def test_train_ridge_per_class_and_scorer():
     w_ref, b_ref = numpy_ridge(x[30:].double().numpy() * scale, targets[30:].double().numpy(), 10.0)
     assert np.allclose(ridge.weight[2].numpy(), w_ref, atol=1e-4)
     assert torch.all(ridge.weight[1] == 0) and torch.all(ridge.bias[1] == 0)  # no rows: no shift
+    assert "ridge box regression: class 1 has no region with IoU >= 0.6" in caplog.text
 
     out = HeadOutput(x[:3], x[:3], torch.zeros(3, 4), torch.zeros(3, 16))
     deltas = ridge(out)

@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint format bench clean
+.PHONY: demo test test-fast lint format bench clean mutation
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,13 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# Mutation testing of the core modules (not part of `make test`; docs/mutation.md). One module at a
+# time against its own test files, in copies under build/mutation/: `make mutation MODULES=boxes`.
+MODULES ?=
+mutation: $(STAMP)
+	$(BIN)/python -c "import mutmut" 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[mutation]'
+	OMP_NUM_THREADS=1 $(BIN)/python tools/mutation.py $(MODULES)
 
 bench: $(STAMP)
 	$(BIN)/detect bench --config zf5_bench --svd --json runs/bench.json

@@ -61,6 +61,7 @@ def test_a_few_iterations_lower_the_loss(data, tmp_path):
 
 def test_resume_equals_uninterrupted(data, tmp_path):
     cfg = tiny_config(data)  # 6 iterations, checkpoint every 3, dropout on, flips on
+    handler = signal.getsignal(signal.SIGINT)  # the default, or SIG_IGN under some runners
     full = train(cfg, out_dir=tmp_path / "full")
 
     def interrupt_at_4(completed):
@@ -79,7 +80,7 @@ def test_resume_equals_uninterrupted(data, tmp_path):
         assert torch.equal(a[key], b[key]), key
     assert read_rows(full.log_csv) == read_rows(resumed.log_csv)
     # A second Ctrl-C handler is not left behind.
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is handler
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path):

@@ -12,7 +12,6 @@ heads use ``K + 1`` outputs with column 0 the background; that offset lives in t
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,6 @@ import torch
 from torch import Tensor
 
 from detect.errors import DetectError
-from detect.files import atomic_write_text, read_json
 
 BACKGROUND = "__background__"
 
@@ -175,54 +173,3 @@ class Detections:
             scores.append(float(score))
             labels.append(index[name])
         return cls(boxes, scores, labels)
-
-
-# The project's own detections file: {"format": "detect-detections-v1", "classes": [...],
-# "images": {image_id: [{"label", "score", "box"}, ...]}}, boxes xyxy 0-based continuous pixels.
-DETECTIONS_FORMAT = "detect-detections-v1"
-
-
-def write_detections_json(
-    path: Path, detections: dict[str, Detections], class_names: tuple[str, ...] | list[str]
-) -> None:
-    """Write the project's detections json (atomically)."""
-
-    payload = {
-        "format": DETECTIONS_FORMAT,
-        "box_format": "xyxy, 0-based continuous pixels",
-        "classes": list(class_names),
-        "images": {image_id: d.to_records(class_names) for image_id, d in detections.items()},
-    }
-    atomic_write_text(Path(path), json.dumps(payload))
-
-
-def read_detections_json(path: Path) -> tuple[tuple[str, ...], dict[str, Detections]]:
-    """Read the project's detections json; returns ``(class_names, {image_id: Detections})``.
-
-    Raises:
-        DetectError: naming the file and the bad value: no ``format`` tag, ``classes`` missing or
-            not a list of distinct names that are plain file-name parts, ``images`` missing or not
-            an object of image id -> list of detections, or a bad detection (see
-            :meth:`Detections.from_records`).
-    """
-    from detect.data.names import check_class_names
-
-    path = Path(path)
-    payload = read_json(path, "detections")
-    if not isinstance(payload, dict) or payload.get("format") != DETECTIONS_FORMAT:
-        raise DetectError(
-            f"detections {path}: not a {DETECTIONS_FORMAT} file (missing 'format' key)"
-        )
-    for key, kind in (("classes", list), ("images", dict)):
-        if not isinstance(payload.get(key), kind):
-            expected = "a list of class names" if kind is list else "an object of image id -> list"
-            got = repr(payload[key])[:80] if key in payload else "nothing"
-            raise DetectError(f"detections {path}: {key!r} must be {expected}, got {got}")
-    class_names = check_class_names(payload["classes"], f"detections {path}: classes")
-    images = {
-        str(image_id): Detections.from_records(
-            records, class_names, f"detections {path}: image {image_id}"
-        )
-        for image_id, records in payload["images"].items()
-    }
-    return class_names, images

@@ -15,12 +15,8 @@ from pycocotools.cocoeval import COCOeval
 from detect.data import load_dataset
 from detect.data.coco import load_coco
 from detect.errors import DetectError
-from detect.evaluation.coco import (
-    STAT_NAMES,
-    evaluate_coco,
-    read_coco_results,
-    write_coco_results,
-)
+from detect.evaluation.coco import STAT_NAMES, evaluate_coco
+from detect.evaluation.coco_results import read_coco_results, write_coco_results
 from detect.ops.boxes import xywh_from_xyxy, xyxy_from_xywh
 from detect.structures import Detections
 

@@ -26,11 +26,12 @@ from detect.data.coco import load_coco, read_coco_dataset
 from detect.data.images import read_image, write_image
 from detect.data.voc import read_split_ids
 from detect.errors import DetectError
-from detect.evaluation.coco import read_coco_results
+from detect.evaluation.coco_results import read_coco_results
+from detect.evaluation.detections_json import read_detections_json, write_detections_json
 from detect.evaluation.voc_files import comp4_path, read_comp4, write_comp4
 from detect.models import build_detector
 from detect.proposals.sources import items_from_list
-from detect.structures import Detections, read_detections_json, write_detections_json
+from detect.structures import Detections
 from detect.training.checkpoint import save_checkpoint
 
 CLASSES = ("circle", "square")

@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from detect.data.coco import read_coco_dataset
 from detect.data.voc import read_voc_dataset
 from detect.errors import DetectError
-from detect.evaluation.coco import read_coco_results
+from detect.evaluation.coco_results import read_coco_results
+from detect.evaluation.detections_json import read_detections_json
 from detect.evaluation.voc_files import read_comp4
-from detect.structures import read_detections_json
 
 FUZZ = settings(
     max_examples=60,

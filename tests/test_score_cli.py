@@ -10,9 +10,11 @@ import pytest
 
 from detect.cli import main
 from detect.data.voc import write_voc_dataset
-from detect.evaluation.coco import STAT_NAMES, write_coco_results
+from detect.evaluation.coco import STAT_NAMES
+from detect.evaluation.coco_results import write_coco_results
+from detect.evaluation.detections_json import write_detections_json
 from detect.evaluation.voc_files import comp4_path, write_comp4
-from detect.structures import Annotation, Detections, write_detections_json
+from detect.structures import Annotation, Detections
 
 CLASSES = ("a", "b", "c")
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from detect.errors import DetectError
-from detect.structures import Annotation, Detections, read_detections_json, write_detections_json
+from detect.evaluation.detections_json import read_detections_json, write_detections_json
+from detect.structures import Annotation, Detections
 
 CLASSES = ("circle", "square")
 

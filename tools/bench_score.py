@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from detect.data.voc import VOC_CLASSES
-from detect.evaluation.voc_ap import METRICS, evaluate_voc
+from detect.evaluation.voc_ap import VOC_METRICS, evaluate_voc
 from detect.structures import Annotation, DetectionDataset, Detections
 
 
@@ -67,7 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=4952)
     parser.add_argument("--detections", type=int, default=300_000)
-    parser.add_argument("--metric", default="voc07", choices=METRICS)
+    parser.add_argument("--metric", default="voc07", choices=VOC_METRICS)
     args = parser.parse_args()
     torch.set_num_threads(1)
     dataset, detections = synthesise(args.images, args.detections)

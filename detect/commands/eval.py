@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 
 from detect.commands import add_override_argument
-from detect.evaluation.checkpoint_eval import METRICS
+from detect.evaluation.evaluators import METRICS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from detect.evaluation.checkpoint_eval import evaluate_checkpoint, format_eval_table
+    from detect.evaluation.checkpoint_eval import evaluate_checkpoint
+    from detect.evaluation.evaluators import format_scores
 
     result = evaluate_checkpoint(
         args.checkpoint,
@@ -49,7 +50,11 @@ def run(args) -> int:
         overrides=args.overrides,
         proposal_cache=args.proposal_cache,
     )
-    print(format_eval_table(result))
+    print(format_scores(result.scores))
+    print(
+        f"{result.num_images} images, {result.seconds_per_image:.3f} s/image "
+        f"({result.method}, proposals excluded)"
+    )
     print(
         f"results in {result.out_dir}: metrics.json, detections.json, {result.results_path.name}"
         + (f", {result.pr_curve.name}" if result.pr_curve else "")

@@ -2,14 +2,14 @@
 
 Writes into ``out_dir``: ``detections.json`` (the project's format), VOC comp4 files under
 ``comp4/`` (or ``coco_results.json`` for ``--metric coco``), ``metrics.json`` and, for VOC metrics,
-``pr_curves.png``. Scores come from :mod:`detect.evaluation`, the machinery of ``detect score``.
+``pr_curves.png``. Scores come from the evaluators of :mod:`detect.evaluation.evaluators`, as in
+``detect score``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +19,10 @@ from tqdm import tqdm
 from detect.data.images import read_image
 from detect.data.names import check_name
 from detect.errors import DetectError
-from detect.evaluation.voc_ap import METRICS as VOC_METRICS
+from detect.evaluation.detections_json import DETECTIONS_FILE, write_detections_json
+from detect.evaluation.evaluators import METRICS, COCOEvaluator, Scores, VOCEvaluator
 from detect.files import atomic_write_text
-from detect.structures import Detections, write_detections_json
-
-METRICS = (*VOC_METRICS, "coco")
+from detect.structures import Detections
 
 
 @dataclass
@@ -31,15 +30,14 @@ class EvalResult:
     """Scores and files of one evaluation.
 
     Attributes:
-        mAP: VOC mAP, or COCO AP@[.5:.95] for ``metric == "coco"``.
-        ap: class name -> AP (VOC metrics; empty for COCO). stats: COCOeval stats (COCO only).
-        seconds_per_image: mean time of :func:`detect.inference.detect_image` (proposals excluded).
+        scores: the evaluator's scores (``mAP``, per-class ``ap``, COCO ``stats``).
+        seconds_per_image: mean time of the detector on one image (proposals excluded).
+        num_images: the images evaluated.
         results_path: the comp4 folder or the COCO results json.
+        detections: image id -> :class:`Detections` (boxes xyxy 0-based continuous pixels).
     """
 
-    metric: str
-    mAP: float
-    ap: dict[str, float]
+    scores: Scores
     seconds_per_image: float
     num_images: int
     method: str
@@ -48,12 +46,21 @@ class EvalResult:
     detections_path: Path
     results_path: Path
     pr_curve: Path | None = None
-    stats: dict[str, float] = field(default_factory=dict)
     detections: dict[str, Detections] = field(default_factory=dict, repr=False)
 
+    @property
+    def metric(self) -> str:
+        return self.scores.metric
 
-def _finite_or_none(value: float) -> float | None:
-    return None if math.isnan(value) else float(value)
+    @property
+    def mAP(self) -> float:
+        """VOC mAP, or COCO AP@[.5:.95] for ``metric == "coco"``."""
+        return self.scores.mAP
+
+    @property
+    def ap(self) -> dict[str, float]:
+        """Class name -> AP (VOC metrics; empty for COCO)."""
+        return self.scores.ap
 
 
 def check_data_classes(root: Path, class_names: tuple[str, ...], checkpoint: Path) -> None:
@@ -99,8 +106,11 @@ def evaluate_checkpoint(
     from detect.checkpoints import load_checkpoint
     from detect.config_paths import warn_relative_paths
     from detect.data import load_dataset
+    from detect.evaluation.coco_results import write_coco_results
+    from detect.evaluation.voc_files import write_comp4
     from detect.inference import detect_image
     from detect.proposals import load_or_compute_proposals
+    from detect.visualize import plot_pr_curves
 
     if metric not in METRICS:
         raise DetectError(f"--metric: expected one of {list(METRICS)}, got {metric!r}")
@@ -138,6 +148,11 @@ def evaluate_checkpoint(
         dataset = dataclasses.replace(dataset, annotations=dataset.annotations[:max_images])
     if len(dataset) == 0:
         raise DetectError(f"data {root}: split {split!r} has no images")
+    evaluator = (
+        COCOEvaluator(root, loaded.class_names)
+        if metric == "coco"
+        else VOCEvaluator(dataset, metric)
+    )
     cache_dir = Path(proposal_cache) if proposal_cache is not None else out / "proposals"
     proposals = load_or_compute_proposals(
         dataset,
@@ -154,86 +169,47 @@ def evaluate_checkpoint(
             loaded.model, image, proposals[ann.image_id], cfg.test, loaded.scorer
         )
         seconds += time.perf_counter() - start
+        evaluator.process(ann.image_id, detections[ann.image_id])
 
     out.mkdir(parents=True, exist_ok=True)
-    detections_path = out / "detections.json"
+    detections_path = out / DETECTIONS_FILE
     write_detections_json(detections_path, detections, loaded.class_names)
+    scores = evaluator.evaluate()
+    if metric == "coco":
+        results_path = out / "coco_results.json"
+        write_coco_results(results_path, detections, evaluator.category_ids)
+        pr_curve = None
+    else:
+        results_path = out / "comp4"
+        write_comp4(results_path, split, detections, loaded.class_names)
+        pr_curve = plot_pr_curves(
+            scores.voc.precision,
+            scores.voc.recall,
+            scores.ap,
+            out / "pr_curves.png",
+            title=f"{loaded.method} {split} ({metric})",
+        )
     result = EvalResult(
-        metric=metric,
-        mAP=math.nan,
-        ap={},
+        scores=scores,
         seconds_per_image=seconds / len(dataset),
         num_images=len(dataset),
         method=loaded.method,
         out_dir=out,
         metrics_path=out / "metrics.json",
         detections_path=detections_path,
-        results_path=out / "comp4",
+        results_path=results_path,
+        pr_curve=pr_curve,
         detections=detections,
     )
-    if metric == "coco":
-        _score_coco(result, dataset, root, loaded.class_names)
-    else:
-        _score_voc(result, dataset, split, loaded.class_names)
     payload = {
         "checkpoint": str(checkpoint),
         "data": str(root),
         "split": split,
         "method": result.method,
-        "metric": metric,
-        "mAP": _finite_or_none(result.mAP),
-        "ap": {name: _finite_or_none(ap) for name, ap in result.ap.items()},
-        "stats": result.stats,
+        **scores.to_json(),
         "num_images": result.num_images,
         "seconds_per_image": result.seconds_per_image,
         "classifier": cfg.test.classifier,
     }
     atomic_write_text(result.metrics_path, json.dumps(payload, indent=2) + "\n")
     return result
-
-
-def _score_voc(result: EvalResult, dataset, split: str, class_names) -> None:
-    from detect.evaluation.voc_ap import evaluate_voc
-    from detect.evaluation.voc_files import write_comp4
-    from detect.visualize import plot_pr_curves
-
-    write_comp4(result.results_path, split, result.detections, class_names)
-    scores = evaluate_voc(result.detections, dataset, metric=result.metric)
-    result.mAP, result.ap = scores.mAP, dict(scores.ap)
-    result.pr_curve = plot_pr_curves(
-        scores.precision,
-        scores.recall,
-        scores.ap,
-        result.out_dir / "pr_curves.png",
-        title=f"{result.method} {split} ({result.metric})",
-    )
-
-
-def _score_coco(result: EvalResult, dataset, root: Path, class_names) -> None:
-    from detect.data.coco import coco_categories, load_coco
-    from detect.evaluation.coco import evaluate_coco, write_coco_results
-
-    coco_gt = load_coco(root)
-    _, category_ids = coco_categories(coco_gt, class_names)
-    result.results_path = result.out_dir / "coco_results.json"
-    write_coco_results(result.results_path, result.detections, category_ids)
-    result.stats = evaluate_coco(result.detections, dataset, class_names, coco_gt=coco_gt)
-    result.mAP = result.stats["AP"]
-
-
-def format_eval_table(result: EvalResult) -> str:
-    """A per-class AP table (VOC) or the COCO stats, with mAP and time per image."""
-    lines = []
-    if result.ap:
-        width = max(len(name) for name in (*result.ap, "mean"))
-        lines.append(f"{'class':<{width}}  {'AP':>7}")
-        lines += [f"{name:<{width}}  {ap:7.4f}" for name, ap in result.ap.items()]
-        lines.append(f"{'mean':<{width}}  {result.mAP:7.4f}  ({result.metric})")
-    else:
-        width = max(len(name) for name in result.stats) if result.stats else 4
-        lines += [f"{name:<{width}}  {value:7.4f}" for name, value in result.stats.items()]
-    lines.append(
-        f"{result.num_images} images, {result.seconds_per_image:.3f} s/image "
-        f"({result.method}, proposals excluded)"
-    )
-    return "\n".join(lines)

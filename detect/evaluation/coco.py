@@ -1,7 +1,6 @@
-"""COCO results json and the pycocotools ``COCOeval`` bridge.
+"""The pycocotools ``COCOeval`` bridge: COCO bbox stats of detections or COCO result records.
 
-A COCO results file is a json list of ``{"image_id": int, "category_id": int, "bbox": [x, y, w, h],
-"score": float}``; boxes are converted with :func:`detect.ops.boxes.xywh_from_xyxy`.
+The results file format itself is :mod:`detect.evaluation.coco_results`.
 """
 
 from __future__ import annotations
@@ -9,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,9 +18,8 @@ from pycocotools.cocoeval import COCOeval
 
 from detect.data.coco import coco_categories, load_coco
 from detect.errors import DetectError
-from detect.files import atomic_write_text, read_json
-from detect.ops.boxes import xywh_from_xyxy
-from detect.structures import DetectionDataset, Detections, is_finite_number
+from detect.evaluation.coco_results import coco_results
+from detect.structures import DetectionDataset, Detections
 
 log = logging.getLogger(__name__)
 
@@ -41,75 +38,6 @@ STAT_NAMES = (
     "ARm",
     "ARl",
 )
-
-
-def _coco_image_id(image_id: str) -> int:
-    try:
-        return int(image_id)
-    except ValueError as exc:
-        raise DetectError(
-            f"detections for image {image_id!r}: COCO image ids are integers"
-        ) from exc
-
-
-def coco_results(detections: Mapping[str, Detections], category_ids: Sequence[int]) -> list[dict]:
-    """COCO result records of ``detections`` (image id -> :class:`Detections`, boxes xyxy).
-
-    ``category_ids[label]`` is the COCO category of each label (see
-    :func:`detect.data.coco.coco_categories`).
-    """
-    records = []
-    for image_id, dets in detections.items():
-        coco_id = _coco_image_id(image_id)
-        boxes = xywh_from_xyxy(dets.boxes).tolist()
-        for box, score, label in zip(
-            boxes, dets.scores.tolist(), dets.labels.tolist(), strict=True
-        ):
-            records.append(
-                {
-                    "image_id": coco_id,
-                    "category_id": int(category_ids[label]),
-                    "bbox": [round(v, 3) for v in box],
-                    "score": round(score, 6),
-                }
-            )
-    return records
-
-
-def write_coco_results(
-    path: str | Path, detections: Mapping[str, Detections], category_ids: Sequence[int]
-) -> None:
-    """Write a COCO results json (atomically)."""
-    atomic_write_text(Path(path), json.dumps(coco_results(detections, category_ids)))
-
-
-def read_coco_results(path: str | Path) -> list[dict]:
-    """Read and check a COCO results json (a list of image_id/category_id/bbox/score records).
-
-    Raises:
-        DetectError: naming the file and the index of the first bad record (a missing key, a wrong
-            type, or a score or bbox value that is NaN or infinite).
-    """
-    path = Path(path)
-    records = read_json(path, "COCO results")
-    if not isinstance(records, list):
-        raise DetectError(f"COCO results {path}: expected a json list of detections")
-    for index, record in enumerate(records):
-        ok = (
-            isinstance(record, dict)
-            and isinstance(record.get("image_id"), int)
-            and isinstance(record.get("category_id"), int)
-            and is_finite_number(record.get("score"))
-            and isinstance(record.get("bbox"), list)
-            and len(record["bbox"]) == 4
-            and all(map(is_finite_number, record["bbox"]))
-        )
-        if not ok:
-            raise DetectError(
-                f"COCO results {path}: detection {index}: expected image_id (int), category_id "
-                f"(int), bbox [x, y, w, h] and score, all finite numbers; got {record!r}"
-            )
-    return records
 
 
 def evaluate_coco(

@@ -63,7 +63,7 @@ class VOCResult:
     """VOC scores of one split.
 
     Attributes:
-        metric: one of :data:`METRICS`.
+        metric: one of :data:`VOC_METRICS`.
         ap: class name -> AP (``nan`` for a class without non-difficult ground truth).
         mAP: mean AP over the classes whose AP is not ``nan``.
         precision, recall: class name -> ``(D,)`` float64 arrays over that class's detections in
@@ -138,7 +138,7 @@ AP_FUNCTIONS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "voc07_numpy": functools.partial(voc07_ap, thresholds=VOC07_NUMPY_THRESHOLDS),
     "voc10": voc10_ap,
 }
-METRICS = tuple(AP_FUNCTIONS)
+VOC_METRICS = tuple(AP_FUNCTIONS)
 
 
 def _flatten_detections(
@@ -231,8 +231,8 @@ def evaluate_voc(
             tools' thresholds) or ``"voc10"`` (area under the envelope).
         iou_threshold: minimum IoU for a match (inclusive).
     """
-    if metric not in METRICS:
-        raise DetectError(f"VOC metric {metric!r}: expected one of {list(METRICS)}")
+    if metric not in VOC_METRICS:
+        raise DetectError(f"VOC metric {metric!r}: expected one of {list(VOC_METRICS)}")
     index_of = {image_id: i for i, image_id in enumerate(dataset.image_ids)}
     num_images, class_names = len(index_of), dataset.class_names
     det_image, det_label, det_score, det_boxes = _flatten_detections(

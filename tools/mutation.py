@@ -96,6 +96,9 @@ def mutant_statuses(work: Path, patterns: list[str]) -> dict[str, str]:
 
 def run_module(name: str, jobs: int) -> dict:
     sources, tests, *selection = MODULES[name]
+    missing = [path for path in sources + tests if not (ROOT / path).is_file()]
+    if missing:
+        raise SystemExit(f"module {name}: {', '.join(missing)} not found (update MODULES)")
     patterns = selection[0] if selection else []
     work = prepare_copy(name, sources, tests)
     print(f"== {name}: {', '.join(sources)} against {', '.join(tests)}", flush=True)

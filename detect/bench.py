@@ -1,8 +1,11 @@
 """``detect bench``: SPP-net against R-CNN on the same images, backbone, head and proposals.
 
-SPP-net is timed end to end with :func:`detect.inference.detect_image` (stages conv / pool / fc /
-post). R-CNN runs the real per-crop forward pass (warp, backbone, image-level SPP, head) on a random
-sample of the crops and scales the time up to all proposals; its post-processing time is SPP-net's
+Both paths are timed through the model's own test-time path,
+:meth:`detect.models.DetectionModel.detect`, whose :class:`~detect.models.stage_timer.StageTimer`
+sections give the stages (conv / pool / fc / post; R-CNN also warp). SPP-net runs on every
+proposal. R-CNN (the same backbone and head given a
+:class:`~detect.models.poolers.CropPooler`) runs on a random sample of the crops and the time is
+scaled up to all proposals; its post-processing time is SPP-net's
 (the same operation on the same number of regions). FLOPs are counted from the modules that ran
 (forward hooks on Conv2d / Linear: 2 FLOPs per multiply-add); a plain matrix multiply measured in
 the same run gives the machine's attainable rate. docs/method.md §9 explains the FLOP-bound ceiling.
@@ -22,8 +25,10 @@ import torch
 from torch import nn
 
 from detect.config import BenchConfig, Config, check_values
-from detect.inference import RegionScorer, SoftmaxScorer, Timer, detect_image, pool_rcnn_crops
-from detect.models.detector import Detector, check_model_config
+from detect.models.detection_model import DetectionModel, check_model_config
+from detect.models.poolers import CropPooler
+from detect.models.scoring import RegionScorer, SoftmaxScorer
+from detect.models.stage_timer import StageTimer
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +42,7 @@ class FlopCount:
 
 
 @contextlib.contextmanager
-def count_flops(model: Detector) -> Iterator[FlopCount]:
+def count_flops(model: DetectionModel) -> Iterator[FlopCount]:
     """Count FLOPs of ``model.backbone`` convs (``conv``) and ``model.head`` linears (``fc``)."""
     count = FlopCount()
 
@@ -115,7 +120,7 @@ class PathTiming:
 
 
 def bench_spp(
-    model: Detector,
+    model: DetectionModel,
     images: Sequence[np.ndarray],
     proposals: Sequence[torch.Tensor],
     scales: Sequence[int],
@@ -127,10 +132,10 @@ def bench_spp(
     result = PathTiming()
     for image, boxes in zip(images, proposals, strict=True):
         with count_flops(model) as flops:
-            detect_image(model, image, boxes, cfg.test, scorer, scales=scales, timer=Timer())
-        timer = Timer()
+            model.detect(image, boxes, cfg.test, scorer, scales=scales, timer=StageTimer())
+        timer = StageTimer()
         for _ in range(repeats):
-            detect_image(model, image, boxes, cfg.test, scorer, scales=scales, timer=timer)
+            model.detect(image, boxes, cfg.test, scorer, scales=scales, timer=timer)
         for stage, seconds in timer.seconds.items():
             result.seconds[stage] = result.seconds.get(stage, 0.0) + seconds / repeats
         result.conv_flops += flops.conv
@@ -139,44 +144,39 @@ def bench_spp(
     return _per_image(result, len(images))
 
 
-@torch.no_grad()
 def bench_rcnn(
-    model: Detector,
-    heads: dict[str, nn.Module],
+    model: DetectionModel,
     images: Sequence[np.ndarray],
     proposals: Sequence[torch.Tensor],
     cfg: Config,
     scorer: RegionScorer,
     generator: torch.Generator,
-) -> dict[str, PathTiming]:
-    """R-CNN per-image time for each head in ``heads`` (warp/conv/pool shared, fc per head),
-    timed on ``cfg.bench.rcnn_sample`` random crops per image in batches of ``rcnn_batch`` and
-    scaled up to all proposals. Post-processing time is not included (the caller adds SPP-net's)."""
-    results = {name: PathTiming() for name in heads}
-    model.eval()
+) -> PathTiming:
+    """R-CNN per-image time of ``model``'s backbone and head given a :class:`CropPooler`, timed
+    with :meth:`DetectionModel.detect` on ``cfg.bench.rcnn_sample`` random crops per image in
+    batches of ``bench.rcnn_batch`` and scaled up to all proposals. Post-processing time is not
+    included (the caller adds SPP-net's: the same operation on the same number of regions)."""
+    rcnn = model.with_pooler(
+        CropPooler(
+            model.cfg.rcnn_crop_size or model.backbone.crop_size,
+            model.cfg.rcnn_context,
+            cfg.bench.rcnn_batch,
+        )
+    )
+    result = PathTiming()
     for image, boxes in zip(images, proposals, strict=True):
-        prepared = model.normalise(image)
         count = boxes.shape[0]
         sample = torch.randperm(count, generator=generator)[: cfg.bench.rcnn_sample]
         factor = count / max(1, sample.numel())
-        shared = Timer()
-        fc_seconds = dict.fromkeys(heads, 0.0)
-        with count_flops(model) as flops:
-            for start in range(0, sample.numel(), cfg.bench.rcnn_batch):
-                chunk = boxes[sample[start : start + cfg.bench.rcnn_batch]]
-                pooled = pool_rcnn_crops(model, prepared, chunk, shared)
-                for name, head in heads.items():
-                    begin = time.perf_counter()
-                    scorer(head(pooled))
-                    fc_seconds[name] += time.perf_counter() - begin
-        for name, head in heads.items():
-            result = results[name]
-            for stage, seconds in shared.seconds.items():
+        timer = StageTimer()
+        with count_flops(rcnn) as flops:
+            rcnn.detect(image, boxes[sample], cfg.test, scorer, timer=timer)
+        for stage, seconds in timer.seconds.items():
+            if stage != "post":
                 result.seconds[stage] = result.seconds.get(stage, 0.0) + seconds * factor
-            result.seconds["fc"] = result.seconds.get("fc", 0.0) + fc_seconds[name] * factor
-            result.conv_flops += flops.conv * factor
-            result.fc_flops += head_flops_per_region(head) * count
-    return {name: _per_image(result, len(images)) for name, result in results.items()}
+        result.conv_flops += flops.conv * factor
+        result.fc_flops += head_flops_per_region(rcnn.head) * count
+    return _per_image(result, len(images))
 
 
 def _per_image(result: PathTiming, count: int) -> PathTiming:
@@ -206,14 +206,14 @@ def check_bench_config(cfg: BenchConfig) -> None:
 
 
 def run_bench(
-    model: Detector,
+    model: DetectionModel,
     images: Sequence[np.ndarray],
     proposals: Sequence[torch.Tensor],
     cfg: Config,
     scorer: RegionScorer | None = None,
     svd: bool = False,
 ) -> dict:
-    """The whole comparison; returns the JSON-ready report (see :func:`format_report`).
+    """The whole comparison; returns the JSON-ready report (see :func:`format_bench_report`).
 
     ``model`` is an SPP-net detector (uncompressed head); with ``svd`` every row is repeated with
     the head compressed to ``model.svd_ranks`` (or ``bench.svd_ranks``).
@@ -234,22 +234,14 @@ def run_bench(
     regions = float(np.mean([p.shape[0] for p in proposals]))
     rate = matmul_gflops(cfg.bench.matmul_size)
     rows = []
-    rcnn = bench_rcnn(
-        model,
-        {name: variant.head for name, variant in variants.items()},
-        images,
-        proposals,
-        cfg,
-        scorer,
-        torch.Generator().manual_seed(cfg.seed),
-    )
     for name, variant in variants.items():
         spp_rows = []
         for scales in scale_sets:
             log.info("timing SPP-net, scales %s, head %s", scales, name)
             timing = bench_spp(variant, images, proposals, scales, cfg, scorer, cfg.bench.repeats)
             spp_rows.append((scales, timing))
-        rcnn_timing = rcnn[name]
+        generator = torch.Generator().manual_seed(cfg.seed)  # the same crops for every head
+        rcnn_timing = bench_rcnn(variant, images, proposals, cfg, scorer, generator)
         rcnn_timing.seconds["post"] = spp_rows[0][1].seconds.get("post", 0.0)
         fc_all = head_flops_per_region(variant.head) * regions
         for scales, timing in spp_rows:
@@ -272,14 +264,14 @@ def run_bench(
         "regions_per_image": regions,
         "rcnn_sample": cfg.bench.rcnn_sample,
         "rcnn_batch": cfg.bench.rcnn_batch,
-        "rcnn_crop_size": model.crop_size,
+        "rcnn_crop_size": model.cfg.rcnn_crop_size or model.backbone.crop_size,
         "threads": torch.get_num_threads(),
         "matmul_gflops_per_s": rate,
         "rows": rows,
     }
 
 
-def format_report(report: dict) -> str:
+def format_bench_report(report: dict) -> str:
     """A plain-text table of :func:`run_bench`'s report."""
     header = (
         f"{'path':<6} {'scales':<8} {'head':<13} {'conv':>7} {'pool':>7} {'fc':>7} {'post':>7} "

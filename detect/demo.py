@@ -156,7 +156,7 @@ def rcnn_config(cfg: Config, spp_checkpoint: Path) -> Config:
 
 def _bench(cfg: Config, checkpoint: Path, dataset, proposals: dict, out_dir: Path) -> dict:
     """Time SPP-net against R-CNN on the first ``demo.bench_images`` images of ``dataset``."""
-    from detect.bench import format_report, run_bench
+    from detect.bench import format_bench_report, run_bench
     from detect.checkpoints import load_checkpoint
     from detect.data.images import read_image
 
@@ -166,7 +166,7 @@ def _bench(cfg: Config, checkpoint: Path, dataset, proposals: dict, out_dir: Pat
     boxes = [proposals[ann.image_id] for ann in annotations]
     report = run_bench(loaded.model, images, boxes, loaded.config, loaded.scorer)
     atomic_write_text(out_dir / "bench.json", json.dumps(report, indent=2) + "\n")
-    atomic_write_text(out_dir / "bench.txt", format_report(report) + "\n")
+    atomic_write_text(out_dir / "bench.txt", format_bench_report(report) + "\n")
     return report
 
 
@@ -249,7 +249,7 @@ def run_demo(
         summary.files += [rcnn_eval.metrics_path]
     summary.report = out / "report.md"
     summary.files.append(summary.report)
-    atomic_write_text(summary.report, format_report(summary, cfg))
+    atomic_write_text(summary.report, format_demo_report(summary, cfg))
     return summary
 
 
@@ -292,9 +292,9 @@ def format_summary_table(summary: DemoSummary) -> str:
     return "\n".join(lines)
 
 
-def format_report(summary: DemoSummary, cfg: Config) -> str:
+def format_demo_report(summary: DemoSummary, cfg: Config) -> str:
     """``report.md``: the summary table, per-class AP, stage times and the files written."""
-    from detect.bench import format_report as format_bench_report
+    from detect.bench import format_bench_report
 
     ap_lines = ["| class | SPP-net AP |", "| --- | --- |"] + [
         f"| {name} | {value:.3f} |" for name, value in summary.spp_ap.items()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from detect.bench import count_flops, format_report, head_flops_per_region, run_bench
+from detect.bench import count_flops, format_bench_report, head_flops_per_region, run_bench
 from detect.cli import main
 from detect.config import BenchConfig, Config, ModelConfig
 from detect.data.images import write_image
@@ -62,7 +62,7 @@ def test_run_bench_report():
         model.backbone(torch.zeros(1, 3, 128, 128))
     assert rcnn["conv_gflop"] == pytest.approx(5 * flops.conv / 1e9)
     assert report["matmul_gflops_per_s"] > 0
-    text = format_report(report)
+    text = format_bench_report(report)
     assert "random sample of 3 crops" in text and "GFLOP/s" in text
 
 

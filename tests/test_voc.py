@@ -217,3 +217,13 @@ def test_class_list_written_and_used_by_default(tmp_path):
     dataset = read_voc_dataset(tmp_path, "test")
     assert dataset.class_names == ("disc", "star")
     assert dataset[0].labels.tolist() == [1]
+
+
+@pytest.mark.parametrize("suffix", [".png", ".JPG", ".jpeg", ".tif", ".TIFF", ".webp"])
+def test_an_image_is_found_by_any_suffix_the_image_reader_reads(tmp_path, suffix):
+    # The <filename> is tried first; then the id with each image suffix, lower or upper case.
+    root = make_voc(tmp_path / "voc", {"a": [("dog", (1, 1, 5, 5), 0, 0)]})
+    (root / "JPEGImages/a.jpg").rename(root / "JPEGImages" / f"a{suffix}")
+    xml = root / "Annotations/a.xml"
+    xml.write_text(xml.read_text().replace("<filename>a.jpg<", "<filename>gone.jpg<"))
+    assert load_dataset(root, "test", ("dog",))[0].path.name == f"a{suffix}"

@@ -56,12 +56,12 @@ def bench_proposals(image, image_id: str, path, config):
 def run(args) -> int:
     import torch
 
-    from detect.bench import check_bench_config, format_report, run_bench
+    from detect.bench import check_bench_config, format_bench_report, run_bench
     from detect.config import load_config
     from detect.data.images import read_image
     from detect.files import atomic_write_text
     from detect.models import build_detector
-    from detect.models.detector import check_model_config
+    from detect.models.detection_model import check_model_config
 
     if args.threads is not None:
         if args.threads < 1:
@@ -112,7 +112,7 @@ def run(args) -> int:
     report = run_bench(model, images, proposals, config, scorer, svd=args.svd)
     if args.json:
         atomic_write_text(Path(args.json), json.dumps(report, indent=1))
-    print(format_report(report))
+    print(format_bench_report(report))
     if args.json:
         print(f"report written to {args.json}")
     return 0

@@ -15,6 +15,10 @@ from detect.errors import DetectError
 # claim 30000x30000 and take 9 GB to decode). The config's ``data.max_image_pixels`` sets it.
 DEFAULT_MAX_IMAGE_PIXELS = DataConfig.max_image_pixels
 
+# The suffixes (lower case) of the image files read_image decodes: how an image folder is listed
+# and how a VOC image id finds its file.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
 
 def header_size(path: Path) -> tuple[int, int] | None:
     """``(width, height)`` stated by the image file's header, read without decoding the pixels;

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from detect.data.boxcheck import BoxProblems, check_box
-from detect.data.images import DEFAULT_MAX_IMAGE_PIXELS, read_image
+from detect.data.images import DEFAULT_MAX_IMAGE_PIXELS, IMAGE_SUFFIXES, read_image
 from detect.data.names import check_class_names, check_name
 from detect.errors import DetectError
 from detect.files import atomic_write_text, read_text
@@ -49,8 +49,6 @@ VOC_CLASSES: tuple[str, ...] = (
     "train",
     "tvmonitor",
 )
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".JPG", ".JPEG", ".PNG")
 
 
 def split_file(root: str | Path, split: str) -> Path:
@@ -148,6 +146,7 @@ def _image_path(
     """The image file of ``image_id``; ``available`` = JPEGImages/ listing, None = do not check."""
     candidates = [filename] if filename else []
     candidates += [image_id + suffix for suffix in IMAGE_SUFFIXES]
+    candidates += [image_id + suffix.upper() for suffix in IMAGE_SUFFIXES]
     if available is None:
         return root / "JPEGImages" / candidates[0]
     for name in candidates:

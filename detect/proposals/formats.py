@@ -20,8 +20,7 @@ import torch
 from torch import Tensor
 
 from detect.errors import DetectError
-from detect.files import atomic_path, atomic_write_text
-from detect.files import read_json as read_json_file
+from detect.files import atomic_path, atomic_write_text, read_json
 from detect.ops.boxes import clip_boxes, voc_from_xyxy, xyxy_from_voc
 from detect.structures import DetectionDataset
 
@@ -110,8 +109,8 @@ def read_npz(path: Path) -> dict[str, Tensor]:
     }
 
 
-def read_json(path: Path) -> dict[str, Tensor]:
-    payload = read_json_file(path, "proposals file")
+def read_proposals_json(path: Path) -> dict[str, Tensor]:
+    payload = read_json(path, "proposals file")
     if not isinstance(payload, dict):
         raise DetectError(f"proposals file {path}: expected {{image_id: [[x1, y1, x2, y2], ...]}}")
     proposals = {}
@@ -138,7 +137,7 @@ def read_proposals(path: str | Path, image_ids: Sequence[str] | None = None) -> 
     suffix = file_format(path)
     if suffix == ".mat":
         return read_mat(path, image_ids)
-    return read_npz(path) if suffix == ".npz" else read_json(path)
+    return read_npz(path) if suffix == ".npz" else read_proposals_json(path)
 
 
 def write_proposals(path: str | Path, proposals: dict[str, Tensor]) -> None:

@@ -25,7 +25,7 @@ from detect.config import check_values
 from detect.errors import DetectError
 from detect.ops.boxes import clip_boxes, remove_small_boxes, unique_boxes, xyxy_from_xywh
 
-MODES = ("fast", "quality")
+SEARCH_MODES = ("fast", "quality")
 # Seed of the C library's rand() before each search (glibc treats 0 and 1 alike; 1 is its default).
 RAND_SEED = 1
 
@@ -48,7 +48,7 @@ def check_search_params(
     """Raise :class:`DetectError` naming the ``proposals.*`` setting that selective search
     cannot use (arguments as :func:`selective_search`)."""
     checks = [
-        (mode in MODES, "mode", mode, f"one of {list(MODES)}"),
+        (mode in SEARCH_MODES, "mode", mode, f"one of {list(SEARCH_MODES)}"),
         (resize_long_side >= 0, "resize_long_side", resize_long_side, ">= 0 (0 = original size)"),
         (min_size >= 0, "min_size", min_size, ">= 0"),
         (max_proposals >= 0, "max_proposals", max_proposals, ">= 0 (0 = all)"),
@@ -70,8 +70,8 @@ def _resize_for_search(image: np.ndarray, long_side: int) -> np.ndarray:
 def raw_selective_search(image_bgr: np.ndarray, mode: str) -> np.ndarray:
     """OpenCV's selective search on a BGR uint8 image: ``(R, 4)`` int32 ``x, y, w, h`` rects in
     the method's ranking order (rect covers pixels ``x .. x + w - 1``)."""
-    if mode not in MODES:
-        raise DetectError(f"proposals.mode must be one of {list(MODES)}, got {mode!r}")
+    if mode not in SEARCH_MODES:
+        raise DetectError(f"proposals.mode must be one of {list(SEARCH_MODES)}, got {mode!r}")
     search = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
     search.setBaseImage(image_bgr)
     if mode == "fast":

@@ -6,12 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from detect.config import DataConfig
+from detect.data.images import IMAGE_SUFFIXES
 from detect.errors import DetectError
 from detect.files import read_text
 from detect.proposals.compute import ImageItem, items_from_dataset
 from detect.structures import DetectionDataset
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
 def items_with_unique_ids(paths: list[Path], where: str | Path) -> list[ImageItem]:

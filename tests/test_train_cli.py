@@ -6,7 +6,7 @@ from xml.etree import ElementTree
 import pytest
 import yaml
 from _train_data import make_tiny_voc, tiny_config_dict
-from test_voc_ap import brute_voc_eval
+from _voc_devkit import brute_voc_eval
 
 from detect.cli import main
 

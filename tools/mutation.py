@@ -40,9 +40,12 @@ MODULES: dict[str, tuple[list[str], list[str], list[str]] | tuple[list[str], lis
         [f"detect.training.finetune.x_{name}__mutmut_*" for name in FINETUNE_FUNCTIONS],
     ),
     "voc": (["detect/data/voc.py"], ["tests/test_voc.py"]),
-    "coco": (["detect/data/coco.py", "detect/evaluation/coco.py"], ["tests/test_coco.py"]),
-    "voc_ap": (["detect/evaluation/voc_ap.py"], ["tests/test_voc_ap.py"]),
-    "voc_files": (["detect/evaluation/voc_files.py"], ["tests/test_voc_files.py"]),
+    "coco": (
+        ["detect/data/coco.py", "detect/evaluation/coco.py", "detect/evaluation/coco_results.py"],
+        ["tests/test_coco.py"],
+    ),
+    "voc_ap": (["detect/evaluation/voc_ap.py"], ["tests/evaluation/test_voc_ap.py"]),
+    "voc_files": (["detect/evaluation/voc_files.py"], ["tests/evaluation/test_voc_files.py"]),
     "proposal_cache": (["detect/proposals/cache.py"], ["tests/test_proposals_cache.py"]),
 }
 

@@ -1,7 +1,9 @@
 """``detect run``: detect objects in images with a trained checkpoint.
 
 Writes ``OUT/<stem>.json`` (class names, scores, boxes in original pixels, xyxy 0-based continuous)
-and ``OUT/<stem>.jpg`` (the image with its detections drawn) for every readable image, and nothing
+and ``OUT/<stem>.jpg`` (the image with its detections drawn) for every readable image, and
+``OUT/detections.json``, every image's detections in the project's detections file
+(:mod:`detect.evaluation.detections_json`; ``detect score --detections OUT`` reads it), and nothing
 else: proposals are kept only in the cache folder named by ``--proposal-cache``.
 
 Exit status: 0 when every image was processed, 1 when some could not be read (each is named on
@@ -70,6 +72,7 @@ def collect_images(arguments: list[str]):
 def run(args) -> int:
     from detect.checkpoints import load_checkpoint
     from detect.data.images import read_image, write_image
+    from detect.evaluation.detections_json import DETECTIONS_FILE, write_detections_json
     from detect.files import atomic_write_text
     from detect.inference import detect_image
     from detect.proposals import ProposalCache, image_proposals
@@ -84,11 +87,18 @@ def run(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise DetectError(f"--out {out}: exists and is not a folder")
+    clash = [item.path for item in items if f"{item.image_id}.json" == DETECTIONS_FILE]
+    if clash:
+        raise DetectError(
+            f"image {clash[0]}: its results would overwrite {out / DETECTIONS_FILE}, the file of "
+            "every image's detections; rename the image"
+        )
     loaded = load_checkpoint(args.checkpoint, method=args.method, overrides=overrides)
     # Only the folder the user names: never the checkpoint's proposals.cache_dir.
     cache_cfg = dataclasses.replace(loaded.config.proposals, cache_dir=args.proposal_cache or "")
     cache = ProposalCache.from_config(cache_cfg)
     done, skipped, total = 0, [], 0
+    found = {}  # image id -> Detections, for OUT/detections.json
     start = time.perf_counter()
     for item in tqdm(items, desc="detect", unit="image"):
         path = item.path
@@ -111,8 +121,10 @@ def run(args) -> int:
         atomic_write_text(out / f"{item.image_id}.json", json.dumps(payload, indent=1))
         drawn = draw_detections(image, detections, loaded.class_names, args.draw_threshold)
         write_image(out / f"{item.image_id}.jpg", drawn)
+        found[item.image_id] = detections
         done += 1
         total += len(detections)
+    write_detections_json(out / DETECTIONS_FILE, found, loaded.class_names)
     elapsed = time.perf_counter() - start
     print(
         f"{done} image(s) processed, {len(skipped)} skipped, {total} detections, "

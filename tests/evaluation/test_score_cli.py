@@ -1,4 +1,5 @@
-"""`detect score` end to end on a tiny VOC folder and a tiny COCO json."""
+"""`detect score` end to end on a tiny VOC folder and a tiny COCO json, and on the folder that
+`detect run` wrote."""
 
 from __future__ import annotations
 
@@ -6,15 +7,21 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
+from _voc_devkit import brute_voc_eval
 
 from detect.cli import main
+from detect.config import Config, ModelConfig, ProposalConfig
+from detect.data.images import write_image
 from detect.data.voc import write_voc_dataset
 from detect.evaluation.coco import STAT_NAMES
 from detect.evaluation.coco_results import write_coco_results
 from detect.evaluation.detections_json import write_detections_json
 from detect.evaluation.voc_files import comp4_path, write_comp4
+from detect.models import build_detector
 from detect.structures import Annotation, Detections
+from detect.training.checkpoint import save_checkpoint
 
 CLASSES = ("a", "b", "c")
 
@@ -151,3 +158,97 @@ def test_binary_and_misplaced_files_are_one_line_errors(tmp_path, voc, capsys):
     coco_gt = ["score", "--gt", str(tmp_path / "binary.json"), "--detections", str(good)]
     assert main(coco_gt) == 2
     assert "COCO annotations" in capsys.readouterr().err
+
+
+def test_class_names_come_from_the_detections_file_without_classes_txt(tmp_path, voc):
+    root, dets = voc
+    path = tmp_path / "dets.json"
+    reordered = {k: Detections(d.boxes, d.scores, 2 - d.labels) for k, d in dets.items()}
+    write_detections_json(path, reordered, ("c", "b", "a"))
+    # classes.txt is the ground truth's own list: it wins over the file's, and sets the order.
+    status, scores = run_score(tmp_path, "--gt", root, "--detections", path)
+    assert status == 0 and list(scores["ap"]) == ["a", "b", "c"]
+    assert scores["ap"]["a"] == pytest.approx(8.5 / 11) and scores["ap"]["b"] == 0.0
+    (root / "classes.txt").unlink()
+    # Without it, the file's list (not VOC's 20 classes, which do not name a, b, c).
+    status, scores = run_score(tmp_path, "--gt", root, "--detections", path)
+    assert status == 0 and list(scores["ap"]) == ["c", "b", "a"]
+    assert scores["ap"]["a"] == pytest.approx(8.5 / 11) and scores["ap"]["b"] == 0.0
+    assert scores["ap"]["c"] is None and scores["mAP"] == pytest.approx(8.5 / 22)
+    # comp4 files carry no class list: VOC's 20, whose files are not there.
+    write_comp4(tmp_path / "comp4", "test", dets, CLASSES)
+    status, _ = run_score(tmp_path, "--gt", root, "--detections", tmp_path / "comp4")
+    assert status == 2
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path):
+    config = Config(
+        model=ModelConfig(backbone="tiny", scales=(96,), fc_dims=(16, 16), rcnn_context=4),
+        proposals=ProposalConfig(cache_dir=str(tmp_path / "cache"), max_proposals=30),
+    )
+    model = build_detector("spp", config.model, 2)
+    save_checkpoint(tmp_path / "model.pt", model, ("circle", "square"), config)
+    return tmp_path / "model.pt"
+
+
+def scene(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 60, (90, 120, 3)).astype(np.uint8)
+    x, y = (int(v) for v in rng.integers(5, 40, 2))
+    image[y : y + 40, x : x + 50] = (220, 30, 30)
+    return image
+
+
+def test_score_reads_the_folder_detect_run_wrote(tmp_path, tiny_checkpoint, capsys):
+    images, out = tmp_path / "images", tmp_path / "out"
+    stems = ["im0", "im1", "im2"]
+    for seed, stem in enumerate(stems):
+        write_image(images / f"{stem}.png", scene(seed))
+    assert main(["run", "--checkpoint", str(tiny_checkpoint), str(images), "--out", str(out)]) == 0
+    # Ground truth from run's per-image files (not the combined file score reads): per image,
+    # the top box of each class becomes an object (rounded to whole pixels), plus one object
+    # nothing detected; the other detections are duplicates or misses.
+    per_image = {stem: json.loads((out / f"{stem}.json").read_text()) for stem in stems}
+    classes = tuple(per_image["im0"]["classes"])
+    annotations, voc_gt = [], {}
+    for stem, payload in per_image.items():
+        boxes, labels = [[1, 1, 4, 4]], [1]
+        for label, name in enumerate(classes):
+            mine = [d for d in payload["detections"] if d["label"] == name]
+            if mine:
+                best = max(mine, key=lambda d: d["score"])
+                boxes.append([round(v) for v in best["box"]])
+                labels.append(label)
+        annotations.append(Annotation(stem, images / f"{stem}.png", 120, 90, boxes, labels))
+        # The brute force works on VOC 1-based inclusive boxes: (x1 + 1, y1 + 1, x2, y2).
+        voc_gt[stem] = [
+            (la, [b[0] + 1, b[1] + 1, b[2], b[3]]) for b, la in zip(boxes, labels, strict=True)
+        ]
+    write_voc_dataset(tmp_path / "voc", classes, {"test": annotations})
+    assert sum(len(p["detections"]) for p in per_image.values()) > len(stems)
+    status, scores = run_score(tmp_path, "--gt", tmp_path / "voc", "--detections", out)
+    assert status == 0, capsys.readouterr().err
+    expected = {}
+    for label, name in enumerate(classes):
+        gt = {s: [(b, False) for la, b in objs if la == label] for s, objs in voc_gt.items()}
+        npos = sum(len(objs) for objs in gt.values())
+        dets = [
+            (stem, d["score"], [d["box"][0] + 1, d["box"][1] + 1, d["box"][2], d["box"][3]])
+            for stem, payload in per_image.items()
+            for d in payload["detections"]
+            if d["label"] == name
+        ]
+        expected[name] = brute_voc_eval(gt, dets, npos, "voc07")[0]
+        assert scores["ap"][name] == pytest.approx(expected[name], abs=1e-6), name
+    assert 0 < scores["mAP"] == pytest.approx(sum(expected.values()) / len(expected), abs=1e-6)
+
+
+def test_run_refuses_an_image_whose_results_would_overwrite_the_combined_file(
+    tmp_path, tiny_checkpoint, capsys
+):
+    write_image(tmp_path / "images" / "detections.png", scene(0))
+    args = ["run", "--checkpoint", str(tiny_checkpoint), str(tmp_path / "images")]
+    assert main([*args, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "detections.png" in err and "rename the image" in err and len(err.splitlines()) == 1

@@ -45,7 +45,9 @@ def test_loss_matches_a_per_window_loop(weight):
 
     total, cls, box = detection_loss(out, labels, targets, weight)
 
-    expected = loop_loss(logits.tolist(), deltas.tolist(), labels.tolist(), targets.tolist(), weight)
+    expected = loop_loss(
+        logits.tolist(), deltas.tolist(), labels.tolist(), targets.tolist(), weight
+    )
     assert float(total) == pytest.approx(expected[0], rel=1e-5)
     assert float(cls) == pytest.approx(expected[1], rel=1e-5)
     assert float(box) == pytest.approx(expected[2], rel=1e-5)
@@ -59,3 +61,15 @@ def test_background_windows_add_no_box_loss():
     assert float(box) == 0.0
     assert float(cls) == pytest.approx(math.log(3))  # uniform logits over 3 columns
     assert float(total) == pytest.approx(math.log(3))
+
+
+def test_one_foreground_window_by_hand():
+    # One window of class 1: logits (0, ln 3) -> cross-entropy ln(4/3); deltas of column 1 differ
+    # from the targets by 0.5 (0.125) and 2.0 (1.5): box loss 1.625 over one window.
+    logits = torch.tensor([[0.0, math.log(3.0)]])
+    deltas = torch.tensor([[9.0, 9.0, 9.0, 9.0, 0.5, -2.0, 0.0, 0.0]])
+    out = HeadOutput(torch.zeros(1, 1), torch.zeros(1, 1), logits, deltas)
+    total, cls, box = detection_loss(out, torch.tensor([1]), torch.zeros(1, 4), 2.0)
+    assert float(cls) == pytest.approx(math.log(4 / 3))
+    assert float(box) == pytest.approx(1.625)
+    assert float(total) == pytest.approx(math.log(4 / 3) + 2 * 1.625)

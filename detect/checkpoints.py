@@ -32,6 +32,8 @@ import torch
 from detect.config import Config, apply_overrides
 from detect.errors import DetectError
 from detect.files import load_torch_file
+from detect.models.detection_model import DetectionModel, build_detector
+from detect.models.postprocess import check_test_config
 from detect.models.scoring import (
     RegionScorer,
     RidgeRegressor,
@@ -116,7 +118,7 @@ def load_weights(model: torch.nn.Module, state: dict[str, Any], path: str | Path
 class LoadedCheckpoint:
     """A ready-to-run model (eval mode) with its classes, config and region scorer."""
 
-    model: torch.nn.Module
+    model: DetectionModel
     class_names: tuple[str, ...]
     config: Config
     scorer: RegionScorer
@@ -157,7 +159,7 @@ def load_checkpoint(
     expected_backbone: str | None = None,
 ) -> LoadedCheckpoint:
     """Rebuild the detector saved in ``path`` (eval mode, SVD-compressed per the config) and its
-    scorer, ready for :func:`detect.inference.detect_image`.
+    scorer, ready for :meth:`detect.models.DetectionModel.detect`.
 
     Args:
         expected_classes: when given, a checkpoint for other classes is a :class:`DetectError`.
@@ -166,8 +168,6 @@ def load_checkpoint(
         overrides: ``section.key=value`` changes to the saved config (e.g. ``test.classifier=svm``).
         expected_backbone: when given, a checkpoint of another backbone is a :class:`DetectError`.
     """
-    from detect.inference import check_test_config
-    from detect.models import build_detector
 
     payload = read_checkpoint(path)
     check_compatible(payload, path, expected_classes, expected_backbone)

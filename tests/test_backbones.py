@@ -8,8 +8,8 @@ from torch import nn
 
 from detect.config import ModelConfig
 from detect.errors import DetectError
+from detect.models import build_detector
 from detect.models.backbones import build_backbone
-from detect.models.detector import Detector
 from detect.models.weights import load_backbone, torchvision_cache_file
 
 
@@ -47,7 +47,8 @@ def _lit_cells(backbone, height, width, px, py):
 def test_impulse_lights_the_projected_cell(name, height, width):
     backbone = _positive(build_backbone(name))
     # The default projection ("auto") of a detector on this backbone.
-    model = Detector("spp", backbone, ModelConfig(backbone=name, fc_dims=(8,)), num_classes=1)
+    cfg = ModelConfig(backbone=name, fc_dims=(8,))
+    model = build_detector("spp", cfg, 1, backbone=backbone).pooler
     assert ModelConfig().projection == "auto" and model.offsets == backbone.offsets
     assert backbone.stride == 16
     size, offset = backbone.receptive_field_size, backbone.offsets[0]
@@ -89,9 +90,8 @@ def test_literal_paper_projection_misses_unpadded_backbones(name, height, width)
     # Appendix A's formula taken literally puts cell i at 16 i: a one-pixel box lands on a cell
     # whose centre is more than half a cell away (zf5: 20.5 + 16 i, alexnet: 15.5 + 16 i).
     backbone = build_backbone(name)
-    paper = Detector(
-        "spp", backbone, ModelConfig(backbone=name, fc_dims=(8,), projection="paper"), 1
-    )
+    cfg = ModelConfig(backbone=name, fc_dims=(8,), projection="paper")
+    paper = build_detector("spp", cfg, 1, backbone=backbone).pooler
     px, py = 37, 21
     map_size = tuple(_lit_cells(_positive(backbone), height, width, px, py).shape)
     x0 = paper.windows(torch.tensor([[px, py, px + 1, py + 1.0]]), map_size)[0, 0]

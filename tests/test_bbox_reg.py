@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from detect.config import BBoxRegConfig, ModelConfig
+from detect.config import BBoxRegConfig
 from detect.data.images import write_image
 from detect.models.heads import HeadOutput
 from detect.models.scoring import RidgeRegressor, RidgeScorer
@@ -30,23 +30,14 @@ def hand_targets(p, g) -> list[float]:
 
 
 class FakeDetector:
-    """One scale, prepared at factor 2; 'pooled' features = the box in original pixels plus a
-    constant."""
-
-    scale = 2.0
-    method = "spp"
-    cfg = ModelConfig(scales=(120,), max_size=0)  # 60 x 80 images: shorter side 60 -> 120
+    """'pooled' features = the box in original pixels plus a constant."""
 
     def eval(self):
         return self
 
-    def prepare(self, image, short_side=None):
-        assert short_side in (None, 120)
-        return torch.zeros(3, 2 * image.shape[0], 2 * image.shape[1]), self.scale
-
-    def __call__(self, image, boxes):
-        original = boxes / self.scale
-        pooled = torch.cat([original, torch.ones(len(boxes), 1)], dim=1)
+    def region_outputs(self, image, boxes):
+        assert image.shape == (60, 80, 3)
+        pooled = torch.cat([boxes, torch.ones(len(boxes), 1)], dim=1)
         r = len(boxes)
         return HeadOutput(pooled, -pooled, torch.zeros(r, 3), torch.zeros(r, 12))
 

@@ -77,7 +77,7 @@ def test_same_weights_through_the_rcnn_path(tmp_path, config):
     assert loaded.method == "rcnn" and loaded.model.method == "rcnn"
     image = torch.randn(3, 64, 80)
     boxes = torch.tensor([[0.0, 0.0, 30.0, 30.0], [10.0, 20.0, 70.0, 60.0]])
-    crops = loaded.model.crops(image, boxes)
+    crops = loaded.model.pooler.crops(image, boxes)
     # By hand with the saved SPP-net's own modules: its backbone on each warped crop, every
     # pyramid level max-pooled over the crop's whole map, then its head.
     maps = model.backbone(crops)

@@ -1,4 +1,4 @@
-"""SPP-net and R-CNN forward passes of the Detector."""
+"""SPP-net and R-CNN forward passes of the DetectionModel (its two region poolers)."""
 
 import numpy as np
 import pytest
@@ -7,7 +7,8 @@ import torch
 from detect.config import ModelConfig
 from detect.errors import DetectError
 from detect.models import build_detector
-from detect.models.detector import resize_scale, warp_crops
+from detect.models.poolers import warp_crops
+from detect.models.scales import resize_scale
 
 CFG = ModelConfig(backbone="tiny", scales=(96,), fc_dims=(32, 32), rcnn_context=4)
 BOXES = torch.tensor([[4.0, 6.0, 60.0, 50.0], [0.0, 0.0, 96.0, 80.0], [30.0, 30.0, 33.0, 34.0]])
@@ -48,7 +49,7 @@ def test_dedupe_gives_the_same_outputs_as_pooling_every_box():
     boxes = torch.tensor([[1, 1, 60, 60], [2, 3, 61, 62], [1, 1, 60, 60], [40, 8, 120, 90.0]])
     out = model(prepared, boxes)
     feature_map = model.features(prepared)
-    windows = model.windows(boxes, tuple(feature_map.shape[1:]))
+    windows = model.pooler.windows(boxes, tuple(feature_map.shape[1:]))
     assert torch.equal(windows[0], windows[1])  # the first three share one window
     reference = model.head(model.pyramid(feature_map, windows))  # no de-duplication
     from_features = model.forward_features(feature_map, boxes)  # the fine-tuning entry point
@@ -117,7 +118,7 @@ def test_build_errors():
 def test_bad_model_settings_name_the_key(change, message):
     from dataclasses import replace
 
-    from detect.models.detector import check_model_config
+    from detect.models.detection_model import check_model_config
 
     cfg = replace(CFG, **change)
     with pytest.raises(DetectError, match=message):

@@ -8,9 +8,10 @@ import torchvision
 
 from detect.config import ModelConfig
 from detect.config import TestConfig as PostConfig  # not named Test*: pytest would collect it
-from detect.inference import Timer, detect_image, postprocess
 from detect.models import build_detector
+from detect.models.postprocess import postprocess
 from detect.models.scales import choose_scales
+from detect.models.stage_timer import StageTimer
 from detect.ops.boxes import decode_deltas
 
 CFG = ModelConfig(backbone="tiny", scales=(160, 320), fc_dims=(32, 32), rcnn_context=4)
@@ -60,7 +61,7 @@ def test_postprocess_matches_per_class_loop():
 def test_no_proposals_gives_empty_detections():
     model = build_detector("spp", CFG, 2)
     image = np.zeros((50, 60, 3), dtype=np.uint8)
-    assert len(detect_image(model, image, torch.zeros((0, 4)), PostConfig())) == 0
+    assert len(model.detect(image, torch.zeros((0, 4)), PostConfig())) == 0
 
 
 def _expected(model, image, proposals, short_side):
@@ -76,8 +77,8 @@ def test_multiscale_spp_scores_equal_forward_at_chosen_scale():
         [[0, 0, 120, 90], [10, 10, 40, 40], [10, 10, 40, 40], [5, 50, 100, 89], [60, 2, 70, 12.0]]
     )
     cfg = PostConfig(score_threshold=0.0, nms_iou=1.0, top_per_class=1000, max_per_image=1000)
-    timer = Timer()
-    detections = detect_image(model, image, proposals, cfg, timer=timer)
+    timer = StageTimer()
+    detections = model.detect(image, proposals, cfg, timer=timer)
     factors = [160 / 90, 320 / 90]
     choice = choose_scales(proposals, factors)
     assert set(choice.tolist()) == {0, 1}
@@ -99,7 +100,7 @@ def test_rcnn_batched_scores_equal_forward():
     image = np.random.randint(0, 256, (70, 90, 3), dtype=np.uint8)
     proposals = torch.tensor([[0, 0, 90, 70], [10, 10, 40, 40], [5, 30, 80, 69.0]])
     cfg = PostConfig(score_threshold=0.0, nms_iou=1.0, bbox_reg=False)
-    detections = detect_image(model, image, proposals, cfg)
+    detections = model.detect(image, proposals, cfg)
     with torch.no_grad():
         scores, _ = _expected(model, image, proposals, None)
     boxes = proposals[:, None, :].expand(3, 2, 4)
@@ -113,7 +114,7 @@ def test_bad_post_processing_settings_name_the_key():
     import pytest
 
     from detect.errors import DetectError
-    from detect.inference import check_test_config
+    from detect.models.postprocess import check_test_config
 
     check_test_config(PostConfig())
     for change, message in [

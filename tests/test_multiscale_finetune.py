@@ -9,7 +9,7 @@ import torch
 from _train_data import make_tiny_voc, tiny_config
 
 from detect.errors import DetectError
-from detect.models.detector import Detector
+from detect.models.poolers import SPPPooler
 from detect.training import train
 from detect.training.sampling import draw_scales
 
@@ -25,13 +25,13 @@ def data(tmp_path_factory):
 def _record_pooling(monkeypatch) -> list[tuple[int, int]]:
     """Every SPP pooling call of fine-tuning as ``(scale of its feature map, windows)``."""
     calls: list[tuple[int, int]] = []
-    original = Detector.forward_features
+    original = SPPPooler.pool_map
 
-    def recording(self, feature_map, boxes):
+    def recording(self, model, feature_map, boxes, *args, **kwargs):
         calls.append((MAP_SCALE[tuple(feature_map.shape[1:])], boxes.shape[0]))
-        return original(self, feature_map, boxes)
+        return original(self, model, feature_map, boxes, *args, **kwargs)
 
-    monkeypatch.setattr(Detector, "forward_features", recording)
+    monkeypatch.setattr(SPPPooler, "pool_map", recording)
     return calls
 
 

@@ -74,7 +74,6 @@ def run(args) -> int:
     from detect.data.images import read_image, write_image
     from detect.evaluation.detections_json import DETECTIONS_FILE, write_detections_json
     from detect.files import atomic_write_text
-    from detect.inference import detect_image
     from detect.proposals import ProposalCache, image_proposals
     from detect.visualize import draw_detections
 
@@ -108,7 +107,7 @@ def run(args) -> int:
         except DetectError as exc:  # names the file; the other images go on
             skipped.append(str(exc))
             continue
-        detections = detect_image(loaded.model, image, proposals, loaded.config.test, loaded.scorer)
+        detections = loaded.model.detect(image, proposals, loaded.config.test, loaded.scorer)
         payload = {
             "image": str(path),
             "width": int(image.shape[1]),

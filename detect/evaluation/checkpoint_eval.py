@@ -108,7 +108,6 @@ def evaluate_checkpoint(
     from detect.data import load_dataset
     from detect.evaluation.coco_results import write_coco_results
     from detect.evaluation.voc_files import write_comp4
-    from detect.inference import detect_image
     from detect.proposals import load_or_compute_proposals
     from detect.visualize import plot_pr_curves
 
@@ -165,8 +164,8 @@ def evaluate_checkpoint(
     for ann in tqdm(dataset.annotations, desc=f"eval {split}", unit="img"):
         image = read_image(ann.path, cfg.data.max_image_pixels)
         start = time.perf_counter()
-        detections[ann.image_id] = detect_image(
-            loaded.model, image, proposals[ann.image_id], cfg.test, loaded.scorer
+        detections[ann.image_id] = loaded.model.detect(
+            image, proposals[ann.image_id], cfg.test, loaded.scorer
         )
         seconds += time.perf_counter() - start
         evaluator.process(ann.image_id, detections[ann.image_id])

@@ -3,7 +3,7 @@
 With several ``model.scales`` (shorter sides), SPP-net computes conv features at each scale and
 pools every region from the single scale at which the region's scaled area is closest to
 224 x 224 pixels (the paper's rule; docs/departures.md compares it with the released code's).
-Test-time detection (:mod:`detect.inference`) and the SVM / box-regression features of training
+Test-time detection (:class:`detect.models.poolers.SPPPooler`) and the SVM / box-regression features of training
 (:mod:`detect.training.features`) both group their boxes with :func:`scale_groups`.
 """
 
@@ -14,10 +14,18 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from detect.models.detector import resize_scale
 from detect.ops.boxes import box_area
 
 TARGET_AREA = 224.0 * 224.0
+
+
+def resize_scale(height: int, width: int, short_side: int, max_size: int) -> float:
+    """Scale factor making the shorter side ``short_side`` with the longer side at most ``max_size``
+    (0 = no cap)."""
+    scale = short_side / min(height, width)
+    if max_size > 0 and round(max(height, width) * scale) > max_size:
+        scale = max_size / max(height, width)
+    return scale
 
 
 def choose_scales(boxes: Tensor, factors: Sequence[float]) -> Tensor:

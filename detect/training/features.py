@@ -21,10 +21,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from detect.data.images import DEFAULT_MAX_IMAGE_PIXELS, read_image
-from detect.inference import rcnn_head_outputs
-from detect.models.heads import HeadOutput
-from detect.models.scales import scale_groups
-from detect.ops.boxes import box_iou, encode_deltas, scale_boxes
+from detect.ops.boxes import box_iou, encode_deltas
 from detect.structures import DetectionDataset
 
 
@@ -63,27 +60,6 @@ def class_ious(boxes: Tensor, gt_boxes: Tensor, gt_labels: Tensor, num_classes: 
     return result
 
 
-def region_outputs(model, image: np.ndarray, boxes: Tensor) -> HeadOutput:
-    """Head outputs of ``boxes (R, 4)`` (xyxy, pixels of the ``(H, W, 3)`` uint8 ``image``) as test
-    time computes them. SPP-net: each box pooled from the scale :func:`scale_groups` chooses for it
-    among ``model.cfg.scales``; R-CNN: every box warped from the original image, in batches of
-    ``model.cfg.rcnn_batch`` crops."""
-    if model.method == "spp" and boxes.shape[0] > 0:
-        height, width = image.shape[:2]
-        parts, order = [], []
-        for short_side, index in scale_groups(
-            boxes, height, width, model.cfg.scales, model.cfg.max_size
-        ):
-            prepared, scale = model.prepare(image, short_side)
-            parts.append(model(prepared, scale_boxes(boxes[index], scale)))
-            order.append(index)
-        return HeadOutput.cat(parts).index(torch.argsort(torch.cat(order)))
-    prepared, scale = model.prepare(image)
-    if model.method == "rcnn":  # crops in batches of model.cfg.rcnn_batch, as at test time
-        return HeadOutput.cat(list(rcnn_head_outputs(model, prepared, scale_boxes(boxes, scale))))
-    return model(prepared, scale_boxes(boxes, scale))
-
-
 @torch.no_grad()
 def extract_region_features(
     model,
@@ -95,7 +71,8 @@ def extract_region_features(
     seed: int = 0,
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> RegionFeatures:
-    """Run ``model`` (a :class:`detect.models.Detector`) over every image of ``dataset``.
+    """Run ``model`` (a :class:`detect.models.DetectionModel`) over every image of ``dataset``,
+    each region pooled as test time pools it (:meth:`~detect.models.DetectionModel.region_outputs`).
 
     Args:
         proposals: image_id -> ``(R, 4)`` xyxy original pixels.
@@ -112,7 +89,7 @@ def extract_region_features(
         gt_boxes, gt_labels = ann.boxes[keep], ann.labels[keep]
         props = proposals[ann.image_id].reshape(-1, 4).float()
         boxes = torch.cat([gt_boxes, props])
-        out = region_outputs(model, read_image(ann.path, max_image_pixels), boxes)
+        out = model.region_outputs(read_image(ann.path, max_image_pixels), boxes)
         feats = out.fc7 if svm_feature == "fc7" else out.pooled
         num_gt = gt_boxes.shape[0]
 

@@ -1,4 +1,4 @@
-"""Fine-tuning of a :class:`detect.models.Detector` (docs/method.md §6).
+"""Fine-tuning of a :class:`detect.models.DetectionModel` (docs/method.md §6).
 
 Modes (``finetune.mode``):
 
@@ -118,7 +118,7 @@ class _RegionForward:
             return model(image, boxes)
         if model.method == "rcnn":
             with torch.no_grad():
-                pooled = model.pool_crops(model.crops(image, boxes))
+                pooled = model.pooler.pool_crops(model, image, boxes)
             return model.head(pooled)
         return model.forward_features(self._frozen_features(key, image), boxes)
 

@@ -23,7 +23,7 @@ from detect.checkpoints import check_compatible, load_weights, read_checkpoint
 from detect.config import Config, check_values, config_to_dict, save_config
 from detect.config_paths import absolute_path_values, with_absolute_paths
 from detect.errors import DetectError, Interrupted
-from detect.models.detector import check_model_config
+from detect.models.detection_model import check_model_config
 from detect.structures import DetectionDataset
 from detect.training.checkpoint import check_resume_keys, save_checkpoint
 from detect.training.finetune import MODES, finetune

@@ -12,14 +12,13 @@ import torch
 from _train_data import make_tiny_voc, tiny_config
 
 from detect.checkpoints import load_checkpoint, read_checkpoint
-from detect.config import FinetuneConfig
 from detect.data import load_dataset
 from detect.data.images import read_image
 from detect.errors import DetectError
 from detect.models import build_detector
 from detect.proposals import load_or_compute_proposals
 from detect.training import train
-from detect.training.finetune import image_order, learning_rate
+from detect.training.finetune import image_order
 
 
 @pytest.fixture(scope="module")
@@ -30,11 +29,6 @@ def data(tmp_path_factory):
 def read_rows(path):
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
-
-
-def test_learning_rate_steps():
-    cfg = FinetuneConfig(lr=0.1, lr_steps=(3, 5), lr_gamma=0.5)
-    assert [learning_rate(i, cfg) for i in range(7)] == [0.1] * 3 + [0.05] * 2 + [0.025] * 2
 
 
 def test_image_order_visits_every_image_once_per_epoch():

@@ -46,7 +46,8 @@ def save_checkpoint(
 def check_resume_keys(payload: dict[str, Any], path: str | Path) -> None:
     """Raise :class:`DetectError` naming the file and the key when a checkpoint lacks what
     ``--resume`` reads: ``stage`` and ``log.rows`` always; while fine-tuning (stage
-    ``"finetune"``) also ``iteration``, ``optimizer``, ``rng`` and ``log.sums``."""
+    ``"finetune"``) also ``iteration``, ``optimizer``, ``lr_scheduler``, ``rng`` and
+    ``log.sums``."""
     stage, log = payload.get("stage"), payload.get("log")
     required = [
         ("stage", stage in ("finetune", "done"), "'finetune' or 'done'"),
@@ -58,6 +59,11 @@ def check_resume_keys(payload: dict[str, Any], path: str | Path) -> None:
         required += [
             ("iteration", isinstance(iteration, int) and iteration >= 0, "an integer >= 0"),
             ("optimizer", isinstance(payload.get("optimizer"), dict), "the optimizer state"),
+            (
+                "lr_scheduler",
+                isinstance(payload.get("lr_scheduler"), dict),
+                "the lr scheduler state",
+            ),
             ("rng", isinstance(payload.get("rng"), dict), "the random generator states"),
             ("log.sums", isinstance(log, dict) and isinstance(log.get("sums"), dict), "a dict"),
         ]

@@ -11,24 +11,24 @@ Modes (``finetune.mode``):
 Loss: softmax cross-entropy over K+1 classes + ``bbox_loss_weight`` x smooth-L1 (beta 1) on the
 foreground windows' deltas of their own class, summed and divided by the number of windows
 (Fast R-CNN). SGD with momentum and weight decay; lr multiplied by ``lr_gamma`` at each of
-``lr_steps``.
+``lr_steps`` (:mod:`detect.training.schedule`).
+
+The loop is a :class:`~detect.training.trainer.Trainer` running :class:`FinetuneStep`; the lr
+schedule, the CSV log, checkpoints, Ctrl-C and divergence are its hooks
+(:mod:`detect.training.hooks`).
 
 Determinism / resume: the images of iteration ``i`` are a function of (seed, i) (a fresh
 permutation per epoch), and the flips and window sampling of iteration ``i`` use a generator
-seeded from (seed, i). Checkpoints store the model, the optimizer, the iteration, the torch /
-numpy / python RNG states (dropout) and the log, so a resumed run ends with exactly the weights
-of an uninterrupted one.
+seeded from (seed, i). Checkpoints store the model, the optimizer, the lr scheduler, the
+iteration, the torch / numpy / python RNG states (dropout) and the log, so a resumed run ends
+with exactly the weights of an uninterrupted one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
-import logging
 import math
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -38,16 +38,25 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm import tqdm
 
-from detect.config import Config, FinetuneConfig
+from detect.config import Config
 from detect.data.images import read_image
-from detect.errors import Interrupted
 from detect.models.heads import HeadOutput
 from detect.ops.boxes import scale_boxes
 from detect.structures import DetectionDataset
 from detect.training.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
-from detect.training.divergence import GoodCheckpointWriter, divergence_reason
+from detect.training.divergence import GoodCheckpointWriter
+from detect.training.hooks import (
+    CSVLog,
+    CtrlC,
+    DivergenceCheck,
+    IterationCallback,
+    LRSchedule,
+    PeriodicCheckpoint,
+    ProgressBar,
+    StepOutcome,
+    empty_sums,
+)
 from detect.training.sampling import (
     SampledRois,
     derived_generator,
@@ -55,17 +64,11 @@ from detect.training.sampling import (
     hflip_example,
     sample_rois,
 )
-from detect.training.trainlog import write_log_csv
-
-log = logging.getLogger(__name__)
+from detect.training.schedule import step_lr_scheduler
+from detect.training.trainer import Trainer
 
 MODES = ("fc", "end_to_end")
 _ORDER_KEY, _ITERATION_KEY = 1, 2  # separate random streams derived from the seed
-
-
-def learning_rate(iteration: int, cfg: FinetuneConfig) -> float:
-    """lr of 0-based ``iteration``: ``lr * lr_gamma ** (number of lr_steps <= iteration)``."""
-    return cfg.lr * cfg.lr_gamma ** sum(iteration >= step for step in cfg.lr_steps)
 
 
 @functools.lru_cache(maxsize=4)
@@ -147,27 +150,6 @@ def _windows_by_scale(
         yield short_side, tensor, rois.boxes[index] * (scale / base_scale), index
 
 
-@contextlib.contextmanager
-def _deferred_interrupt() -> Iterator[dict]:
-    """Turn the first Ctrl-C into a request honoured between iterations (a second one aborts)."""
-    state = {"requested": False}
-    if threading.current_thread() is not threading.main_thread():
-        yield state
-        return
-
-    def handler(signum, frame):
-        if state["requested"]:
-            raise KeyboardInterrupt
-        state["requested"] = True
-        log.warning("interrupted: saving a checkpoint after this iteration (Ctrl-C again aborts)")
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield state
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 @dataclass
 class FinetuneResult:
     """``final_loss``: mean loss of the last logged interval; ``rows``: the CSV log rows."""
@@ -187,6 +169,82 @@ def _set_trainable(model, mode: str) -> list[torch.nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
+class FinetuneStep:
+    """One fine-tuning iteration, the same for SPP-net and R-CNN (only the region forward
+    differs): the iteration's images (:func:`image_order`), flips and sampled windows, the
+    forward pass, :func:`detection_loss`, backward and one optimizer step.
+
+    Args:
+        model: the detection model being trained (its trainable parameters are ``optimizer``'s).
+        proposals: image_id -> ``(R, 4)`` xyxy original pixels.
+    """
+
+    def __init__(
+        self,
+        model,
+        dataset: DetectionDataset,
+        proposals: dict[str, Tensor],
+        config: Config,
+        optimizer: torch.optim.Optimizer,
+    ) -> None:
+        self.model = model
+        self.dataset = dataset
+        self.proposals = proposals
+        self.config = config
+        self.optimizer = optimizer
+        self.forward = _RegionForward(model, config.finetune.mode, config.finetune.cache_features)
+        cfg = config.finetune
+        self.rois_per_image = max(1, cfg.rois_per_image_batch // cfg.images_per_batch)
+
+    def __call__(self, iteration: int) -> StepOutcome:
+        """Train on 0-based ``iteration``'s windows at the optimizer's current lr."""
+        cfg, model = self.config.finetune, self.model
+        lr = self.optimizer.param_groups[0]["lr"]
+        generator = derived_generator(self.config.seed, _ITERATION_KEY, iteration)
+        outputs, labels, targets = [], [], []
+        for index in image_order(
+            self.config.seed, iteration, cfg.images_per_batch, len(self.dataset)
+        ):
+            ann = self.dataset[index]
+            keep = ~ann.difficult
+            image = read_image(ann.path, self.config.data.max_image_pixels)
+            boxes, gt_boxes = self.proposals[ann.image_id].reshape(-1, 4), ann.boxes[keep]
+            flip = cfg.flip and bool(torch.rand(1, generator=generator) < 0.5)
+            if flip:
+                image, boxes, gt_boxes = hflip_example(image, boxes, gt_boxes)
+            tensor, scale = model.prepare(image)
+            rois = sample_rois(
+                scale_boxes(boxes, scale),
+                scale_boxes(gt_boxes, scale),
+                ann.labels[keep],
+                self.rois_per_image,
+                generator,
+                cfg.fg_fraction,
+                cfg.fg_iou,
+                cfg.bg_iou_low,
+                cfg.bg_iou_high,
+            )
+            if rois.boxes.shape[0] == 0:
+                continue
+            for short_side, image_k, windows, index in _windows_by_scale(
+                model, image, (tensor, scale), rois, cfg.random_scale, generator
+            ):
+                outputs.append(self.forward((ann.image_id, flip, short_side), image_k, windows))
+                labels.append(rois.labels[index])
+                targets.append(rois.targets[index])
+        if not outputs:
+            return StepOutcome(lr, None)
+        out = HeadOutput(*(torch.cat(parts) for parts in zip(*outputs, strict=True)))
+        loss, cls_loss, bbox_loss = detection_loss(
+            out, torch.cat(labels), torch.cat(targets), cfg.bbox_loss_weight
+        )
+        losses = {"loss": loss.item(), "cls_loss": cls_loss.item(), "bbox_loss": bbox_loss.item()}
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return StepOutcome(lr, losses)
+
+
 def finetune(
     model,
     dataset: DetectionDataset,
@@ -197,7 +255,9 @@ def finetune(
     resume_state: dict | None = None,
     on_iteration: Callable[[int], None] | None = None,
 ) -> FinetuneResult:
-    """Fine-tune ``model`` in place for ``config.finetune.iterations`` iterations.
+    """Fine-tune ``model`` in place for ``config.finetune.iterations`` iterations: a
+    :class:`~detect.training.trainer.Trainer` running :class:`FinetuneStep` with the hooks of
+    :mod:`detect.training.hooks`.
 
     Args:
         model: a Detector whose classes are ``dataset.class_names``.
@@ -205,9 +265,10 @@ def finetune(
         checkpoint_path: written (atomically) at iteration 0, every ``checkpoint_every``
             iterations (once the next loss shows those weights are good:
             :class:`~detect.training.divergence.GoodCheckpointWriter`), at the end, and on Ctrl-C.
-        log_path: the CSV log, rewritten every ``log_every`` iterations.
+        log_path: the CSV log, a row appended every ``log_every`` iterations.
         resume_state: the payload of a checkpoint of this run (its weights already loaded into
-            ``model``): training continues from its iteration with its optimizer/RNG/log state.
+            ``model``): training continues from its iteration with its optimizer, lr scheduler,
+            RNG and log state.
         on_iteration: called with the number of completed iterations after each one.
 
     Raises:
@@ -220,118 +281,52 @@ def finetune(
     optimizer = torch.optim.SGD(
         parameters, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
     )
-    forward = _RegionForward(model, cfg.mode, cfg.cache_features)
-    rows: list[dict] = []
-    sums = {"loss": 0.0, "cls_loss": 0.0, "bbox_loss": 0.0, "count": 0}
-    start = 0
+    scheduler = step_lr_scheduler(optimizer, cfg.lr_steps, cfg.lr_gamma)
+    rows, sums, first_loss, start = [], empty_sums(), None, 0
     if resume_state is not None:
         optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["lr_scheduler"])
         restore_rng_state(resume_state["rng"])
-        rows, sums = list(resume_state["log"]["rows"]), dict(resume_state["log"]["sums"])
+        saved_log = resume_state["log"]
+        rows, sums = list(saved_log["rows"]), dict(saved_log["sums"])
+        first_loss = saved_log.get("first_loss")
         start = int(resume_state["iteration"])
-    # The run's first loss, the scale for an exploding one (detect.training.divergence).
-    first_loss = (resume_state or {}).get("log", {}).get("first_loss")
 
-    def state(completed: int) -> dict:
+    writer = GoodCheckpointWriter(
+        lambda extras: save_checkpoint(checkpoint_path, model, dataset.class_names, config, extras),
+        checkpoint_path,
+        start,
+    )
+    divergence = DivergenceCheck(writer, first_loss)
+    csv_log = CSVLog(log_path, cfg.log_every, rows, sums)
+
+    def snapshot(completed: int) -> dict:
         """A checkpoint's extras after ``completed`` iterations: copies, as training goes on."""
         return {
             "stage": "finetune",
             "iteration": completed,
             "model": {key: value.detach().clone() for key, value in model.state_dict().items()},
             "optimizer": copy.deepcopy(optimizer.state_dict()),
+            "lr_scheduler": copy.deepcopy(scheduler.state_dict()),
             "rng": capture_rng_state(),
-            "log": {"rows": list(rows), "sums": dict(sums), "first_loss": first_loss},
+            "log": {
+                "rows": list(csv_log.rows),
+                "sums": dict(csv_log.sums),
+                "first_loss": divergence.first_loss,
+            },
         }
 
-    checkpoints = GoodCheckpointWriter(
-        lambda extras: save_checkpoint(checkpoint_path, model, dataset.class_names, config, extras),
-        checkpoint_path,
-        start,
-    )
-    if resume_state is None:
-        checkpoints.write(state(0))
-        write_log_csv(log_path, rows)  # the header, so the file exists even for 0 iterations
-    rois_per_image = max(1, cfg.rois_per_image_batch // cfg.images_per_batch)
+    hooks = [
+        divergence,
+        LRSchedule(scheduler),
+        csv_log,
+        ProgressBar("fine-tune"),
+        *([IterationCallback(on_iteration)] if on_iteration is not None else []),
+        CtrlC(writer, snapshot),
+        PeriodicCheckpoint(writer, snapshot, cfg.checkpoint_every, resume_state is None),
+    ]
+    step = FinetuneStep(model, dataset, proposals, config, optimizer)
     started = time.perf_counter()
-    bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc="fine-tune")
-    with _deferred_interrupt() as interrupt, bar:
-        for iteration in bar:
-            lr = learning_rate(iteration, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            generator = derived_generator(config.seed, _ITERATION_KEY, iteration)
-            outputs, labels, targets = [], [], []
-            for index in image_order(config.seed, iteration, cfg.images_per_batch, len(dataset)):
-                ann = dataset[index]
-                keep = ~ann.difficult
-                image = read_image(ann.path, config.data.max_image_pixels)
-                boxes, gt_boxes = proposals[ann.image_id].reshape(-1, 4), ann.boxes[keep]
-                flip = cfg.flip and bool(torch.rand(1, generator=generator) < 0.5)
-                if flip:
-                    image, boxes, gt_boxes = hflip_example(image, boxes, gt_boxes)
-                tensor, scale = model.prepare(image)
-                rois = sample_rois(
-                    scale_boxes(boxes, scale),
-                    scale_boxes(gt_boxes, scale),
-                    ann.labels[keep],
-                    rois_per_image,
-                    generator,
-                    cfg.fg_fraction,
-                    cfg.fg_iou,
-                    cfg.bg_iou_low,
-                    cfg.bg_iou_high,
-                )
-                if rois.boxes.shape[0] == 0:
-                    continue
-                for short_side, image_k, windows, index in _windows_by_scale(
-                    model, image, (tensor, scale), rois, cfg.random_scale, generator
-                ):
-                    outputs.append(forward((ann.image_id, flip, short_side), image_k, windows))
-                    labels.append(rois.labels[index])
-                    targets.append(rois.targets[index])
-            if outputs:
-                out = HeadOutput(*(torch.cat(parts) for parts in zip(*outputs, strict=True)))
-                loss, cls_loss, bbox_loss = detection_loss(
-                    out, torch.cat(labels), torch.cat(targets), cfg.bbox_loss_weight
-                )
-                reason = divergence_reason(loss.item(), first_loss)
-                if reason:
-                    raise checkpoints.diverged(iteration + 1, f"{reason} (lr {lr:g})")
-                first_loss = loss.item() if first_loss is None else first_loss
-                checkpoints.vouch()  # a held checkpoint's weights just gave this good loss
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                sums["loss"] += loss.item()
-                sums["cls_loss"] += cls_loss.item()
-                sums["bbox_loss"] += bbox_loss.item()
-                sums["count"] += 1
-                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2g}", refresh=False)
-            completed = iteration + 1
-            if completed % cfg.log_every == 0 or completed == cfg.iterations:
-                count = max(sums["count"], 1)
-                rows.append(
-                    {
-                        "iteration": completed,
-                        "loss": sums["loss"] / count,
-                        "cls_loss": sums["cls_loss"] / count,
-                        "bbox_loss": sums["bbox_loss"] / count,
-                        "lr": lr,
-                    }
-                )
-                sums = {"loss": 0.0, "cls_loss": 0.0, "bbox_loss": 0.0, "count": 0}
-                write_log_csv(log_path, rows)
-            if on_iteration is not None:
-                on_iteration(completed)
-            if interrupt["requested"]:
-                checkpoints.write(state(completed))
-                log.warning("checkpoint saved at iteration %d: %s", completed, checkpoint_path)
-                raise Interrupted(f"checkpoint {checkpoint_path} saved at iteration {completed}")
-            if completed == cfg.iterations:
-                checkpoints.write(state(completed))
-            elif completed % cfg.checkpoint_every == 0:
-                checkpoints.propose(state(completed))  # written once the next loss vouches for it
-    if start >= cfg.iterations and rows:
-        write_log_csv(log_path, rows)
-    final_loss = rows[-1]["loss"] if rows else math.nan
-    return FinetuneResult(cfg.iterations, final_loss, rows, time.perf_counter() - started)
+    Trainer(step, hooks, start, cfg.iterations).train()
+    final_loss = csv_log.rows[-1]["loss"] if csv_log.rows else math.nan
+    return FinetuneResult(cfg.iterations, final_loss, csv_log.rows, time.perf_counter() - started)

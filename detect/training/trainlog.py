@@ -1,4 +1,5 @@
-"""The training log: CSV rows (iteration, loss, cls_loss, bbox_loss, lr), rewritten atomically.
+"""The training log: a CSV file of rows (iteration, loss, cls_loss, bbox_loss, lr), one appended
+per logged interval, never rewritten while training runs.
 
 The loss-curve PNG is drawn from this file by :func:`detect.visualize.plot_loss_curve`.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from pathlib import Path
 
 from detect.files import atomic_write_text
@@ -14,11 +16,38 @@ from detect.files import atomic_write_text
 LOG_FIELDS = ("iteration", "loss", "cls_loss", "bbox_loss", "lr")
 
 
-def write_log_csv(path: Path, rows: list[dict]) -> None:
-    """Write all rows (dicts keyed by :data:`LOG_FIELDS`) atomically."""
+def _csv_text(rows: list[dict], header: bool) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=LOG_FIELDS, lineterminator="\n")
-    writer.writeheader()
+    if header:
+        writer.writeheader()
     for row in rows:
         writer.writerow({key: row[key] for key in LOG_FIELDS})
-    atomic_write_text(Path(path), buffer.getvalue())
+    return buffer.getvalue()
+
+
+def start_log_csv(path: Path, rows: list[dict]) -> None:
+    """Make ``path`` hold the header and ``rows`` (dicts keyed by :data:`LOG_FIELDS`: those of the
+    checkpoint a run starts from, none for a fresh run) and nothing after them.
+
+    A file that begins with exactly those lines (a resumed run's own log, perhaps with rows past
+    its checkpoint, or a half-written last line) is cut after them, its earlier bytes untouched;
+    any other file is replaced atomically.
+    """
+    path = Path(path)
+    expected = _csv_text(rows, header=True)
+    try:
+        current = path.read_bytes()
+    except FileNotFoundError:
+        current = None
+    if current is not None and current.startswith(expected.encode()):
+        if len(current) > len(expected.encode()):
+            os.truncate(path, len(expected.encode()))
+    else:
+        atomic_write_text(path, expected)
+
+
+def append_log_row(path: Path, row: dict) -> None:
+    """Append one row (a dict keyed by :data:`LOG_FIELDS`) to the log ``path``."""
+    with open(path, "a", encoding="utf-8", newline="") as handle:
+        handle.write(_csv_text([row], header=False))

@@ -1,0 +1,160 @@
+"""Each fine-tuning hook on its own, driven by a Trainer whose steps return chosen outcomes."""
+
+import math
+import signal
+
+import pytest
+import torch
+
+from detect.errors import DetectError, Interrupted
+from detect.training.divergence import GoodCheckpointWriter
+from detect.training.hooks import (
+    CSVLog,
+    CtrlC,
+    DivergenceCheck,
+    IterationCallback,
+    PeriodicCheckpoint,
+    StepOutcome,
+    empty_sums,
+)
+from detect.training.trainer import Trainer
+
+
+def outcome(loss, lr=0.01):
+    return StepOutcome(lr, {"loss": loss, "cls_loss": loss / 2, "bbox_loss": loss / 4})
+
+
+def steps(*losses):
+    """A step returning the outcome of the given loss per iteration (None: no window sampled)."""
+    return lambda i: StepOutcome(0.01, None) if losses[i] is None else outcome(losses[i])
+
+
+def recording_writer(tmp_path):
+    """A GoodCheckpointWriter whose disk is a list of the iterations written."""
+    written = []
+    writer = GoodCheckpointWriter(lambda extras: written.append(extras["iteration"]), tmp_path, 0)
+    return writer, written
+
+
+def snapshot(weight=1.0):
+    return lambda completed: {"iteration": completed, "model": {"w": torch.tensor([weight])}}
+
+
+def test_periodic_checkpoint_writes_start_and_end_and_holds_the_rest(tmp_path):
+    writer, written = recording_writer(tmp_path)
+    hook = PeriodicCheckpoint(writer, snapshot(), period=2, save_start=True)
+    Trainer(steps(1.0, 1.0, 1.0, 1.0, 1.0), [hook], 0, 5).train()
+    # 2 and 4 are held until a loss vouches for them (DivergenceCheck); none did here.
+    assert written == [0, 5]
+    writer, written = recording_writer(tmp_path)
+    hook = PeriodicCheckpoint(writer, snapshot(), period=2, save_start=False)  # a resumed run
+    Trainer(steps(1.0, 1.0, 1.0, 1.0, 1.0), [hook], 3, 5).train()
+    assert written == [5]
+
+
+def test_a_good_loss_vouches_for_the_held_checkpoint(tmp_path):
+    writer, written = recording_writer(tmp_path)
+    divergence = DivergenceCheck(writer, first_loss=None)
+    periodic = PeriodicCheckpoint(writer, snapshot(), period=2, save_start=True)
+    Trainer(steps(2.0, 1.5, 1.0, 1.0, 0.5), [divergence, periodic], 0, 5).train()
+    # Held after iterations 2 and 4, written when iterations 3 and 5 gave good losses.
+    assert written == [0, 2, 4, 5]
+    assert divergence.first_loss == 2.0
+
+
+@pytest.mark.parametrize(
+    ("losses", "message", "kept"),
+    [
+        # The checkpoint of iteration 2 is held, then written when iteration 3's loss is good.
+        ((1.0, 1.0, 1.0, math.nan), r"iteration 4: the loss is nan .*\(iteration 2\) is kept", 2),
+        # Held, but the next loss (computed with those very weights) is bad: never written.
+        ((1.0, 1.0, math.nan), r"iteration 3: the loss is nan .*\(iteration 0\) is kept", 0),
+        ((1.0, math.inf), r"iteration 2: the loss is inf .*\(iteration 0\) is kept", 0),
+        ((2.0, 1.0, 201.0), r"iteration 3: the loss 201 exploded .*first loss 2\b", 0),
+    ],
+)
+def test_a_diverged_loss_stops_naming_the_checkpoint_kept(tmp_path, losses, message, kept):
+    writer, written = recording_writer(tmp_path)
+    hooks = [DivergenceCheck(writer, None), PeriodicCheckpoint(writer, snapshot(), 2, True)]
+    with pytest.raises(DetectError, match=r"fine-tuning diverged at " + message):
+        Trainer(steps(*losses), hooks, 0, 6).train()
+    assert written[-1] == kept
+
+
+def test_a_step_without_windows_is_neither_judged_nor_averaged(tmp_path):
+    writer, written = recording_writer(tmp_path)
+    divergence = DivergenceCheck(writer, first_loss=None)
+    log = CSVLog(tmp_path / "log.csv", every=3, rows=[], sums=empty_sums())
+    Trainer(steps(None, 3.0, 1.0, None, None, None), [divergence, log], 0, 6).train()
+    assert divergence.first_loss == 3.0
+    assert [(row["iteration"], row["loss"]) for row in log.rows] == [(3, 2.0), (6, 0.0)]
+
+
+def test_csv_log_averages_each_interval_and_ends_with_the_last_iteration(tmp_path):
+    log = CSVLog(tmp_path / "log.csv", every=2, rows=[], sums=empty_sums())
+    Trainer(steps(4.0, 2.0, 1.0, 3.0, 8.0), [log], 0, 5).train()
+    assert log.rows == [
+        {"iteration": 2, "loss": 3.0, "cls_loss": 1.5, "bbox_loss": 0.75, "lr": 0.01},
+        {"iteration": 4, "loss": 2.0, "cls_loss": 1.0, "bbox_loss": 0.5, "lr": 0.01},
+        {"iteration": 5, "loss": 8.0, "cls_loss": 4.0, "bbox_loss": 2.0, "lr": 0.01},
+    ]
+    assert (tmp_path / "log.csv").read_text().splitlines()[1:] == [
+        "2,3.0,1.5,0.75,0.01",
+        "4,2.0,1.0,0.5,0.01",
+        "5,8.0,4.0,2.0,0.01",
+    ]
+
+
+def test_csv_log_resumes_a_half_finished_interval(tmp_path):
+    # Resumed after iteration 3 of intervals of 2: iteration 3's loss (6.0) is in the sums.
+    sums = {"loss": 6.0, "cls_loss": 3.0, "bbox_loss": 1.5, "count": 1}
+    first = {"iteration": 2, "loss": 1.0, "cls_loss": 0.5, "bbox_loss": 0.25, "lr": 0.01}
+    log = CSVLog(tmp_path / "log.csv", every=2, rows=[first], sums=sums)
+    Trainer(steps(0.0, 0.0, 0.0, 2.0), [log], 3, 4).train()
+    assert log.rows[1]["iteration"] == 4 and log.rows[1]["loss"] == 4.0
+
+
+def test_iteration_callback_gets_the_completed_count():
+    seen = []
+    Trainer(steps(1.0, 1.0, 1.0), [IterationCallback(seen.append)], 1, 3).train()
+    assert seen == [2, 3]
+
+
+def test_ctrl_c_saves_after_the_iteration_and_says_which(tmp_path):
+    writer, written = recording_writer(tmp_path)
+
+    def step(i):
+        if i == 2:
+            signal.raise_signal(signal.SIGINT)  # what Ctrl-C does, in the middle of a step
+        return outcome(1.0)
+
+    with pytest.raises(Interrupted, match=r"checkpoint \S+ saved at iteration 3"):
+        Trainer(step, [CtrlC(writer, snapshot())], 0, 10).train()
+    assert written == [3]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler put back
+
+
+def test_a_second_ctrl_c_aborts_at_once(tmp_path):
+    writer, written = recording_writer(tmp_path)
+
+    def step(i):
+        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(signal.SIGINT)
+        return outcome(1.0)
+
+    with pytest.raises(KeyboardInterrupt) as info:
+        Trainer(step, [CtrlC(writer, snapshot())], 0, 10).train()
+    assert not isinstance(info.value, Interrupted) and written == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_ctrl_c_never_saves_weights_that_are_not_finite(tmp_path):
+    writer, written = recording_writer(tmp_path)
+
+    def step(i):
+        signal.raise_signal(signal.SIGINT)
+        return outcome(1.0)
+
+    with pytest.raises(DetectError, match=r"weight w is not finite.*\(iteration 0\) is kept"):
+        Trainer(step, [CtrlC(writer, snapshot(math.nan))], 0, 10).train()
+    assert written == []

@@ -13,8 +13,9 @@ a dict::
     iteration     fine-tuning iterations completed
     svm / ridge   SVM and ridge parameters when trained (detect.models.scoring.SVMModel /
                   RidgeRegressor state dicts)
-    optimizer, rng, log   resume state (optimizer state dict, torch/numpy/python RNG states,
-                  the CSV log rows and the partial interval sums so far)
+    optimizer, lr_scheduler, rng, log   resume state while fine-tuning: the optimizer's and
+                  the lr scheduler's state dicts, torch/numpy/python RNG states, the CSV log
+                  rows, the partial interval sums and the run's first loss
 
 Training writes it (:mod:`detect.training.checkpoint`); everything that uses a trained model reads
 it here.

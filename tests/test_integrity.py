@@ -283,7 +283,8 @@ def test_run_and_eval_write_nothing_outside_out(finished_run, data, tmp_path, mo
     monkeypatch.chdir(work)
     image = data / "voc" / "JPEGImages" / "0000.png"
     assert main(["run", "--checkpoint", str(checkpoint), str(image), "--out", "out"]) == 0
-    assert files_under(work) == ["out/0000.jpg", "out/0000.json"]  # proposals kept nowhere
+    # proposals kept nowhere
+    assert files_under(work) == ["out/0000.jpg", "out/0000.json", "out/detections.json"]
     cache = tmp_path / "named_cache"
     args = ["run", "--checkpoint", str(checkpoint), str(image), "--out", "out2"]
     assert main([*args, "--proposal-cache", str(cache)]) == 0

@@ -50,7 +50,7 @@ def evaluate_coco(
 
     Args:
         detections: image id -> :class:`Detections` (labels index the class list), or COCO result
-            records as read by :func:`read_coco_results`.
+            records as read by :func:`detect.evaluation.coco_results.read_coco_results`.
         gt: the COCO data set (its ``root`` is the instances json) or the json path.
         classes: the label order of ``detections`` and the categories evaluated; default: the
             data set's classes, or every category of the json.

@@ -23,8 +23,13 @@ DETECTIONS_FILE = "detections.json"
 def write_detections_json(
     path: Path, detections: dict[str, Detections], class_names: tuple[str, ...] | list[str]
 ) -> None:
-    """Write the project's detections json (atomically)."""
+    """Write the project's detections json (atomically).
 
+    Args:
+        detections: image id -> :class:`Detections` (boxes ``(N, 4)`` xyxy 0-based continuous
+            pixels, labels indices into ``class_names``); images and detections keep their order.
+        class_names: the label order, stored in the file.
+    """
     payload = {
         "format": DETECTIONS_FORMAT,
         "box_format": "xyxy, 0-based continuous pixels",

@@ -128,17 +128,20 @@ class LoadedCheckpoint:
 
 
 def build_scorer(
-    payload: dict[str, Any], config: Config, path: str | Path = "checkpoint"
+    payload: dict[str, Any],
+    config: Config,
+    path: str | Path = "checkpoint",
+    device: torch.device | str = "cpu",
 ) -> RegionScorer:
     """The RegionScorer selected by ``config.test.classifier`` and ``config.bbox_reg.method``.
 
     ``softmax`` uses the network's classifier, ``svm`` the checkpoint's SVMs; deltas come from the
     ridge regressor when ``bbox_reg.method == "ridge"`` and the checkpoint has one, else from the
-    learned layer.
+    learned layer. SVM and ridge parameters are put on ``device`` (the model's).
     """
     ridge = None
     if config.bbox_reg.method == "ridge" and payload.get("ridge") is not None:
-        ridge = RidgeRegressor.from_state_dict(payload["ridge"])
+        ridge = RidgeRegressor.from_state_dict(payload["ridge"]).to(device)
     classifier = config.test.classifier
     if classifier == "svm":
         if payload.get("svm") is None:
@@ -146,7 +149,7 @@ def build_scorer(
                 f"checkpoint {path}: test.classifier is 'svm' but the checkpoint has no SVMs "
                 "(train with svm.enabled: true)"
             )
-        return SVMScorer(SVMModel.from_state_dict(payload["svm"]), deltas_from=ridge)
+        return SVMScorer(SVMModel.from_state_dict(payload["svm"]).to(device), deltas_from=ridge)
     if classifier != "softmax":
         raise DetectError(f"config: test.classifier must be softmax or svm, got {classifier!r}")
     return RidgeScorer(SoftmaxScorer(), ridge) if ridge is not None else SoftmaxScorer()
@@ -158,6 +161,7 @@ def load_checkpoint(
     method: str | None = None,
     overrides: list[str] | None = None,
     expected_backbone: str | None = None,
+    device: torch.device | str = "cpu",
 ) -> LoadedCheckpoint:
     """Rebuild the detector saved in ``path`` (eval mode, SVD-compressed per the config) and its
     scorer, ready for :meth:`detect.models.DetectionModel.detect`.
@@ -168,6 +172,7 @@ def load_checkpoint(
             (same backbone and head); default the checkpoint's own method.
         overrides: ``section.key=value`` changes to the saved config (e.g. ``test.classifier=svm``).
         expected_backbone: when given, a checkpoint of another backbone is a :class:`DetectError`.
+        device: where the model and the scorer's parameters go (detections come back on the CPU).
     """
 
     payload = read_checkpoint(path)
@@ -181,7 +186,7 @@ def load_checkpoint(
     model = build_detector(method, replace(config.model, weights="none"), len(class_names))
     load_weights(model, payload["model"], path)
     model.compress_svd()  # test-time truncated SVD of fc6/fc7 when model.svd_ranks is set
-    model.eval()
+    model.to(device).eval()
     check_test_config(config.test)
-    scorer = build_scorer(payload, config, path)
+    scorer = build_scorer(payload, config, path, device)
     return LoadedCheckpoint(model, class_names, config, scorer, method, payload)

@@ -16,7 +16,7 @@ The parameters of the SVMs and the ridge regressors are fitted by :mod:`detect.t
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import torch
@@ -51,6 +51,10 @@ class SVMModel:
     def scores(self, features: Tensor) -> Tensor:
         """``(R, K)`` SVM scores of raw features ``(R, D)``."""
         return (features.float() * self.scale) @ self.weight.T + self.bias
+
+    def to(self, device: torch.device | str) -> SVMModel:
+        """The same SVMs with their tensors on ``device``."""
+        return replace(self, weight=self.weight.to(device), bias=self.bias.to(device))
 
     def state_dict(self) -> dict:
         return {
@@ -102,6 +106,10 @@ class RidgeRegressor:
         """``(R, 4K)`` deltas from a :class:`HeadOutput`'s ``pooled`` features ``(R, D)``."""
         deltas = torch.einsum("rd,kdt->rkt", out.pooled.float() * self.scale, self.weight)
         return (deltas + self.bias).reshape(out.pooled.shape[0], -1)
+
+    def to(self, device: torch.device | str) -> RidgeRegressor:
+        """The same regressors with their tensors on ``device``."""
+        return replace(self, weight=self.weight.to(device), bias=self.bias.to(device))
 
     def state_dict(self) -> dict:
         return {"scale": self.scale, "weight": self.weight, "bias": self.bias}

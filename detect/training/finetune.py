@@ -67,7 +67,8 @@ from detect.training.sampling import (
 from detect.training.schedule import step_lr_scheduler
 from detect.training.trainer import Trainer
 
-MODES = ("fc", "end_to_end")
+# finetune.mode: the fc layers on frozen conv features, or the whole network through the SPP layer.
+FINETUNE_MODES = ("fc", "end_to_end")
 _ORDER_KEY, _ITERATION_KEY = 1, 2  # separate random streams derived from the seed
 
 

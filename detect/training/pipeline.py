@@ -24,14 +24,14 @@ from detect.config import Config, check_values, config_to_dict, save_config
 from detect.config_paths import absolute_path_values, with_absolute_paths
 from detect.errors import DetectError, Interrupted
 from detect.models.detection_model import check_model_config
+from detect.models.poolers import METHODS
 from detect.structures import DetectionDataset
 from detect.training.checkpoint import check_resume_keys, save_checkpoint
-from detect.training.finetune import MODES, finetune
+from detect.training.finetune import FINETUNE_MODES, finetune
 from detect.training.sampling import SCALE_DRAWS
 
 log = logging.getLogger(__name__)
 
-METHODS = ("spp", "rcnn")
 CHECKPOINT_NAME = "checkpoint.pt"
 LOG_NAME = "train_log.csv"
 LOSS_PLOT_NAME = "loss.png"
@@ -61,10 +61,10 @@ def validate_training_config(config: Config, method: str) -> None:
     checks = [
         (method in METHODS, "method", method, f"one of {list(METHODS)}"),
         (
-            config.finetune.mode in MODES,
+            config.finetune.mode in FINETUNE_MODES,
             "finetune.mode",
             config.finetune.mode,
-            f"one of {list(MODES)}",
+            f"one of {list(FINETUNE_MODES)}",
         ),
         (
             config.finetune.random_scale in SCALE_DRAWS,

@@ -30,15 +30,17 @@ MODULES: dict[str, tuple[list[str], list[str], list[str]] | tuple[list[str], lis
     "boxes": (["detect/ops/boxes.py"], ["tests/test_boxes.py"]),
     "spp": (["detect/models/spp.py"], ["tests/test_spp.py", "tests/test_backbones.py"]),
     "heads": (["detect/models/heads.py"], ["tests/test_heads.py"]),
-    "sampling": (["detect/training/sampling.py"], ["tests/test_sampling.py"]),
+    "sampling": (["detect/training/sampling.py"], ["tests/training/test_sampling.py"]),
     "svm": (["detect/training/svm.py"], ["tests/test_svm.py"]),
     "bbox_reg": (["detect/training/bbox_reg.py"], ["tests/test_bbox_reg.py"]),
-    # The fine-tuning loss and schedule, not the training loop's plumbing (checkpoints, logging).
+    # The fine-tuning loss and image order, not the training loop's plumbing (hooks: checkpoints,
+    # logging, ...).
     "finetune_loss": (
         ["detect/training/finetune.py"],
-        ["tests/test_detection_loss.py", "tests/test_finetune.py"],
+        ["tests/training/test_detection_loss.py", "tests/training/test_finetune.py"],
         [f"detect.training.finetune.x_{name}__mutmut_*" for name in FINETUNE_FUNCTIONS],
     ),
+    "schedule": (["detect/training/schedule.py"], ["tests/training/test_schedule.py"]),
     "voc": (["detect/data/voc.py"], ["tests/test_voc.py"]),
     "coco": (
         ["detect/data/coco.py", "detect/evaluation/coco.py", "detect/evaluation/coco_results.py"],

@@ -14,6 +14,7 @@ from detect.training.hooks import (
     DivergenceCheck,
     IterationCallback,
     PeriodicCheckpoint,
+    ProgressBar,
     StepOutcome,
     empty_sums,
 )
@@ -118,6 +119,14 @@ def test_iteration_callback_gets_the_completed_count():
     seen = []
     Trainer(steps(1.0, 1.0, 1.0), [IterationCallback(seen.append)], 1, 3).train()
     assert seen == [2, 3]
+
+
+def test_progress_bar_counts_from_the_resumed_iteration_and_closes():
+    hook = ProgressBar("fine-tune")
+    Trainer(steps(0.0, 2.0, 0.5, None), [hook], 1, 4).train()
+    assert (hook.bar.n, hook.bar.total) == (4, 4)
+    assert "loss=0.5000" in hook.bar.postfix  # the last step that had a loss
+    assert hook.bar.disable  # closed
 
 
 def test_ctrl_c_saves_after_the_iteration_and_says_which(tmp_path):

@@ -1,4 +1,5 @@
-"""Training: window sampling, fine-tuning, SVMs with hard-negative mining, ridge box regression,
+"""Training: window sampling, fine-tuning (a :class:`~detect.training.trainer.Trainer` with the
+hooks of :mod:`detect.training.hooks`), SVMs with hard-negative mining, ridge box regression,
 checkpoints, and :func:`train` which runs them in order for one run folder."""
 
 from detect.training.checkpoint import save_checkpoint

@@ -41,7 +41,7 @@ MODULES: dict[str, tuple[list[str], list[str], list[str]] | tuple[list[str], lis
         [f"detect.training.finetune.x_{name}__mutmut_*" for name in FINETUNE_FUNCTIONS],
     ),
     "schedule": (["detect/training/schedule.py"], ["tests/training/test_schedule.py"]),
-    "voc": (["detect/data/voc.py"], ["tests/test_voc.py"]),
+    "voc": (["detect/data/voc.py"], ["tests/test_voc.py", "tests/test_voc_xml_fields.py"]),
     "coco": (
         ["detect/data/coco.py", "detect/evaluation/coco.py", "detect/evaluation/coco_results.py"],
         ["tests/test_coco.py"],

@@ -21,8 +21,10 @@ from detect.data.coco import read_coco_dataset
 from detect.data.voc import read_voc_dataset
 from detect.errors import DetectError
 from detect.evaluation.coco_results import read_coco_results
+from detect.evaluation.detection_files import DetectionsSource
 from detect.evaluation.detections_json import read_detections_json
 from detect.evaluation.voc_files import read_comp4
+from detect.structures import Annotation, DetectionDataset
 
 FUZZ = settings(
     max_examples=60,
@@ -209,6 +211,23 @@ def test_detections_json_reader_raises_only_detect_error(payload):
         path = Path(folder) / "detections.json"
         path.write_text(json.dumps(payload))
         must_read_or_refuse(lambda: read_detections_json(path))
+
+
+@FUZZ
+@given(
+    payload=mutated_json(DETECTIONS) | mutated_json(COCO_RESULTS),
+    prefix=st.sampled_from(["", " \n", "\ufeff", "x", "[", "{", "3"]),
+)
+def test_detections_of_any_format_read_only_or_raise_detect_error(payload, prefix):
+    """What ``detect score --detections`` reads, told apart by content, then mapped onto a split."""
+    anns = [Annotation(i, Path(f"{i}.jpg"), 50, 40, [], []) for i in ("1", "2", "a", "b")]
+    dataset = DetectionDataset("t", Path("."), "test", CLASSES, anns)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "detections.json"
+        path.write_text(prefix + json.dumps(payload))
+        must_read_or_refuse(
+            lambda: DetectionsSource.read(path).for_dataset(dataset, "test", [3, 4])
+        )
 
 
 # ---- comp4 files ----

@@ -1,127 +1,172 @@
-"""SPP-net and R-CNN forward passes of the DetectionModel (its two region poolers)."""
+"""The Python API (detect.Detector): same detections as the model's own test-time path, every
+input kind, the options, the result's files, and bad input named in one line."""
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from torch import nn
 
-from detect.config import ModelConfig
+from detect import Detector
+from detect.checkpoints import load_checkpoint
+from detect.config import Config, ModelConfig, ProposalConfig
+from detect.data.images import read_image, write_image
 from detect.errors import DetectError
+from detect.evaluation.detections_json import read_detections_json
 from detect.models import build_detector
-from detect.models.poolers import warp_crops
-from detect.models.scales import resize_scale
+from detect.proposals.search import selective_search
+from detect.training.checkpoint import save_checkpoint
 
-CFG = ModelConfig(backbone="tiny", scales=(96,), fc_dims=(32, 32), rcnn_context=4)
-BOXES = torch.tensor([[4.0, 6.0, 60.0, 50.0], [0.0, 0.0, 96.0, 80.0], [30.0, 30.0, 33.0, 34.0]])
-
-
-@pytest.mark.parametrize("method", ["spp", "rcnn"])
-def test_forward_shapes_and_gradients_reach_conv(method):
-    model = build_detector(method, CFG, num_classes=3)
-    image = np.random.randint(0, 256, (80, 120, 3), dtype=np.uint8)
-    prepared, scale = model.prepare(image)
-    out = model(prepared, BOXES * scale)
-    bins = 64 * 50
-    assert out.pooled.shape == (3, bins) and out.fc7.shape == (3, 32)
-    assert out.cls_logits.shape == (3, 4) and out.bbox_deltas.shape == (3, 16)
-    (out.cls_logits.sum() + out.bbox_deltas.sum()).backward()
-    assert model.backbone.features[0].weight.grad.abs().sum() > 0
-
-
-def test_prepare_resizes_and_normalises():
-    model = build_detector("spp", ModelConfig(backbone="tiny", scales=(50,), max_size=90), 2)
-    image = np.full((40, 100, 3), 255, dtype=np.uint8)
-    prepared, scale = model.prepare(image)
-    assert scale == pytest.approx(0.9) and prepared.shape == (3, 36, 90)  # capped by max_size
-    prepared, scale = model.prepare(image, short_side=20)
-    assert scale == 0.5 and prepared.shape == (3, 20, 50)
-    expected = (1.0 - torch.tensor(model.backbone.mean)) / torch.tensor(model.backbone.std)
-    torch.testing.assert_close(prepared[:, 0, 0], expected)
-    rcnn = build_detector("rcnn", CFG, 2)
-    assert rcnn.prepare(image)[0].shape == (3, 40, 100) and rcnn.prepare(image)[1] == 1.0
-    with pytest.raises(DetectError, match="uint8 RGB"):
-        model.prepare(np.zeros((5, 5), dtype=np.uint8))
-    assert resize_scale(600, 800, 688, 2000) == pytest.approx(688 / 600)
-
-
-def test_dedupe_gives_the_same_outputs_as_pooling_every_box():
-    model = build_detector("spp", CFG, 2).eval()
-    prepared, _ = model.prepare(np.random.randint(0, 256, (96, 128, 3), dtype=np.uint8))
-    boxes = torch.tensor([[1, 1, 60, 60], [2, 3, 61, 62], [1, 1, 60, 60], [40, 8, 120, 90.0]])
-    out = model(prepared, boxes)
-    feature_map = model.features(prepared)
-    windows = model.pooler.windows(boxes, tuple(feature_map.shape[1:]))
-    assert torch.equal(windows[0], windows[1])  # the first three share one window
-    reference = model.head(model.pyramid(feature_map, windows))  # no de-duplication
-    from_features = model.forward_features(feature_map, boxes)  # the fine-tuning entry point
-    for ours, theirs, cached in zip(out, reference, from_features, strict=True):
-        torch.testing.assert_close(ours, theirs)
-        torch.testing.assert_close(cached, theirs)
-
-
-def test_rcnn_warp_against_hand_crops():
-    image = torch.randn(3, 40, 50)
-    # A 16x16 box warped to 16 with no context samples exactly the box's pixel centres.
-    crop = warp_crops(image, torch.tensor([[10.0, 8.0, 26.0, 24.0]]), 16, 0)[0]
-    torch.testing.assert_close(crop, image[:, 8:24, 10:26])
-    # 16 px box, crop 24, context 4: the box is dilated by 4 px each side.
-    crop = warp_crops(image, torch.tensor([[10.0, 8.0, 26.0, 24.0]]), 24, 4)[0]
-    torch.testing.assert_close(crop, image[:, 4:28, 6:30])
-    # At the border, the outside is the mean (0 in a normalised image).
-    crop = warp_crops(image, torch.tensor([[0.0, 0.0, 16.0, 16.0]]), 24, 4)[0]
-    torch.testing.assert_close(crop[:, 4:, 4:], image[:, 0:20, 0:20])
-    assert crop[:, :4, :].abs().max() < 1e-5 and crop[:, :, :4].abs().max() < 1e-5
-    # A 32x32 box warped to 16 samples between pixel pairs: bilinear = 2x2 averages.
-    crop = warp_crops(image, torch.tensor([[2.0, 4.0, 34.0, 36.0]]), 16, 0)[0]
-    expected = torch.nn.functional.avg_pool2d(image[None, :, 4:36, 2:34], 2)[0]
-    torch.testing.assert_close(crop, expected)
-    # Several boxes in one call give the same crops as one at a time.
-    boxes = torch.tensor([[0.0, 0.0, 16.0, 16.0], [5.0, 7.0, 45.0, 30.0], [20.0, 1.0, 22.0, 39.0]])
-    together = warp_crops(image, boxes, 24, 4)
-    for i in range(3):
-        torch.testing.assert_close(together[i], warp_crops(image, boxes[i : i + 1], 24, 4)[0])
-
-
-def test_rcnn_forward_is_the_head_on_each_crop():
-    model = build_detector("rcnn", CFG, 2).eval()
-    prepared, _ = model.prepare(np.random.randint(0, 256, (60, 70, 3), dtype=np.uint8))
-    out = model(prepared, BOXES[:2])
-    crop = warp_crops(prepared, BOXES[1:2], 128, 4)
-    pooled = model.pyramid(model.backbone(crop)[0], torch.tensor([[0, 0, 7, 7]]))
-    torch.testing.assert_close(out.cls_logits[1:2], model.head(pooled).cls_logits)
-
-
-def test_build_errors():
-    with pytest.raises(DetectError, match="unknown detection method"):
-        build_detector("yolo", CFG, 2)
-    with pytest.raises(DetectError, match="at least one class"):
-        build_detector("spp", CFG, 0)
-
-
-@pytest.mark.parametrize(
-    "change, message",
-    [
-        ({"scales": ()}, r"model.scales must be a non-empty list of positive sizes, got \(\)"),
-        ({"scales": (96, 0)}, r"model.scales must be .* got \(96, 0\)"),
-        ({"max_size": -1}, r"model.max_size must be >= 0"),
-        ({"fc_dims": (0, 0)}, r"model.fc_dims must be a non-empty list of positive widths"),
-        ({"fc_dims": ()}, r"model.fc_dims must be"),
-        ({"dropout": 1.5}, r"model.dropout must be in \[0, 1\), got 1.5"),
-        ({"dropout": -0.1}, r"model.dropout must be"),
-        ({"svd_ranks": (0, 4)}, r"model.svd_ranks must be positive ranks"),
-        ({"rcnn_crop_size": -1}, r"model.rcnn_crop_size must be >= 0"),
-        ({"rcnn_context": -1}, r"model.rcnn_context must be >= 0"),
-        ({"region_batch": 0}, r"model.region_batch must be >= 1, got 0"),
-        ({"rcnn_batch": 0}, r"model.rcnn_batch must be >= 1, got 0"),
-        ({"weights": "/nonexistent/w.pth", "scales": (0,)}, r"model.scales"),  # before weights
-    ],
+CLASSES = ("circle", "square")
+PROPOSALS = torch.tensor(
+    [[30.0, 20.0, 90.0, 70.0], [0.0, 0.0, 140.0, 100.0], [25.0, 15.0, 95.0, 75.0], [5, 5, 40, 30]]
 )
-def test_bad_model_settings_name_the_key(change, message):
-    from dataclasses import replace
 
-    from detect.models.detection_model import check_model_config
 
-    cfg = replace(CFG, **change)
-    with pytest.raises(DetectError, match=message):
-        check_model_config(cfg)
-    with pytest.raises(DetectError, match=message):
-        build_detector("spp", cfg, 2)
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("api")
+    config = Config(
+        model=ModelConfig(backbone="tiny", scales=(96,), fc_dims=(16, 16), rcnn_context=4),
+        proposals=ProposalConfig(max_proposals=30),
+    )
+    torch.manual_seed(3)
+    save_checkpoint(folder / "model.pt", build_detector("spp", config.model, 2), CLASSES, config)
+    return folder / "model.pt"
+
+
+def scene() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 60, (100, 140, 3)).astype(np.uint8)
+    image[20:70, 30:90] = (220, 30, 30)
+    return image
+
+
+def lower_level(path, image, proposals, **load_options):
+    """The detections of the checkpoint's model, loaded and run without the API."""
+    loaded = load_checkpoint(path, **load_options)
+    return loaded.model.detect(image, proposals, loaded.config.test, loaded.scorer)
+
+
+def assert_same(result, detections):
+    torch.testing.assert_close(result.boxes, detections.boxes)
+    torch.testing.assert_close(result.scores, detections.scores)
+    assert torch.equal(result.labels, detections.labels)
+
+
+def test_detections_equal_the_model_path_for_every_input_kind(checkpoint, tmp_path):
+    det = Detector.from_checkpoint(checkpoint, device="cpu")
+    image = scene()
+    expected = lower_level(checkpoint, image, PROPOSALS)
+    assert len(expected) > 0
+    write_image(tmp_path / "scene.png", image)
+    for given in (
+        image,
+        Image.fromarray(image),
+        tmp_path / "scene.png",
+        str(tmp_path / "scene.png"),
+    ):
+        result = det(given, proposals=PROPOSALS)
+        assert_same(result, expected)
+        assert result.class_names == CLASSES and det.method == "spp"
+    assert det(tmp_path / "scene.png", proposals=PROPOSALS).image_id == "scene"
+    assert det(image, proposals=PROPOSALS).image_id == "image"
+    # A grey PIL image is converted to RGB, as the file reader does.
+    grey = Image.fromarray(image).convert("L")
+    assert_same(
+        det(grey, proposals=PROPOSALS),
+        lower_level(checkpoint, np.asarray(grey.convert("RGB")), PROPOSALS),
+    )
+
+
+def test_proposals_are_selective_search_with_the_checkpoints_settings(checkpoint):
+    det = Detector.from_checkpoint(checkpoint, device="cpu")
+    image = scene()
+    boxes = selective_search(image, max_proposals=30)  # ProposalConfig's other defaults
+    assert boxes.shape[0] > 0
+    assert_same(det(image), lower_level(checkpoint, image, boxes))
+
+
+def test_method_scales_svd_and_threshold_options(checkpoint):
+    image = scene()
+    rcnn = Detector.from_checkpoint(checkpoint, method="rcnn", device="cpu")
+    assert rcnn.method == "rcnn"
+    assert_same(rcnn(image, PROPOSALS), lower_level(checkpoint, image, PROPOSALS, method="rcnn"))
+
+    scaled = Detector.from_checkpoint(checkpoint, scales=[64, 128], device="cpu")
+    assert scaled.model.cfg.scales == (64, 128)
+    assert_same(
+        scaled(image, PROPOSALS),
+        lower_level(checkpoint, image, PROPOSALS, overrides=["model.scales=[64, 128]"]),
+    )
+
+    compressed = Detector.from_checkpoint(checkpoint, svd=[8, 4], device="cpu")
+    first, second = compressed.model.head.fcs[:2]
+    assert isinstance(first, nn.Sequential) and first[0].out_features == 8
+    assert isinstance(second, nn.Sequential) and second[0].out_features == 4
+
+    # A threshold keeps the default's detections scoring above it (NMS only suppresses a box
+    # for a higher-scoring one, which passes the threshold too).
+    everything = Detector.from_checkpoint(checkpoint, device="cpu")(image, PROPOSALS)
+    cut = float(everything.scores.median())
+    kept = Detector.from_checkpoint(checkpoint, score_threshold=cut, device="cpu")(image, PROPOSALS)
+    above = everything.scores > cut
+    assert 0 < len(kept.scores) < len(everything.scores)
+    torch.testing.assert_close(kept.scores, everything.scores[above])
+    torch.testing.assert_close(kept.boxes, everything.boxes[above])
+
+
+def test_result_files_and_predict(checkpoint, tmp_path):
+    det = Detector.from_checkpoint(checkpoint, device="cpu")
+    paths = []
+    for k in range(2):
+        image = np.roll(scene(), 10 * k, axis=1)
+        write_image(tmp_path / f"photo{k}.png", image)
+        paths.append(tmp_path / f"photo{k}.png")
+    result = det(paths[0], PROPOSALS)
+    written = result.to_json(tmp_path / "photo0.json")
+    class_names, images = read_detections_json(written)  # the reader `detect score` uses
+    assert class_names == CLASSES and list(images) == ["photo0"]
+    torch.testing.assert_close(images["photo0"].boxes, result.boxes, atol=0.005, rtol=0)
+    torch.testing.assert_close(images["photo0"].scores, result.scores, atol=5e-7, rtol=0)
+
+    drawn = read_image(result.draw(tmp_path / "drawn.png", score_threshold=0.0))
+    original = read_image(paths[0])
+    assert drawn.shape == original.shape
+    x1, y1 = (int(v) for v in result.boxes[0, :2].round())
+    assert not np.array_equal(drawn, original)
+    assert np.any(drawn[max(y1 - 1, 0) : y1 + 2, x1] != original[max(y1 - 1, 0) : y1 + 2, x1])
+
+    results = list(det.predict(paths, progress=False))
+    assert [r.image_id for r in results] == ["photo0", "photo1"]
+    for path, r in zip(paths, results, strict=True):
+        image = read_image(path)
+        assert_same(r, lower_level(checkpoint, image, selective_search(image, max_proposals=30)))
+
+
+def test_bad_input_is_one_line_naming_it(checkpoint, tmp_path):
+    det = Detector.from_checkpoint(checkpoint, device="cpu")
+    with pytest.raises(
+        DetectError, match=r"image: expected .*\(H, W, 3\) uint8.*got ndarray \(5, 5\)"
+    ):
+        det(np.zeros((5, 5), dtype=np.uint8))
+    with pytest.raises(DetectError, match="got ndarray .*float64"):
+        det(np.zeros((5, 5, 3)))
+    missing = tmp_path / "missing.jpg"
+    with pytest.raises(DetectError, match=str(missing)):
+        det(missing)
+    with pytest.raises(DetectError, match="device: not a torch device: 'toaster'"):
+        Detector.from_checkpoint(checkpoint, device="toaster")
+    with pytest.raises(DetectError, match="checkpoint .*nope.pt"):
+        Detector.from_checkpoint(tmp_path / "nope.pt")
+
+
+def test_auto_device_is_an_available_one(checkpoint):
+    det = Detector.from_checkpoint(checkpoint)  # device="auto"
+    if torch.cuda.is_available():
+        assert det.device.type == "cuda"
+    elif torch.backends.mps.is_available():
+        assert det.device.type == "mps"
+    else:
+        assert det.device.type == "cpu"
+    assert det(scene(), PROPOSALS).boxes.device.type == "cpu"

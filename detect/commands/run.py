@@ -12,7 +12,6 @@ stderr; the others are still processed), 2 for bad input (checkpoint, options, n
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 import time
@@ -70,18 +69,10 @@ def collect_images(arguments: list[str]):
 
 
 def run(args) -> int:
-    from detect.checkpoints import load_checkpoint
-    from detect.data.images import read_image, write_image
+    from detect.detector import Detector
     from detect.evaluation.detections_json import DETECTIONS_FILE, write_detections_json
     from detect.files import atomic_write_text
-    from detect.proposals import ProposalCache, image_proposals
-    from detect.visualize import draw_detections
 
-    # load_checkpoint applies the test-time SVD of model.svd_ranks (forced to 1024/256 by --svd)
-    # and checks the model settings, --scales included.
-    overrides = [*args.overrides, *(["model.svd_ranks=[1024, 256]"] if args.svd else [])]
-    if args.scales:
-        overrides.append(f"model.scales={list(args.scales)}")
     items = collect_images(args.images)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -92,38 +83,45 @@ def run(args) -> int:
             f"image {clash[0]}: its results would overwrite {out / DETECTIONS_FILE}, the file of "
             "every image's detections; rename the image"
         )
-    loaded = load_checkpoint(args.checkpoint, method=args.method, overrides=overrides)
-    # Only the folder the user names: never the checkpoint's proposals.cache_dir.
-    cache_cfg = dataclasses.replace(loaded.config.proposals, cache_dir=args.proposal_cache or "")
-    cache = ProposalCache.from_config(cache_cfg)
+    # The test-time SVD of model.svd_ranks (1024/256 with --svd) is applied and the model
+    # settings, --scales included, are checked; proposals are kept only in --proposal-cache.
+    det = Detector.from_checkpoint(
+        args.checkpoint,
+        method=args.method,
+        scales=args.scales,
+        svd=args.svd,
+        overrides=args.overrides,
+        device="cpu",
+        proposal_cache=args.proposal_cache,
+    )
     done, skipped, total = 0, [], 0
     found = {}  # image id -> Detections, for OUT/detections.json
     start = time.perf_counter()
     for item in tqdm(items, desc="detect", unit="image"):
         path = item.path
         try:
-            image = read_image(path, loaded.config.data.max_image_pixels)
-            proposals = image_proposals(image, item.image_id, cache, path)
+            image, _, _ = det.read(path)
+            proposals = det.proposals(image, item.image_id, path)
         except DetectError as exc:  # names the file; the other images go on
             skipped.append(str(exc))
             continue
-        detections = loaded.model.detect(image, proposals, loaded.config.test, loaded.scorer)
+        result = det(image, proposals, image_id=item.image_id)
+        detections = result.detections
         payload = {
             "image": str(path),
             "width": int(image.shape[1]),
             "height": int(image.shape[0]),
-            "method": loaded.method,
+            "method": det.method,
             "box_format": "xyxy, 0-based continuous pixels of the original image",
-            "classes": list(loaded.class_names),
-            "detections": detections.to_records(loaded.class_names),
+            "classes": list(det.class_names),
+            "detections": detections.to_records(det.class_names),
         }
         atomic_write_text(out / f"{item.image_id}.json", json.dumps(payload, indent=1))
-        drawn = draw_detections(image, detections, loaded.class_names, args.draw_threshold)
-        write_image(out / f"{item.image_id}.jpg", drawn)
+        result.draw(out / f"{item.image_id}.jpg", args.draw_threshold)
         found[item.image_id] = detections
         done += 1
         total += len(detections)
-    write_detections_json(out / DETECTIONS_FILE, found, loaded.class_names)
+    write_detections_json(out / DETECTIONS_FILE, found, det.class_names)
     elapsed = time.perf_counter() - start
     print(
         f"{done} image(s) processed, {len(skipped)} skipped, {total} detections, "

@@ -261,7 +261,7 @@ def finetune(
     :mod:`detect.training.hooks`.
 
     Args:
-        model: a Detector whose classes are ``dataset.class_names``.
+        model: a DetectionModel whose classes are ``dataset.class_names``.
         proposals: image_id -> ``(R, 4)`` xyxy original pixels.
         checkpoint_path: written (atomically) at iteration 0, every ``checkpoint_every``
             iterations (once the next loss shows those weights are good:

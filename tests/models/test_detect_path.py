@@ -1,4 +1,5 @@
-"""Multi-scale inference and post-processing against independent computations."""
+"""DetectionModel.detect (multi-scale SPP-net, batched R-CNN) and post-processing against
+independent computations."""
 
 from dataclasses import replace
 

@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pycocotools.coco import COCO
 
+from detect.data.coco import coco_categories, load_coco
 from detect.errors import DetectError
+from detect.evaluation.coco import evaluate_coco
+from detect.evaluation.coco_results import coco_results
 from detect.evaluation.voc_ap import VOC_METRICS, VOCResult, evaluate_voc
 from detect.structures import DetectionDataset, Detections
 
@@ -130,9 +134,9 @@ class COCOEvaluator(DatasetEvaluator):
             here).
     """
 
-    def __init__(self, gt_json: str | Path, class_names=(), coco_gt: COCO | None = None) -> None:
-        from detect.data.coco import coco_categories, load_coco
-
+    def __init__(
+        self, gt_json: str | Path, class_names: Sequence[str] = (), coco_gt: COCO | None = None
+    ) -> None:
         super().__init__()
         self.gt_json = Path(gt_json)
         self.coco_gt = coco_gt if coco_gt is not None else load_coco(self.gt_json)
@@ -151,9 +155,6 @@ class COCOEvaluator(DatasetEvaluator):
         self._records += records
 
     def evaluate(self) -> Scores:
-        from detect.evaluation.coco import evaluate_coco
-        from detect.evaluation.coco_results import coco_results
-
         records = self._records + coco_results(self._detections, self.category_ids)
         stats = evaluate_coco(records, self.gt_json, self.class_names, coco_gt=self.coco_gt)
         return Scores(

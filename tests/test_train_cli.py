@@ -60,6 +60,18 @@ def test_train_then_eval(data, config_file, tmp_path, capsys):
     score += ["--detections", str(full / "comp4"), "--json", str(score_json)]
     assert main(score) == 0
     assert json.loads(score_json.read_text())["mAP"] == pytest.approx(by_hand, abs=1e-6)
+    # ... and so does `detect score` on the folder eval wrote (its detections.json).
+    score = [
+        "score",
+        "--gt",
+        str(data / "voc"),
+        "--detections",
+        str(full),
+        "--json",
+        str(score_json),
+    ]
+    assert main(score) == 0
+    assert json.loads(score_json.read_text())["mAP"] == pytest.approx(by_hand, abs=1e-6)
 
 
 def devkit_map(voc, comp4, classes):

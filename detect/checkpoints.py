@@ -34,6 +34,7 @@ from detect.config import Config, apply_overrides
 from detect.errors import DetectError
 from detect.files import load_torch_file
 from detect.models.detection_model import DetectionModel, build_detector
+from detect.models.poolers import METHODS
 from detect.models.postprocess import check_test_config
 from detect.models.scoring import (
     RegionScorer,
@@ -66,7 +67,7 @@ def check_payload_keys(payload: dict[str, Any], path: str | Path) -> None:
     config = payload.get("config")
     model_section = config.get("model") if isinstance(config, dict) else None
     required = (
-        ("method", payload.get("method") in ("spp", "rcnn"), "'spp' or 'rcnn'"),
+        ("method", payload.get("method") in METHODS, " or ".join(map(repr, METHODS))),
         ("class_names", isinstance(payload.get("class_names"), list), "a list of class names"),
         ("config", isinstance(config, dict), "the run's config"),
         ("config.model", isinstance(model_section, dict), "the model section"),

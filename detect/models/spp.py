@@ -52,7 +52,7 @@ def project_boxes(
     low = torch.where(tiny, middle, low)
     high = torch.where(tiny, middle, high)
     height, width = map_size
-    limits = torch.tensor([width - 1, height - 1])
+    limits = torch.tensor([width - 1, height - 1], device=boxes.device)
     low = torch.minimum(low.clamp(min=0), limits)
     high = torch.minimum(high.clamp(min=0), limits)
     return torch.cat([low, high], dim=1)

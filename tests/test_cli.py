@@ -6,6 +6,7 @@ import re
 import pytest
 
 from detect.cli import COMMANDS, main
+from detect.shipped_configs import shipped_config_names
 
 
 def test_os_error_is_one_line_naming_the_file(monkeypatch, capsys):
@@ -40,3 +41,20 @@ def test_help_is_user_help(capsys):
     assert "README" in text
     for developer_word in ("dispatch", "detect/", "detect.commands", ".py", "DetectError"):
         assert developer_word not in text
+
+
+@pytest.mark.parametrize("command", ["train", "proposals", "bench", "demo"])
+def test_config_option_names_the_shipped_configs(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--config YAML|NAME" in help_text
+    assert f"shipped config's name ({', '.join(shipped_config_names())})" in help_text
+
+
+def test_an_unknown_config_name_is_one_line_and_status_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--config", "voc07", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("detect train: error: config voc07: file not found")
+    assert "voc07_zf5" in err and len(err.strip().splitlines()) == 1

@@ -7,6 +7,25 @@ from __future__ import annotations
 
 import argparse
 
+from detect.shipped_configs import shipped_config_names
+
+
+def add_config_argument(parser: argparse.ArgumentParser, what: str, **kwargs) -> None:
+    """Add ``--config``: a YAML file, or the name of a config shipped with the package
+    (:mod:`detect.shipped_configs`).
+
+    Args:
+        what: what the command takes from the config, and its default, for the help text.
+        kwargs: passed to ``add_argument`` (e.g. ``type=Path``).
+    """
+    names = ", ".join(shipped_config_names())
+    parser.add_argument(
+        "--config",
+        metavar="YAML|NAME",
+        help=f"YAML config file or a shipped config's name ({names}); {what}",
+        **kwargs,
+    )
+
 
 def add_override_argument(
     parser: argparse.ArgumentParser, example: str = "finetune.iterations=500"

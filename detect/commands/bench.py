@@ -6,12 +6,12 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-from detect.commands import add_override_argument
+from detect.commands import add_config_argument, add_override_argument
 from detect.errors import DetectError
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--config", help="YAML config (model, bench and proposal settings)")
+    add_config_argument(parser, "its model, bench and proposals settings are used")
     add_override_argument(parser, "bench.rcnn_sample=128")
     parser.add_argument(
         "--images",

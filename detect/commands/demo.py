@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from detect.commands import add_override_argument
+from detect.commands import add_config_argument, add_override_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
-    parser.add_argument(
-        "--config", default=None, help="YAML config or a shipped config's name (default demo)"
-    )
+    add_config_argument(parser, "default: demo")
     add_override_argument(parser, "finetune.iterations=200")
 
 

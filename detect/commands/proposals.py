@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detect.commands import add_override_argument
+from detect.commands import add_config_argument, add_override_argument
 from detect.config import load_config
 from detect.errors import DetectError
 from detect.proposals.cache import ProposalCache
@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="VOC folder, COCO .json, folder of images, or .txt list of image paths",
     )
     parser.add_argument("--split", help="VOC/COCO split (default: the config's data.train_split)")
-    parser.add_argument("--config", help="YAML config (its proposals: and data: sections are used)")
+    add_config_argument(parser, "its proposals and data settings are used")
     add_override_argument(parser, "proposals.max_proposals=1000")
     parser.add_argument("--classes", help="comma-separated class names (VOC/COCO reading)")
     parser.add_argument("--mode", choices=("fast", "quality"), help="selective search preset")

@@ -12,12 +12,12 @@ import argparse
 import math
 from pathlib import Path
 
-from detect.commands import add_override_argument
+from detect.commands import add_config_argument, add_override_argument
 from detect.config import load_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="YAML config (default: the paper's settings)")
+    add_config_argument(parser, "default: the paper's settings", type=Path)
     parser.add_argument("--data", help="VOC-layout folder or COCO json (default: data.root)")
     parser.add_argument("--out", type=Path, help="run folder (default: runs/<config name>)")
     parser.add_argument("--method", choices=["spp", "rcnn"], default="spp")

@@ -18,7 +18,7 @@ import copy
 import logging
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from torch import nn
 
 from detect.config import BenchConfig, Config, check_values
 from detect.models.detection_model import DetectionModel, check_model_config
-from detect.models.poolers import CropPooler
+from detect.models.poolers import CropPooler, build_pooler
 from detect.models.scoring import RegionScorer, SoftmaxScorer
 from detect.models.stage_timer import StageTimer
 
@@ -144,6 +144,11 @@ def bench_spp(
     return _per_image(result, len(images))
 
 
+def rcnn_pooler(model: DetectionModel, batch: int) -> CropPooler:
+    """The R-CNN pooler of ``model``'s settings (crop size, context), ``batch`` crops at a time."""
+    return build_pooler("rcnn", replace(model.cfg, rcnn_batch=batch), model.backbone)
+
+
 def bench_rcnn(
     model: DetectionModel,
     images: Sequence[np.ndarray],
@@ -156,13 +161,7 @@ def bench_rcnn(
     with :meth:`DetectionModel.detect` on ``cfg.bench.rcnn_sample`` random crops per image in
     batches of ``bench.rcnn_batch`` and scaled up to all proposals. Post-processing time is not
     included (the caller adds SPP-net's: the same operation on the same number of regions)."""
-    rcnn = model.with_pooler(
-        CropPooler(
-            model.cfg.rcnn_crop_size or model.backbone.crop_size,
-            model.cfg.rcnn_context,
-            cfg.bench.rcnn_batch,
-        )
-    )
+    rcnn = model.with_pooler(rcnn_pooler(model, cfg.bench.rcnn_batch))
     result = PathTiming()
     for image, boxes in zip(images, proposals, strict=True):
         count = boxes.shape[0]
@@ -264,7 +263,7 @@ def run_bench(
         "regions_per_image": regions,
         "rcnn_sample": cfg.bench.rcnn_sample,
         "rcnn_batch": cfg.bench.rcnn_batch,
-        "rcnn_crop_size": model.cfg.rcnn_crop_size or model.backbone.crop_size,
+        "rcnn_crop_size": rcnn_pooler(model, cfg.bench.rcnn_batch).crop_size,
         "threads": torch.get_num_threads(),
         "matmul_gflops_per_s": rate,
         "rows": rows,

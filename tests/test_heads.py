@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from detect.errors import DetectError
-from detect.models.heads import Head, truncated_svd
+from detect.models.heads import Head, HeadOutput, truncated_svd
 
 
 def test_head_shapes_and_fc7_is_relu_activation():
@@ -59,7 +59,7 @@ def test_head_initialisation_is_fast_rcnns():
     assert float(head.cls_score.weight.detach().std()) == pytest.approx(0.01, rel=0.1)
     assert float(head.bbox_pred.weight.detach().std()) == pytest.approx(0.001, rel=0.1)
     assert torch.all(head.cls_score.bias == 0) and torch.all(head.bbox_pred.bias == 0)
-    with pytest.raises(DetectError, match=r"model.fc_dims: at least one fc layer is needed"):
+    with pytest.raises(DetectError, match=r"^model.fc_dims: at least one fc layer is needed$"):
         Head(in_dim=32, fc_dims=(), num_classes=2)
 
 
@@ -89,3 +89,15 @@ def test_truncated_svd_resolves_small_singular_values_of_small_layers():
     approx = (compressed[1].weight @ compressed[0].weight).detach().double().numpy()
     best = np.sqrt((np.linalg.svd(weight, compute_uv=False)[25:] ** 2).sum())
     assert abs(np.linalg.norm(weight - approx) - best) < 1e-5
+
+
+def test_head_outputs_index_and_concatenate_by_rows():
+    rows = [torch.arange(6.0).reshape(2, 3) + 10 * k for k in range(4)]
+    first = HeadOutput(*rows)
+    second = HeadOutput(*(r[:1] + 100 for r in rows))
+    joined = HeadOutput.cat([first, second])
+    for ours, part_a, part_b in zip(joined, first, second, strict=True):
+        assert ours.tolist() == part_a.tolist() + part_b.tolist()
+    picked = joined.index(torch.tensor([2, 0, 2]))
+    for ours, whole in zip(picked, joined, strict=True):
+        assert ours.tolist() == [whole[2].tolist(), whole[0].tolist(), whole[2].tolist()]

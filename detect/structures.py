@@ -133,14 +133,18 @@ class Detections:
         return int(self.boxes.shape[0])
 
     def to_records(self, class_names: tuple[str, ...] | list[str]) -> list[dict]:
-        """JSON-ready records ``{"label": name, "score": float, "box": [x1, y1, x2, y2]}``."""
+        """JSON-ready records ``{"label": name, "score": float, "box": [x1, y1, x2, y2]}``.
+
+        Each number is the shortest decimal that reads back to the same float32, as in comp4
+        files, so scoring the records gives the numbers of scoring these detections."""
+        boxes, scores = self.boxes.numpy(), self.scores.numpy()
         return [
             {
                 "label": class_names[int(label)],
-                "score": round(float(score), 6),
-                "box": [round(float(v), 2) for v in box],
+                "score": float(str(score)),
+                "box": [float(str(v)) for v in box],
             }
-            for box, score, label in zip(self.boxes, self.scores, self.labels, strict=True)
+            for box, score, label in zip(boxes, scores, self.labels.tolist(), strict=True)
         ]
 
     @classmethod

@@ -15,13 +15,13 @@ CLASSES = ("circle", "square")
 def test_detections_json_as_written(tmp_path):
     dets = {"b": Detections([[1.234, 2, 30.256, 40]], [0.1234567], [1]), "a": Detections.empty()}
     write_detections_json(tmp_path / "d.json", dets, CLASSES)
-    # Images in the given order, scores to 6 decimals and box values to 2, labels by name.
+    # Images in the given order, labels by name, each number the shortest decimal of its float32.
     assert json.loads((tmp_path / "d.json").read_text()) == {
         "format": "detect-detections-v1",
         "box_format": "xyxy, 0-based continuous pixels",
         "classes": ["circle", "square"],
         "images": {
-            "b": [{"label": "square", "score": 0.123457, "box": [1.23, 2, 30.26, 40]}],
+            "b": [{"label": "square", "score": 0.1234567, "box": [1.234, 2, 30.256, 40]}],
             "a": [],
         },
     }

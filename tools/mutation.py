@@ -44,7 +44,11 @@ MODULES: dict[str, tuple[list[str], list[str], list[str]] | tuple[list[str], lis
     "voc": (["detect/data/voc.py"], ["tests/test_voc.py", "tests/test_voc_xml_fields.py"]),
     "coco": (
         ["detect/data/coco.py", "detect/evaluation/coco.py", "detect/evaluation/coco_results.py"],
-        ["tests/test_coco.py", "tests/test_coco_results_json.py"],
+        [
+            "tests/test_coco.py",
+            "tests/test_coco_results_json.py",
+            "tests/test_coco_reader_fields.py",
+        ],
     ),
     "voc_ap": (["detect/evaluation/voc_ap.py"], ["tests/evaluation/test_voc_ap.py"]),
     "voc_files": (["detect/evaluation/voc_files.py"], ["tests/evaluation/test_voc_files.py"]),

@@ -7,7 +7,7 @@ import torch
 from detect.config import ModelConfig
 from detect.errors import DetectError
 from detect.models import build_detector
-from detect.models.poolers import warp_crops
+from detect.models.poolers import build_pooler, warp_crops
 from detect.models.scales import resize_scale
 
 CFG = ModelConfig(backbone="tiny", scales=(96,), fc_dims=(32, 32), rcnn_context=4)
@@ -125,3 +125,18 @@ def test_bad_model_settings_name_the_key(change, message):
         check_model_config(cfg)
     with pytest.raises(DetectError, match=message):
         build_detector("spp", cfg, 2)
+
+
+def test_the_pooler_is_injected_and_the_same_modules_run_either_way():
+    spp = build_detector("spp", CFG, 2).eval()
+    swapped = spp.with_pooler(build_pooler("rcnn", CFG, spp.backbone))
+    assert swapped.method == "rcnn" and spp.method == "spp"
+    assert swapped.backbone is spp.backbone and swapped.head is spp.head  # shared, not copied
+    rcnn = build_detector("rcnn", CFG, 2).eval()
+    rcnn.load_state_dict(spp.state_dict())
+    image = np.random.randint(0, 256, (80, 120, 3), dtype=np.uint8)
+    prepared, scale = rcnn.prepare(image)
+    assert scale == 1.0 and swapped.prepare(image)[1] == 1.0
+    with torch.no_grad():
+        for ours, theirs in zip(swapped(prepared, BOXES), rcnn(prepared, BOXES), strict=True):
+            torch.testing.assert_close(ours, theirs)

@@ -49,10 +49,6 @@ class EvalResult:
     detections: dict[str, Detections] = field(default_factory=dict, repr=False)
 
     @property
-    def metric(self) -> str:
-        return self.scores.metric
-
-    @property
     def mAP(self) -> float:
         """VOC mAP, or COCO AP@[.5:.95] for ``metric == "coco"``."""
         return self.scores.mAP

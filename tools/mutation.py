@@ -30,7 +30,10 @@ MODULES: dict[str, tuple[list[str], list[str], list[str]] | tuple[list[str], lis
     "boxes": (["detect/ops/boxes.py"], ["tests/test_boxes.py"]),
     "spp": (["detect/models/spp.py"], ["tests/test_spp.py", "tests/test_backbones.py"]),
     "heads": (["detect/models/heads.py"], ["tests/test_heads.py"]),
-    "sampling": (["detect/training/sampling.py"], ["tests/training/test_sampling.py"]),
+    "sampling": (
+        ["detect/training/sampling.py"],
+        ["tests/training/test_sampling.py", "tests/training/test_multiscale_finetune.py"],
+    ),
     "svm": (["detect/training/svm.py"], ["tests/test_svm.py"]),
     "bbox_reg": (["detect/training/bbox_reg.py"], ["tests/test_bbox_reg.py"]),
     # The fine-tuning loss and image order, not the training loop's plumbing (hooks: checkpoints,

@@ -159,6 +159,9 @@ def test_bad_input():
         evaluate_voc({"2": dets_of([(0, 0.5, (0, 0, 1, 1))])}, ds)
     with pytest.raises(DetectError, match="label 5"):
         evaluate_voc({"1": dets_of([(5, 0.5, (0, 0, 1, 1))])}, ds)
+    # Labels index the 3 classes: 3 is one past the last.
+    with pytest.raises(DetectError, match=r"^detections for image '1': label 3 outside 0\.\.2$"):
+        evaluate_voc({"1": dets_of([(0, 0.9, (0, 0, 1, 1)), (3, 0.5, (0, 0, 1, 1))])}, ds)
     with pytest.raises(DetectError, match="voc12"):
         evaluate_voc({}, ds, metric="voc12")
 

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from detect.data.images import write_image
-from detect.data.voc import read_voc_annotation, read_voc_dataset
+from detect.data.voc import annotation_xml, read_voc_annotation, read_voc_dataset
 from detect.errors import DetectError
+from detect.structures import Annotation
 
 CLASSES = ("cat", "dog")
 BOX = "<bndbox><xmin>2</xmin><ymin>3</ymin><xmax>10</xmax><ymax>12</ymax></bndbox>"
@@ -138,3 +139,82 @@ def test_boxes_outside_the_image_are_errors_unless_asked_otherwise(tmp_path):
         read_voc_annotation(xml, "a", root, index, available)
     clipped = read_voc_annotation(xml, "a", root, index, available, strict_boxes=False)
     assert clipped.boxes.tolist() == [[1.0, 2.0, 10.0, 23.0]]
+
+
+WRITTEN = """<annotation>
+  <folder>{folder}</folder>
+  <filename>0007.png</filename>
+  <size>
+    <width>64</width>
+    <height>48</height>
+    <depth>3</depth>
+  </size>
+  <segmented>0</segmented>
+  <object>
+    <name>dog</name>
+    <pose>Unspecified</pose>
+    <truncated>1</truncated>
+    <difficult>0</difficult>
+    <bndbox>
+      <xmin>1</xmin>
+      <ymin>1</ymin>
+      <xmax>10</xmax>
+      <ymax>20</ymax>
+    </bndbox>
+  </object>
+  <object>
+    <name>cat</name>
+    <pose>Unspecified</pose>
+    <truncated>0</truncated>
+    <difficult>1</difficult>
+    <bndbox>
+      <xmin>5.5</xmin>
+      <ymin>6</ymin>
+      <xmax>30.25</xmax>
+      <ymax>40</ymax>
+    </bndbox>
+  </object>
+</annotation>
+"""
+
+
+def test_written_xml_by_hand():
+    ann = Annotation(
+        "0007",
+        Path("voc/JPEGImages/0007.png"),
+        64,
+        48,
+        torch.tensor([[0.0, 0.0, 10.0, 20.0], [4.5, 5.0, 30.25, 40.0]]),
+        [1, 0],
+        [False, True],
+        [True, False],
+    )
+    # 1-based inclusive boxes: (x1 + 1, y1 + 1, x2, y2); integers without a decimal point.
+    assert annotation_xml(ann, CLASSES, folder="voc") == WRITTEN.format(folder="voc")
+    assert annotation_xml(ann, CLASSES) == WRITTEN.format(folder="").replace(
+        "<folder></folder>", "<folder />"
+    )
+
+
+@pytest.mark.parametrize(
+    ("size", "problem"),
+    [
+        ("<width>37.5</width><height>23</height>", "must be whole numbers >= 0, got 37.5x23"),
+        ("<width>37</width><height>-1</height>", "must be whole numbers >= 0, got 37x-1"),
+        ("<width>-37</width><height>23</height>", "must be whole numbers >= 0, got -37x23"),
+    ],
+)
+def test_stated_sizes_must_be_whole_and_not_negative(tmp_path, size, problem):
+    root = voc_folder(tmp_path, f"<size>{size}</size>")
+    with pytest.raises(
+        DetectError, match="^" + message(root, f"size: <width>/<height> {problem}") + "$"
+    ):
+        read(root)
+
+
+def test_the_pixel_limit_is_inclusive(tmp_path):
+    root = voc_folder(tmp_path, "<size><width>37</width><height>23</height></size>")
+    assert read(root, max_image_pixels=37 * 23).width == 37
+    limit = "size 37x23 is over the limit of 850 pixels (data.max_image_pixels)"
+    with pytest.raises(DetectError, match="^" + message(root, limit) + "$"):
+        read(root, max_image_pixels=37 * 23 - 1)

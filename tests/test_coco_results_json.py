@@ -8,7 +8,11 @@ import pytest
 import torch
 
 from detect.errors import DetectError
-from detect.evaluation.coco_results import read_coco_results, write_coco_results
+from detect.evaluation.coco_results import (
+    detections_from_coco_results,
+    read_coco_results,
+    write_coco_results,
+)
 from detect.structures import Detections
 
 
@@ -67,3 +71,23 @@ def test_a_good_file_and_files_that_are_not_result_lists(tmp_path):
     path.write_text("[{")
     with pytest.raises(DetectError, match=rf"^COCO results {path}: "):
         read_coco_results(path)
+
+
+def test_records_grouped_into_detections_by_hand():
+    records = [
+        {"image_id": 4, "category_id": 7, "bbox": [1, 2, 3, 4], "score": 0.5},
+        {"image_id": 2, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 0.9},
+        {"image_id": 4, "category_id": 9, "bbox": [5, 5, 5, 5], "score": 0.7},  # not asked for
+        {"image_id": 4, "category_id": 1, "bbox": [2, 2, 2, 2], "score": 0.25},
+    ]
+    dets = detections_from_coco_results(records, [7, 1], {"2", "4", "6"}, "results.json")
+    assert list(dets) == ["4", "2"]  # order of first appearance
+    assert dets["4"].boxes.tolist() == [[1.0, 2.0, 4.0, 6.0], [2.0, 2.0, 4.0, 4.0]]
+    assert dets["4"].scores.tolist() == [0.5, 0.25] and dets["4"].labels.tolist() == [0, 1]
+    assert dets["2"].labels.tolist() == [1] and dets["2"].scores.tolist() == [pytest.approx(0.9)]
+    with pytest.raises(
+        DetectError, match=r"^results.json: detection 1: image 3 not in the ground truth$"
+    ):
+        detections_from_coco_results(
+            records[:1] + [{**records[1], "image_id": 3}], [7], {"4"}, "results.json"
+        )

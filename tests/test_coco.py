@@ -243,3 +243,15 @@ def test_evaluate_coco_empty_and_bad(tmp_path):
     bad.write_text(json.dumps([{"image_id": "x", "category_id": 1, "bbox": [0, 0], "score": 1}]))
     with pytest.raises(DetectError, match="bad.json: detection 0"):
         read_coco_results(bad)
+
+
+def test_evaluate_coco_leaves_the_callers_records_alone_and_names_bad_categories(tmp_path):
+    gt_path, payload = make_coco(tmp_path)
+    ann = payload["annotations"][0]
+    records = [{"image_id": ann["image_id"], "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.5}]
+    before = json.dumps(records)
+    evaluate_coco(records, gt_path)  # pycocotools adds keys to the records it loads
+    assert json.dumps(records) == before
+    records[0]["category_id"] = 99
+    with pytest.raises(DetectError, match=rf"^detection 0: category_id 99 is not in {gt_path}$"):
+        evaluate_coco(records, gt_path)

@@ -56,7 +56,8 @@ def test_a_class_subset_skips_other_categories_wherever_they_are(tmp_path):
         {"image_id": 9, "category_id": 5, "bbox": [0, 0, 4, 4]},
         {"image_id": 9, "category_id": 2, "bbox": [1, 1, 4, 4]},
         {"image_id": 9, "category_id": 5, "bbox": [2, 2, 4, 4]},
-        {"image_id": 9, "category_id": 2, "bbox": [3, 3, 700, 4]},  # outside: dropped, not an error
+        {"image_id": 9, "category_id": 2, "bbox": [3, 3, 700, 4]},  # outside: clipped
+        {"image_id": 9, "category_id": 2, "bbox": [3, 3, 0, 4]},  # empty: dropped
         {"image_id": 9, "category_id": 2, "bbox": [4, 4, 4, 4]},
     ]
     path = instances(tmp_path, anns)
@@ -98,3 +99,10 @@ def test_error_messages(tmp_path):
         match="^" + re.escape(f"COCO annotations {empty}: empty split (no images)") + "$",
     ):
         read_coco_dataset(empty)
+
+
+def test_the_pixel_limit_reaches_the_reader(tmp_path):
+    path = instances(tmp_path, [{"image_id": 9, "category_id": 2, "bbox": [1, 1, 2, 2]}])
+    assert len(read_coco_dataset(path, max_image_pixels=640 * 480)) == 1
+    with pytest.raises(DetectError, match="640x480"):
+        read_coco_dataset(path, max_image_pixels=640 * 480 - 1)

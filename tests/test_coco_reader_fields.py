@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 
-from detect.data.coco import read_coco_dataset
+from detect.data.coco import coco_categories, load_coco, read_coco_dataset
 from detect.errors import DetectError
 
 CATEGORIES = [{"id": 5, "name": "cup"}, {"id": 2, "name": "dog"}]
@@ -106,3 +106,19 @@ def test_the_pixel_limit_reaches_the_reader(tmp_path):
     assert len(read_coco_dataset(path, max_image_pixels=640 * 480)) == 1
     with pytest.raises(DetectError, match="640x480"):
         read_coco_dataset(path, max_image_pixels=640 * 480 - 1)
+
+
+def test_loading_is_quiet_and_errors_name_the_file(tmp_path, capsys):
+    path = instances(tmp_path, [{"image_id": 9, "category_id": 2, "bbox": [1, 1, 2, 2]}])
+    coco = load_coco(path)
+    assert capsys.readouterr().out == ""  # pycocotools' index messages are not printed
+    with pytest.raises(
+        DetectError, match=r"^COCO annotations: unknown class 'cat'; known: \['dog', 'cup'\]$"
+    ):
+        coco_categories(coco, ("cat",))
+    path.write_text("{not json")
+    with pytest.raises(DetectError, match="^" + re.escape(f"COCO annotations {path}: ")):
+        load_coco(path)
+    path.write_text(json.dumps({"images": [], "categories": CATEGORIES}))
+    with pytest.raises(DetectError, match=re.escape(str(path))):
+        load_coco(path)

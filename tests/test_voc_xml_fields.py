@@ -11,7 +11,12 @@ import pytest
 import torch
 
 from detect.data.images import write_image
-from detect.data.voc import annotation_xml, read_voc_annotation, read_voc_dataset
+from detect.data.voc import (
+    annotation_xml,
+    read_voc_annotation,
+    read_voc_dataset,
+    write_voc_dataset,
+)
 from detect.errors import DetectError
 from detect.structures import Annotation
 
@@ -218,3 +223,50 @@ def test_the_pixel_limit_is_inclusive(tmp_path):
     limit = "size 37x23 is over the limit of 850 pixels (data.max_image_pixels)"
     with pytest.raises(DetectError, match="^" + message(root, limit) + "$"):
         read(root, max_image_pixels=37 * 23 - 1)
+
+
+def test_the_data_set_record_and_strict_boxes_by_default(tmp_path):
+    root = voc_folder(tmp_path / "VOC2007", "<object><name>cat</name>" + BOX + "</object>")
+    ds = read_voc_dataset(root, "test", CLASSES)
+    assert (ds.name, ds.root, ds.split, ds.class_names) == ("VOC2007", root, "test", CLASSES)
+    xml = "<object><name>cat</name>" + BOX.replace("12", "40") + "</object>"
+    (root / "Annotations" / "a.xml").write_text(f"<annotation>{xml}</annotation>")
+    with pytest.raises(DetectError, match="outside the 37x23 image"):
+        read_voc_dataset(root, "test", CLASSES)
+
+
+def test_annotations_without_images_when_images_are_not_checked(tmp_path):
+    size = "<size><width>37</width><height>23</height></size>"
+    root = voc_folder(tmp_path, size + "<object><name>dog</name>" + BOX + "</object>")
+    (root / "JPEGImages" / "a.jpg").unlink()
+    (root / "JPEGImages").rmdir()
+    assert read(root, check_images=False).labels.tolist() == [1]
+    with pytest.raises(DetectError, match=r"missing folder JPEGImages/"):
+        read(root)
+
+
+def test_an_image_read_for_its_size_obeys_the_pixel_limit(tmp_path):
+    root = voc_folder(tmp_path, "<object><name>cat</name>" + BOX + "</object>")
+    assert read(root, max_image_pixels=37 * 23).width == 37
+    with pytest.raises(DetectError, match="pixels"):
+        read(root, max_image_pixels=37 * 23 - 1)
+
+
+def test_a_missing_image_names_the_file_looked_for(tmp_path):
+    root = voc_folder(tmp_path, "<filename>b.png</filename>")
+    (root / "JPEGImages" / "a.jpg").unlink()  # nor any a.<suffix>
+    with pytest.raises(
+        DetectError, match=r"image for 'a' not found in JPEGImages/ \(looked for 'b.png'\)"
+    ):
+        read(root)
+
+
+def test_written_data_set_folder_and_xml_folder(tmp_path):
+    root = tmp_path / "new" / "VOCsynth"
+    image = root / "JPEGImages" / "0007.png"
+    ann = Annotation("0007", image, 37, 23, torch.tensor([[0.0, 0.0, 10.0, 20.0]]), [1])
+    write_voc_dataset(root, CLASSES, {"test": [ann]})  # the folders do not exist yet
+    assert (root / "JPEGImages").is_dir()  # for the caller's images
+    xml = (root / "Annotations" / "0007.xml").read_text()
+    assert "<folder>VOCsynth</folder>" in xml and "<filename>0007.png</filename>" in xml
+    assert (root / "ImageSets" / "Main" / "test.txt").read_text().split() == ["0007"]

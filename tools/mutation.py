@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -82,6 +83,9 @@ def prepare_copy(name: str, sources: list[str], tests: list[str]) -> Path:
             f"pytest_add_cli_args_test_selection = {_toml_list(tests)}",
             'pytest_add_cli_args = ["-p", "no:cacheprovider"]',
             "use_git_change_detection = false",
+            # Workers fork from a clean server process: forked from one that ran torch, numpy's
+            # BLAS or liblinear they can deadlock, and a hang would count as a (timeout) kill.
+            'process_isolation = "forkserver"',
             "",
         ]
     )
@@ -89,9 +93,16 @@ def prepare_copy(name: str, sources: list[str], tests: list[str]) -> Path:
     return work
 
 
+# One thread per test process: mutmut runs several at once, on few cores.
+SINGLE_THREADED = {
+    name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+}
+
+
 def mutmut(work: Path, *args: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "mutmut", *args]
-    return subprocess.run(command, cwd=work, text=True, capture_output=True)
+    environment = {**os.environ, **SINGLE_THREADED}
+    return subprocess.run(command, cwd=work, text=True, capture_output=True, env=environment)
 
 
 def mutant_statuses(work: Path, patterns: list[str]) -> dict[str, str]:
@@ -122,11 +133,22 @@ def run_module(name: str, jobs: int) -> dict:
     killed = sum(status in KILLED for status in statuses.values())
     not_killed = {m: status for m, status in statuses.items() if status not in KILLED}
     score = round(killed / len(statuses), 4) if statuses else None
-    print(f"   {killed}/{len(statuses)} killed ({score:.1%})" if statuses else "   no mutants")
+    timeouts = sum(status == "timeout" for status in statuses.values())
+    print(
+        f"   {killed}/{len(statuses)} killed ({score:.1%}; {timeouts} of them by timeout)"
+        if statuses
+        else "   no mutants"
+    )
     for mutant, status in not_killed.items():
         print(f"   {mutant}: {status}")
     print(f"   (mutmut show NAME in {work} prints a mutant's diff)", flush=True)
-    return {"killed": killed, "total": len(statuses), "score": score, "not_killed": not_killed}
+    return {
+        "killed": killed,
+        "timeouts": timeouts,
+        "total": len(statuses),
+        "score": score,
+        "not_killed": not_killed,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,7 @@
 """SVMs: feature scaling, hard-negative mining on planted hard negatives, the scorer, train_svms."""
 
+import logging
+import re
 import warnings
 from dataclasses import replace
 
@@ -11,6 +13,7 @@ from sklearn.svm import LinearSVC
 
 import detect.training.svm as svm_module
 from detect.config import SVMConfig
+from detect.errors import DetectError
 from detect.models.heads import HeadOutput
 from detect.models.scoring import SVMModel, SVMScorer
 from detect.training.features import RegionFeatures
@@ -208,3 +211,48 @@ def test_train_svms_takes_negatives_below_neg_iou_and_scales_features(monkeypatc
         rows = [i for i in range(len(pool)) if iou[i, k] < 0.3]
         np.testing.assert_allclose(negatives, pool[rows] * scale, rtol=1e-5)
     assert model.weight.tolist() == [[1.0] * 3, [1.0] * 3] and model.bias.tolist() == [0.5, 0.5]
+
+
+def test_feature_scale_of_empty_zero_and_small_features():
+    assert feature_scale(np.zeros((0, 5)), 20.0) == 1.0  # nothing to scale
+    assert feature_scale(np.zeros((3, 5)), 20.0) == 1.0  # all-zero features stay zero
+    small = np.array([[0.3, 0.4], [0.0, 0.0]])  # norms 0.5 and 0: mean 0.25
+    assert feature_scale(small, 20.0) == pytest.approx(80.0)
+
+
+def test_mining_needs_a_positive_and_stops_when_the_set_is_stable():
+    positives, negatives, _ = planted_problem()
+    with pytest.raises(DetectError, match=r"^SVM training: a class has no positive examples$"):
+        train_with_mining(positives[:0], negatives, SVMConfig(), np.random.default_rng(0))
+    one = train_with_mining(
+        positives[:1],
+        negatives[:200],
+        SVMConfig(rounds=1, initial_negatives=50),
+        np.random.default_rng(0),
+    )
+    assert one.history[0] == 50
+    mined = train_with_mining(
+        positives, negatives, SVMConfig(rounds=20, initial_negatives=100), np.random.default_rng(1)
+    )
+    # Once a round changes nothing, mining stops: no round repeats the previous set's size.
+    assert len(mined.history) < 21 and mined.history[-1] != mined.history[-2]
+
+
+def test_train_svms_is_seeded_and_logs_each_class(caplog):
+    positives, negatives, _ = planted_problem(2)
+    iou = np.zeros((len(negatives), 1), dtype=np.float32)
+    features = RegionFeatures(
+        torch.tensor(positives[:20], dtype=torch.float32),
+        torch.zeros(20, dtype=torch.int64),
+        torch.tensor(negatives, dtype=torch.float32),
+        torch.from_numpy(iou),
+        torch.zeros((0, 4)),
+        torch.zeros(0, dtype=torch.int64),
+        torch.zeros((0, 4)),
+    )
+    cfg = SVMConfig(initial_negatives=30, rounds=1)
+    with caplog.at_level(logging.INFO, logger="detect.training.svm"):
+        first = train_svms(features, 1, cfg, seed=5)
+    again = train_svms(features, 1, cfg, seed=5)
+    assert torch.equal(first.weight, again.weight) and torch.equal(first.bias, again.bias)
+    assert re.search(r"SVM class 0: 20 positives, negatives per round \[30, \d+", caplog.text)

@@ -56,6 +56,7 @@ def _fit(positives: np.ndarray, negatives: np.ndarray, cfg: SVMConfig) -> tuple[
         class_weight={1: cfg.positive_weight, 0: 1.0},
         intercept_scaling=cfg.intercept_scaling,
         max_iter=20_000,
+        random_state=0,  # liblinear visits rows in a random order: the same model every run
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)

@@ -21,14 +21,17 @@ def shipped_config_names() -> list[str]:
 
 
 def resolve_config_path(value: str | Path) -> Path:
-    """The file ``--config value`` names: ``value`` itself when it exists, else the shipped config
-    of that name; :class:`DetectError` naming ``value`` and the shipped names when neither does."""
+    """The file ``--config value`` names: ``value`` itself when it is a file, else the shipped config
+    of that name; :class:`DetectError` naming ``value`` and the shipped names when neither exists
+    (a folder ``value`` is returned for the reader to refuse)."""
     path = Path(value)
-    if path.exists():
+    if path.is_file():
         return path
     is_bare_name = path.parent == Path(".") and path.suffix in ("", ".yaml")
     if is_bare_name and path.stem in shipped_config_names():
         return SHIPPED_CONFIG_DIR / f"{path.stem}.yaml"
+    if path.exists():
+        return path
     raise DetectError(
         f"config {value}: file not found, and no shipped config has that name "
         f"(shipped: {', '.join(shipped_config_names())})"

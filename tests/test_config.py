@@ -143,6 +143,15 @@ def test_a_shipped_config_loads_by_name_from_any_folder(name, tmp_path, monkeypa
     assert load_config(name) == load_config(SHIPPED_CONFIG_DIR / "demo.yaml")
 
 
+def test_a_folder_of_the_same_name_does_not_hide_a_shipped_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("demo").mkdir()  # e.g. made by `detect synth --out demo`
+    assert load_config("demo") == load_config(SHIPPED_CONFIG_DIR / "demo.yaml")
+    Path("other").mkdir()
+    with pytest.raises(DetectError, match="^config other: is a folder, not a file$"):
+        load_config("other")
+
+
 def test_a_file_in_the_current_folder_wins_over_a_shipped_config(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     Path("demo.yaml").write_text("seed: 7\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -221,3 +222,17 @@ def test_matches_brute_force_devkit_on_random_data(metric):
             assert result.ap[name] == pytest.approx(ap, abs=1e-12), (name, _trial)
             np.testing.assert_allclose(result.precision[name], prec, atol=1e-12)
             np.testing.assert_allclose(result.recall[name], rec, atol=1e-12)
+
+
+def test_no_detections_and_classes_without_ground_truth(caplog):
+    ds = dataset_of({"1": [(0, (0, 0, 10, 10), False), (1, (20, 20, 30, 30), True)]})
+    with caplog.at_level(logging.WARNING, logger="detect.evaluation.voc_ap"):
+        empty = evaluate_voc({}, ds, "voc10")
+    assert empty.metric == "voc10"
+    assert empty.ap["a"] == 0.0 and empty.mAP == 0.0  # a has a ground truth and no detection
+    assert math.isnan(empty.ap["b"]) and math.isnan(empty.ap["c"])  # only difficult / none
+    assert "left out of the mAP: ['b', 'c']" in caplog.text
+    # A detection of a class without ground truth: precision 0, recall undefined (NaN, float).
+    one = evaluate_voc({"1": dets_of([(2, 0.5, (0, 0, 10, 10))])}, ds, "voc07")
+    assert one.recall["c"].dtype == np.float64 and np.isnan(one.recall["c"]).all()
+    assert one.precision["c"].tolist() == [0.0] and one.num_positives["c"] == 0

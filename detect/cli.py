@@ -12,6 +12,7 @@ import argparse
 import importlib
 import logging
 import sys
+from collections.abc import Collection, Sequence
 
 from detect import __version__
 from detect.errors import DetectError, Interrupted
@@ -45,7 +46,10 @@ config shipped with detect (e.g. --config demo). The README describes the data l
 configs and every output file."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: Collection[str] = tuple(COMMANDS)) -> argparse.ArgumentParser:
+    """The ``detect`` parser. Every command is listed with its help line; only those in
+    ``commands`` import their module and take their options, so a command (or ``detect --help``)
+    does not import what the other commands need (torch, OpenCV, scikit-learn)."""
     parser = argparse.ArgumentParser(
         prog="detect",
         description=DESCRIPTION,
@@ -56,15 +60,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(title="commands", dest="command", required=True, metavar="COMMAND")
     for name, help_text in COMMANDS.items():
-        module = importlib.import_module(f"detect.commands.{name}")
         command_parser = sub.add_parser(name, help=help_text, description=help_text)
-        module.add_arguments(command_parser)
-        command_parser.set_defaults(handler=module.run)
+        if name in commands:
+            module = importlib.import_module(f"detect.commands.{name}")
+            module.add_arguments(command_parser)
+            command_parser.set_defaults(handler=module.run)
     return parser
 
 
+def command_named(argv: Sequence[str]) -> list[str]:
+    """The command ``argv`` names (its first word that is not an option: the options before the
+    command take no value), as a list of at most one."""
+    return [word for word in argv if not word.startswith("-")][:1]
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(command_named(argv)).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

@@ -10,7 +10,7 @@ from detect.config import ModelConfig
 from detect.errors import DetectError
 from detect.models import build_detector
 from detect.models.backbones import build_backbone
-from detect.models.weights import load_backbone, torchvision_cache_file
+from detect.models.weights import load_backbone
 
 
 def _positive(backbone):
@@ -120,26 +120,6 @@ def test_declared_channels_and_torchvision_layouts():
 def test_unknown_backbone():
     with pytest.raises(DetectError, match="unknown backbone 'resnet'"):
         build_backbone("resnet")
-
-
-def test_imagenet_weights_missing_names_the_file(monkeypatch, tmp_path):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    expected = tmp_path / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
-    assert torchvision_cache_file("alexnet") == expected
-    with pytest.raises(DetectError, match=str(expected)):
-        load_backbone("alexnet", "imagenet")
-    with pytest.raises(DetectError, match="no ImageNet weights"):
-        load_backbone("zf5", "imagenet")
-
-
-def test_imagenet_weights_from_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    reference = torchvision.models.alexnet(weights=None)
-    path = torchvision_cache_file("alexnet")
-    path.parent.mkdir(parents=True)
-    torch.save(reference.state_dict(), path)
-    backbone = load_backbone("alexnet", "imagenet")
-    torch.testing.assert_close(backbone.features[3].weight, reference.features[3].weight)
 
 
 def test_weights_from_path_and_mismatch(tmp_path):

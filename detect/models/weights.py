@@ -1,36 +1,67 @@
-"""Backbone weights: random init, torchvision's ImageNet weights from its cache, or a file.
+"""Backbone weights: random init, torchvision's ImageNet weights, or a file.
 
-Nothing is downloaded: ``weights: imagenet`` reads the file torchvision would have cached
-(``$TORCH_HOME/hub/checkpoints/<name>.pth``, default ``~/.cache/torch/hub/checkpoints``) and a
-missing file is an error saying exactly which file to put where.
+``weights: imagenet`` takes the URL from torchvision's weights API
+(``AlexNet_Weights.IMAGENET1K_V1``, ``VGG16_Weights.IMAGENET1K_V1``) and reads the file where
+torchvision caches it, ``torch.hub.get_dir()/checkpoints/<name>.pth`` (``$TORCH_HOME/hub/...``,
+default ``~/.cache/torch/hub/checkpoints``). A missing file is downloaded there by torch.hub's
+downloader, as torchvision does: a progress bar on stderr, the SHA-256 prefix in the file name
+checked, the bytes written to a ``.partial`` file that is moved in place only when complete (a
+failed download leaves nothing). Offline, a one-line error names the file to place and the URL.
 """
 
 from __future__ import annotations
 
+import http.client
+import logging
 from pathlib import Path
 
 import torch
+import torchvision
 
 from detect.errors import DetectError
 from detect.files import load_torch_file
 from detect.models.backbones import Backbone, build_backbone
 
-# torchvision's ImageNet checkpoints for the backbones that have one (same ``features.*`` keys).
-TORCHVISION_FILES = {
-    "alexnet": "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
-    "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth",
+log = logging.getLogger(__name__)
+
+# torchvision's ImageNet weights for the backbones that have them (same ``features.*`` keys).
+IMAGENET_WEIGHTS = {
+    "alexnet": torchvision.models.AlexNet_Weights.IMAGENET1K_V1,
+    "vgg16": torchvision.models.VGG16_Weights.IMAGENET1K_V1,
 }
 
 
 def torchvision_cache_file(backbone: str) -> Path:
     """Where torchvision caches the ImageNet weights of ``backbone``."""
-    if backbone not in TORCHVISION_FILES:
+    if backbone not in IMAGENET_WEIGHTS:
         raise DetectError(
             f"model.weights: torchvision has no ImageNet weights for backbone {backbone!r} "
-            f"(only {sorted(TORCHVISION_FILES)}); use weights: none or a state dict path"
+            f"(only {sorted(IMAGENET_WEIGHTS)} have them); use weights: none or a state dict path"
         )
-    name = TORCHVISION_FILES[backbone].rsplit("/", 1)[1]
+    name = IMAGENET_WEIGHTS[backbone].url.rsplit("/", 1)[1]
     return Path(torch.hub.get_dir()) / "checkpoints" / name
+
+
+def download_imagenet_weights(backbone: str) -> Path:
+    """The cached ImageNet weights file of ``backbone``, downloaded first when missing."""
+    path = torchvision_cache_file(backbone)
+    if path.is_file():
+        return path
+    url = IMAGENET_WEIGHTS[backbone].url
+    log.info("downloading the ImageNet weights of %s: %s to %s", backbone, url, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        hash_prefix = torch.hub.HASH_REGEX.search(path.name).group(1)
+        torch.hub.download_url_to_file(url, str(path), hash_prefix, progress=True)
+    except (OSError, http.client.HTTPException, RuntimeError) as exc:
+        # OSError covers URLError, socket errors and timeouts; RuntimeError is a hash mismatch.
+        lines = str(exc).strip().splitlines()
+        raise DetectError(
+            f"model.weights: cannot download the ImageNet weights of {backbone} "
+            f"({type(exc).__name__}: {lines[0] if lines else 'no details'}); "
+            f"fetch {url} by hand and place it at {path}"
+        ) from exc
+    return path
 
 
 def load_state_dict_file(backbone: Backbone, path: Path) -> None:
@@ -74,14 +105,6 @@ def load_backbone(name: str, weights: str = "none") -> Backbone:
     backbone = build_backbone(name)
     if weights in ("", "none"):
         return backbone
-    if weights == "imagenet":
-        path = torchvision_cache_file(name)
-        if not path.is_file():
-            raise DetectError(
-                f"model.weights: imagenet weights for {name} not found; no download is attempted. "
-                f"Place {TORCHVISION_FILES[name]} at {path}"
-            )
-    else:
-        path = Path(weights).expanduser()
+    path = download_imagenet_weights(name) if weights == "imagenet" else Path(weights).expanduser()
     load_state_dict_file(backbone, path)
     return backbone

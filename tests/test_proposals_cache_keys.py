@@ -62,3 +62,41 @@ def test_an_entry_of_decoded_pixels_records_what_it_is(tmp_path):
     file_entry = cache.put("f", torch.zeros((0, 4)), (6, 8), image_path=Path(path))
     with np.load(file_entry) as data:
         assert json.loads(str(data["meta"]))["image_file"] == str(path)
+
+
+def rewrite_meta(path, **changes):
+    with np.load(path) as data:
+        boxes, meta = np.asarray(data["boxes"]), json.loads(str(data["meta"]))
+    meta.update(changes)
+    with open(path, "wb") as handle:
+        np.savez(handle, boxes=boxes, meta=np.array(json.dumps(meta)))
+
+
+def test_lookup_statuses_and_reasons(tmp_path, caplog):
+    cache = ProposalCache(tmp_path / "cache", mode="fast")
+    pixels = np.zeros((6, 8, 3), dtype=np.uint8)
+    path = cache.put("img", torch.tensor([[1.0, 2.0, 3.0, 4.0]]), (6, 8), image=pixels)
+    assert cache.lookup(image=pixels, image_size=(6, 8)).status == "hit"
+    unreadable = cache.lookup(image_path=tmp_path / "gone.png")
+    assert unreadable.status == "missing" and "gone.png: cannot read" in unreadable.reason
+    stale = {
+        "format": ("written by old-format/opencv_selective_search", {"format": "old-format"}),
+        "method": ("written by detect-proposals-v2/edges", {"method": "edges"}),
+        "params": ("parameters {'mode': 'quality'} != ", {"params": {"mode": "quality"}}),
+        "image": ("written for another image (sha256 abc)", {"image_sha256": "abc"}),
+        "size": ("image size [8, 6] (height, width) != the image's [6, 8]", {"image_size": [8, 6]}),
+    }
+    for expected, change in stale.values():
+        cache.put("img", torch.tensor([[1.0, 2.0, 3.0, 4.0]]), (6, 8), image=pixels)
+        rewrite_meta(path, **change)
+        found = cache.lookup(image=pixels, image_size=(6, 8))
+        assert found.status == "stale" and found.reason.startswith(expected), found.reason
+        assert f"proposal cache {path}: stale ({found.reason}); recomputing" in caplog.text
+    path.write_bytes(b"not a zip")
+    corrupt = cache.lookup(image=pixels, image_size=(6, 8))
+    assert corrupt.status == "corrupt" and corrupt.reason.startswith("unreadable (ValueError: ")
+    assert f"proposal cache {path}: {corrupt.reason}; recomputing" in caplog.text
+    with open(path, "wb") as handle:
+        np.savez(handle, boxes=np.zeros((1, 4), np.float64), meta=np.array("{}"))
+    bad = cache.lookup(image=pixels, image_size=(6, 8))
+    assert (bad.status, bad.reason) == ("corrupt", "bad content (boxes float64 (1, 4))")

@@ -155,12 +155,6 @@ def test_batched_nms_matches_per_class_loop():
     )
 
 
-def test_unique_and_small_boxes():
-    boxes = torch.tensor([[0, 0, 5, 5], [1, 1, 30, 30], [0, 0, 5, 5], [2, 2, 40, 3.0]])
-    assert B.unique_boxes(boxes).tolist() == [0, 1, 3]
-    assert B.remove_small_boxes(boxes, 10).tolist() == [1]
-
-
 def test_decode_clamps_huge_deltas():
     decoded = B.decode_deltas(
         torch.tensor([[0.0, 0.0, 10.0, 10.0]]), torch.tensor([[0.0, 0.0, 50.0, 50.0]])
@@ -206,30 +200,6 @@ def test_paired_iou_hand_worked():
 def test_scale_boxes_hand_worked():
     boxes = torch.tensor([[1.0, 2.0, 3.0, 5.0]])
     assert B.scale_boxes(boxes, 2.5).tolist() == [[2.5, 5.0, 7.5, 12.5]]
-
-
-def test_small_boxes_by_width_and_height_at_the_bound():
-    boxes = torch.tensor(
-        [
-            [20.0, 30.0, 30.0, 40.0],  # 10 x 10: kept (the bound is inclusive)
-            [20.0, 30.0, 29.0, 45.0],  # 9 wide
-            [20.0, 30.0, 35.0, 39.0],  # 9 high
-            [5.0, 50.0, 16.0, 55.0],  # 11 x 5
-            [50.0, 5.0, 55.0, 16.0],  # 5 x 11
-        ]
-    )
-    assert B.remove_small_boxes(boxes, 10).tolist() == [0]
-    assert B.remove_small_boxes(boxes, 5).tolist() == [0, 1, 2, 3, 4]
-
-
-def test_unique_boxes_first_occurrences():
-    boxes = torch.tensor(
-        [[3.0, 3, 9, 9], [0, 0, 5, 5], [3, 3, 9, 9], [1, 1, 2, 2], [0, 0, 5, 5], [7, 7, 8, 8]]
-    )
-    assert B.unique_boxes(boxes).tolist() == [0, 1, 3, 5]
-    assert B.unique_boxes(boxes[:1]).tolist() == [0]
-    empty = B.unique_boxes(torch.zeros((0, 4)))
-    assert empty.shape == (0,) and empty.dtype == torch.int64
 
 
 def test_batched_nms_of_nothing_is_an_empty_index():

@@ -83,3 +83,44 @@ def test_bad_parameters_name_the_setting(params, message):
         ss.check_search_params(**settings)
     with pytest.raises(DetectError, match=message):  # before any search is run
         selective_search(synthetic_image()[0], **settings)
+
+
+def test_unique_and_small_boxes():
+    boxes = np.array([[0, 0, 5, 5], [1, 1, 30, 30], [0, 0, 5, 5], [2, 2, 40, 3.0]], np.float32)
+    assert ss.unique_boxes(boxes).tolist() == [0, 1, 3]
+    assert ss.remove_small_boxes(boxes, 10).tolist() == [1]
+
+
+def test_small_boxes_by_width_and_height_at_the_bound():
+    boxes = np.array(
+        [
+            [20.0, 30.0, 30.0, 40.0],  # 10 x 10: kept (the bound is inclusive)
+            [20.0, 30.0, 29.0, 45.0],  # 9 wide
+            [20.0, 30.0, 35.0, 39.0],  # 9 high
+            [5.0, 50.0, 16.0, 55.0],  # 11 x 5
+            [50.0, 5.0, 55.0, 16.0],  # 5 x 11
+        ],
+        np.float32,
+    )
+    assert ss.remove_small_boxes(boxes, 10).tolist() == [0]
+    assert ss.remove_small_boxes(boxes, 5).tolist() == [0, 1, 2, 3, 4]
+
+
+def test_unique_boxes_first_occurrences():
+    boxes = np.array(
+        [[3.0, 3, 9, 9], [0, 0, 5, 5], [3, 3, 9, 9], [1, 1, 2, 2], [0, 0, 5, 5], [7, 7, 8, 8]],
+        np.float32,
+    )
+    assert ss.unique_boxes(boxes).tolist() == [0, 1, 3, 5]
+    assert ss.unique_boxes(boxes[:1]).tolist() == [0]
+    assert ss.unique_boxes(np.zeros((0, 4), np.float32)).shape == (0,)
+
+
+def test_postprocess_clips_drops_small_and_duplicate_boxes_and_keeps_the_order():
+    boxes = np.array(
+        [[-5, 2, 30, 30], [0, 2, 30, 30], [10, 10, 15, 40], [20, 20, 90, 70], [1, 1, 30, 30]],
+        np.float32,
+    )
+    kept = ss.postprocess_boxes(boxes, height=60, width=80, min_size=8, max_proposals=2)
+    assert kept.dtype == np.float32 and kept.tolist() == [[0, 2, 30, 30], [20, 20, 80, 60]]
+    assert boxes[0, 0] == -5  # the input is left as it was

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from detect.config import DataConfig
 from detect.errors import DetectError
-from detect.structures import DetectionDataset
+
+if TYPE_CHECKING:  # the readers import torch, :mod:`detect.data.images` does not
+    from detect.structures import DetectionDataset
 
 
 def load_dataset(

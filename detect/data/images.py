@@ -1,10 +1,12 @@
-"""Reading any image file into ``(H, W, 3) uint8 RGB`` with clear errors and a size limit."""
+"""Reading any image file into ``(H, W, 3) uint8 RGB`` with clear errors and a size limit.
+
+OpenCV is imported by the functions that decode or encode, so reading an image's size from its
+header (:func:`header_size`, what a proposal cache look-up does) does not load it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -60,6 +62,8 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> 
             f"image {path}: {size[0]}x{size[1]} pixels is over the limit of {max_pixels} pixels "
             "(data.max_image_pixels)"
         )
+    import cv2
+
     data = np.fromfile(str(path), dtype=np.uint8)
     try:
         image = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH) if data.size else None
@@ -77,6 +81,8 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> 
 
 def write_image(path: str | Path, image: np.ndarray) -> None:
     """Write an ``(H, W, 3)`` uint8 RGB image (format from the suffix), creating folders."""
+    import cv2
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ok, encoded = cv2.imencode(path.suffix or ".png", np.ascontiguousarray(image[:, :, ::-1]))

@@ -6,6 +6,8 @@ stores 1-based *inclusive* pixel indices; this module is the only place that kno
 converted with :func:`detect.ops.boxes.xyxy_from_voc` when read and
 :func:`detect.ops.boxes.voc_from_xyxy` when written, and are 0-based continuous xyxy everywhere
 else.
+
+Listing a split's images (:func:`read_voc_images`) loads no torch; reading the annotations does.
 """
 
 from __future__ import annotations
@@ -15,17 +17,18 @@ import os
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from detect.data.boxcheck import BoxProblems, check_box
 from detect.data.images import DEFAULT_MAX_IMAGE_PIXELS, IMAGE_SUFFIXES, read_image
 from detect.data.names import check_class_names, check_name
 from detect.errors import DetectError
 from detect.files import atomic_write_text, read_text
-from detect.ops.boxes import voc_from_xyxy, xyxy_from_voc
-from detect.structures import Annotation, DetectionDataset
+
+if TYPE_CHECKING:
+    from detect.structures import Annotation, DetectionDataset
 
 VOC_CLASSES: tuple[str, ...] = (
     "aeroplane",
@@ -167,6 +170,29 @@ def _box_text(voc_box: Sequence[float]) -> str:
     return "(" + ", ".join(_fmt(v) for v in voc_box) + ")"
 
 
+def _parse_annotation(xml_path: Path, image_id: str) -> ET.Element:
+    """The root element of ``Annotations/<id>.xml``; missing or malformed is a
+    :class:`DetectError` naming the file."""
+    if not xml_path.is_file():
+        raise DetectError(f"annotation {xml_path}: file not found (image id {image_id!r})")
+    try:
+        return ET.parse(xml_path).getroot()
+    except ET.ParseError as exc:
+        raise DetectError(f"annotation {xml_path}: malformed XML: {exc}") from exc
+
+
+def _annotated_image_path(
+    tree: ET.Element, root: Path, image_id: str, available: set[str] | None
+) -> Path:
+    """The image file of the annotation ``tree``: its ``<filename>``, else found by ``image_id``
+    (:func:`_image_path`)."""
+    filename_node = tree.find("filename")
+    filename = (
+        filename_node.text.strip() if filename_node is not None and filename_node.text else None
+    )
+    return _image_path(root, image_id, filename, available)
+
+
 def read_voc_annotation(
     xml_path: Path,
     image_id: str,
@@ -184,18 +210,14 @@ def read_voc_annotation(
             a NaN or infinite number, an image size that is not whole or over
             ``max_image_pixels``, missing image).
     """
+    import torch
+
+    from detect.ops.boxes import xyxy_from_voc
+    from detect.structures import Annotation
+
     problems = problems or BoxProblems()
-    if not xml_path.is_file():
-        raise DetectError(f"annotation {xml_path}: file not found (image id {image_id!r})")
-    try:
-        tree = ET.parse(xml_path).getroot()
-    except ET.ParseError as exc:
-        raise DetectError(f"annotation {xml_path}: malformed XML: {exc}") from exc
-    filename_node = tree.find("filename")
-    filename = (
-        filename_node.text.strip() if filename_node is not None and filename_node.text else None
-    )
-    path = _image_path(root, image_id, filename, available_images)
+    tree = _parse_annotation(xml_path, image_id)
+    path = _annotated_image_path(tree, root, image_id, available_images)
     size = tree.find("size")
     width = height = 0
     if size is not None and size.find("width") is not None:
@@ -282,6 +304,8 @@ def read_voc_dataset(
     Returns:
         The split's annotations in split-file order, boxes 0-based continuous xyxy.
     """
+    from detect.structures import DetectionDataset
+
     root = Path(root)
     _check_layout(root, check_images)
     class_names = tuple(classes) or read_class_list(root) or VOC_CLASSES
@@ -309,8 +333,36 @@ def read_voc_dataset(
     )
 
 
+def read_voc_images(root: str | Path, split: str) -> list[tuple[str, Path]]:
+    """``(image id, image file)`` of each image of a split, in split-file order, as
+    :func:`read_voc_dataset` finds them (each annotation's ``<filename>``, else by id, in
+    ``JPEGImages/``), without reading the objects.
+
+    Raises:
+        DetectError: as :func:`read_voc_dataset` for the layout, the split file, an annotation
+            file missing or malformed, or an image not found.
+    """
+    root = Path(root)
+    _check_layout(root, check_images=True)
+    available = set(os.listdir(root / "JPEGImages"))
+    return [
+        (
+            image_id,
+            _annotated_image_path(
+                _parse_annotation(root / "Annotations" / f"{image_id}.xml", image_id),
+                root,
+                image_id,
+                available,
+            ),
+        )
+        for image_id in read_split_ids(root, split)
+    ]
+
+
 def annotation_xml(annotation: Annotation, class_names: Sequence[str], folder: str = "") -> str:
     """The VOC XML text of one annotation (boxes written 1-based inclusive)."""
+    from detect.ops.boxes import voc_from_xyxy
+
     node = ET.Element("annotation")
     ET.SubElement(node, "folder").text = folder
     ET.SubElement(node, "filename").text = annotation.path.name

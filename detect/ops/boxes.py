@@ -129,22 +129,6 @@ def scale_boxes(boxes: Tensor, scale: float) -> Tensor:
     return boxes * scale
 
 
-def remove_small_boxes(boxes: Tensor, min_size: float) -> Tensor:
-    """Indices ``(M,)`` of boxes whose width and height are both at least ``min_size``."""
-    widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-    return torch.nonzero((widths >= min_size) & (heights >= min_size)).flatten()
-
-
-def unique_boxes(boxes: Tensor) -> Tensor:
-    """Indices ``(M,)`` of the first occurrence of each distinct box, in the original order."""
-    if boxes.shape[0] == 0:
-        return torch.zeros(0, dtype=torch.int64)
-    _, inverse = torch.unique(boxes, dim=0, return_inverse=True)
-    first = torch.full((int(inverse.max()) + 1,), boxes.shape[0], dtype=torch.int64)
-    first.scatter_reduce_(0, inverse, torch.arange(boxes.shape[0]), reduce="amin")
-    return first.sort().values
-
-
 def batched_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float) -> Tensor:
     """Per-class NMS (torchvision's kernel). Returns kept indices ``(M,)`` by decreasing score.
 

@@ -5,20 +5,27 @@ Boxes are ``(R, 4)`` float32 xyxy, 0-based continuous pixels of the original ima
 method's ranking order.
 """
 
-from detect.proposals.cache import ProposalCache
-from detect.proposals.compute import (
-    ImageItem,
-    ProposalRun,
-    check_cache,
-    compute_proposals,
-    image_proposals,
-    load_or_compute_proposals,
-    parse_shard,
-    shard_items,
-)
-from detect.proposals.formats import proposals_for_dataset, read_proposals, write_proposals
-from detect.proposals.recall import RecallResult, proposal_recall
-from detect.proposals.search import selective_search
+import importlib
+
+# name -> the module defining it; imported on first use, so a proposal worker process (or a fully
+# cached `detect proposals`) loads only what it runs, never the torch-based formats and recall.
+_MODULE_OF = {
+    "ProposalCache": "cache",
+    "ImageItem": "compute",
+    "ProposalRun": "compute",
+    "check_cache": "compute",
+    "compute_proposals": "compute",
+    "image_proposals": "compute",
+    "load_or_compute_proposals": "compute",
+    "parse_shard": "compute",
+    "shard_items": "compute",
+    "proposals_for_dataset": "formats",
+    "read_proposals": "formats",
+    "write_proposals": "formats",
+    "RecallResult": "recall",
+    "proposal_recall": "recall",
+    "selective_search": "search",
+}
 
 __all__ = [
     "ImageItem",
@@ -37,3 +44,9 @@ __all__ = [
     "shard_items",
     "write_proposals",
 ]
+
+
+def __getattr__(name: str):
+    if name in _MODULE_OF:
+        return getattr(importlib.import_module(f"detect.proposals.{_MODULE_OF[name]}"), name)
+    raise AttributeError(f"module 'detect.proposals' has no attribute {name!r}")

@@ -28,17 +28,18 @@ import logging
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
-import torch
-from torch import Tensor
 
 from detect.config import ProposalConfig
 from detect.data.images import header_size
 from detect.errors import DetectError
 from detect.files import atomic_path
 from detect.proposals.search import check_search_params
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +52,13 @@ _CHUNK = 1 << 20
 class CacheLookup:
     """Result of :meth:`ProposalCache.lookup`.
 
-    ``status`` is ``"hit"`` (``boxes`` set), ``"missing"``, ``"stale"`` (written with other
-    parameters or for another image) or ``"corrupt"`` (unreadable); ``reason`` says why.
+    ``status`` is ``"hit"`` (``boxes`` set: a ``(R, 4)`` float32 numpy array), ``"missing"``,
+    ``"stale"`` (written with other parameters or for another image) or ``"corrupt"``
+    (unreadable); ``reason`` says why. Looking up loads neither torch nor OpenCV.
     """
 
     status: str
-    boxes: Tensor | None = None
+    boxes: np.ndarray | None = None
     reason: str = ""
 
 
@@ -180,7 +182,7 @@ class ProposalCache:
         if reason:
             log.warning("proposal cache %s: stale (%s); recomputing", path, reason)
             return CacheLookup("stale", reason=reason)
-        return CacheLookup("hit", boxes=torch.from_numpy(boxes))
+        return CacheLookup("hit", boxes=boxes)
 
     def _stale_reason(self, meta: dict, digest: str, sizes: list[list[int]]) -> str:
         if meta.get("format") != CACHE_FORMAT or meta.get("method") != METHOD:
@@ -202,12 +204,15 @@ class ProposalCache:
     ) -> Tensor | None:
         """The cached ``(R, 4)`` float32 xyxy boxes, or None when missing, stale or corrupt
         (arguments as :meth:`lookup`)."""
-        return self.lookup(image_path, image_size, image).boxes
+        import torch
+
+        boxes = self.lookup(image_path, image_size, image).boxes
+        return None if boxes is None else torch.from_numpy(boxes)
 
     def put(
         self,
         image_id: str,
-        boxes: Tensor,
+        boxes: np.ndarray | Tensor,
         image_size: tuple[int, int],
         image_path: str | Path | None = None,
         image: np.ndarray | None = None,
@@ -218,6 +223,8 @@ class ProposalCache:
         the cache. Returns the file (None for a cache without a folder)."""
         if self.cache_dir is None:
             return None
+        import cv2
+
         digest = image_digest(image_path, image)
         meta = {
             "format": CACHE_FORMAT,
@@ -230,7 +237,7 @@ class ProposalCache:
             "box_format": "xyxy, 0-based continuous pixels",
             "opencv": cv2.__version__,
         }
-        array = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4).numpy()
+        array = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         path = self.path_for(digest)
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:
             np.savez(handle, boxes=array, meta=np.array(json.dumps(meta)))

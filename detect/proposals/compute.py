@@ -3,6 +3,9 @@
 Work is split per image. ``workers`` processes (always ``spawn``: see :func:`_pool_context`)
 each run single-threaded OpenCV and write each image's cache file as soon as it is done, so an
 interrupted run loses at most the images in flight and a rerun (resume) skips everything cached.
+Neither importing this module nor :func:`compute_proposals` loads torch (each worker would spend
+seconds on it, and so would a fully cached rerun): boxes stay numpy arrays until
+:func:`load_or_compute_proposals` and :func:`image_proposals` hand them to the models as tensors.
 
 Sharding (``--shard I/N``) takes every N-th image of the list starting at the I-th (0-based), so N
 jobs over the same list cover every image exactly once; since the cache holds one file per image,
@@ -20,19 +23,21 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
-import torch
-from torch import Tensor
 from tqdm import tqdm
 
 from detect.config import ProposalConfig
 from detect.data.images import DEFAULT_MAX_IMAGE_PIXELS, read_image
 from detect.errors import DetectError, Interrupted
 from detect.proposals.cache import ProposalCache
-from detect.proposals.search import selective_search
-from detect.structures import DetectionDataset
+from detect.proposals.search import search_boxes
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from detect.structures import DetectionDataset
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +55,8 @@ class ProposalRun:
     """Outcome of :func:`compute_proposals`.
 
     Attributes:
-        proposals: ``{image_id: (R, 4) float32 xyxy}`` for every image that succeeded.
+        proposals: ``{image_id: (R, 4) float32 xyxy numpy array}`` for every image that
+            succeeded.
         cached: images whose cache entry was reused.
         computed: images computed in this run (``recomputed`` of them replaced a stale or
             corrupt cache file).
@@ -59,7 +65,7 @@ class ProposalRun:
         wall_seconds: elapsed time of the whole run.
     """
 
-    proposals: dict[str, Tensor] = field(default_factory=dict)
+    proposals: dict[str, np.ndarray] = field(default_factory=dict)
     cached: int = 0
     computed: int = 0
     recomputed: int = 0
@@ -89,8 +95,9 @@ def shard_items(items: Sequence, index: int, count: int) -> list:
 
 
 def _init_worker() -> None:
+    import cv2
+
     cv2.setNumThreads(1)
-    torch.set_num_threads(1)
 
 
 def _compute_one(
@@ -98,6 +105,8 @@ def _compute_one(
 ) -> tuple[str, np.ndarray | None, float, str]:
     """Read (at most ``max_image_pixels``), search and cache one image: ``(image_id, boxes or
     None, seconds, error message)``."""
+    import cv2
+
     item, cache, max_image_pixels = task
     start = time.perf_counter()
     try:
@@ -105,16 +114,16 @@ def _compute_one(
         boxes = search_and_cache(image, item.image_id, cache, item.path)
     except (DetectError, cv2.error) as exc:
         return item.image_id, None, 0.0, str(exc).strip()
-    return item.image_id, boxes.numpy(), time.perf_counter() - start, ""
+    return item.image_id, boxes, time.perf_counter() - start, ""
 
 
 def search_and_cache(
     image: np.ndarray, image_id: str, cache: ProposalCache, image_path: str | Path | None = None
-) -> Tensor:
+) -> np.ndarray:
     """Selective search with ``cache``'s parameters on ``image`` ``(H, W, 3)`` uint8 RGB, cached
     under the content of its file ``image_path`` (else of its pixels) and recorded as computed for
     ``image_id``: ``(R, 4)`` float32 xyxy original pixels."""
-    boxes = selective_search(image, **cache.params)
+    boxes = search_boxes(image, **cache.params)
     cache.put(image_id, boxes, image.shape[:2], image_path, image)
     return boxes
 
@@ -125,8 +134,12 @@ def image_proposals(
     """Proposals ``(R, 4)`` float32 xyxy original pixels of one image already read
     (``(H, W, 3)`` uint8 RGB): from ``cache`` when a valid entry exists, else computed and
     cached (:func:`search_and_cache`)."""
-    boxes = cache.get(image_path, tuple(image.shape[:2]), image)
-    return boxes if boxes is not None else search_and_cache(image, image_id, cache, image_path)
+    import torch
+
+    boxes = cache.lookup(image_path, tuple(image.shape[:2]), image).boxes
+    if boxes is None:
+        boxes = search_and_cache(image, image_id, cache, image_path)
+    return torch.from_numpy(boxes)
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
@@ -185,7 +198,7 @@ def compute_proposals(
                     log.error("proposals: skipping %s: %s", paths[image_id], error)
                     run.failures.append((paths[image_id], error))
                     continue
-                run.proposals[image_id] = torch.from_numpy(boxes)
+                run.proposals[image_id] = boxes
                 run.computed += 1
                 run.recomputed += image_id in replaced
                 run.search_seconds += seconds
@@ -215,6 +228,8 @@ def _interrupt_says_what_is_cached(run: ProposalRun, cache: ProposalCache, total
 def _run_tasks(tasks: list, workers: int):
     """Yield :func:`_compute_one` results, in this process or from a pool of ``workers``."""
     if workers <= 1 or len(tasks) == 1:
+        import cv2
+
         previous = cv2.getNumThreads()
         cv2.setNumThreads(1)
         try:
@@ -251,6 +266,8 @@ def load_or_compute_proposals(
         from detect.proposals.formats import proposals_for_dataset
 
         return proposals_for_dataset(cfg.import_file, dataset)
+    import torch
+
     run = compute_proposals(
         items_from_dataset(dataset),
         ProposalCache.from_config(cfg),
@@ -261,4 +278,4 @@ def load_or_compute_proposals(
     if run.failures:
         listed = "; ".join(f"{path}: {message}" for path, message in run.failures[:5])
         raise DetectError(f"proposals: {len(run.failures)} image(s) failed: {listed}")
-    return run.proposals
+    return {image_id: torch.from_numpy(boxes) for image_id, boxes in run.proposals.items()}

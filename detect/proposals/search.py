@@ -8,6 +8,9 @@ boxes are mapped back to the original image's pixels.
 OpenCV ranks the regions by ``rand() * hierarchy level``; the C library's ``rand`` is seeded before
 every search so the same image always gives the same boxes in the same order, whatever the number
 of workers or the order the images are processed in.
+
+Everything but :func:`selective_search` works on numpy arrays, so proposal worker processes never
+import torch (importing it takes seconds per process); OpenCV is imported where a search runs.
 """
 
 from __future__ import annotations
@@ -15,15 +18,15 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
-import torch
-from torch import Tensor
 
 from detect.config import check_values
 from detect.errors import DetectError
-from detect.ops.boxes import clip_boxes, remove_small_boxes, unique_boxes, xyxy_from_xywh
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 SEARCH_MODES = ("fast", "quality")
 # Seed of the C library's rand() before each search (glibc treats 0 and 1 alike; 1 is its default).
@@ -58,6 +61,8 @@ def check_search_params(
 
 def _resize_for_search(image: np.ndarray, long_side: int) -> np.ndarray:
     """Resize ``(H, W, 3)`` so ``max(H, W) == long_side`` (0 = keep the original size)."""
+    import cv2
+
     height, width = image.shape[:2]
     if long_side <= 0 or max(height, width) == long_side:
         return image
@@ -70,6 +75,8 @@ def _resize_for_search(image: np.ndarray, long_side: int) -> np.ndarray:
 def raw_selective_search(image_bgr: np.ndarray, mode: str) -> np.ndarray:
     """OpenCV's selective search on a BGR uint8 image: ``(R, 4)`` int32 ``x, y, w, h`` rects in
     the method's ranking order (rect covers pixels ``x .. x + w - 1``)."""
+    import cv2
+
     if mode not in SEARCH_MODES:
         raise DetectError(f"proposals.mode must be one of {list(SEARCH_MODES)}, got {mode!r}")
     search = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
@@ -83,17 +90,54 @@ def raw_selective_search(image_bgr: np.ndarray, mode: str) -> np.ndarray:
     return np.asarray(rects, dtype=np.int32).reshape(-1, 4)
 
 
+def remove_small_boxes(boxes: np.ndarray, min_size: float) -> np.ndarray:
+    """Indices ``(M,)`` of the xyxy boxes ``(N, 4)`` whose width and height are both at least
+    ``min_size``."""
+    return np.flatnonzero((boxes[:, 2:] - boxes[:, :2] >= min_size).all(axis=1))
+
+
+def unique_boxes(boxes: np.ndarray) -> np.ndarray:
+    """Indices ``(M,)`` of the first occurrence of each distinct box ``(N, 4)``, in the original
+    order."""
+    return np.sort(np.unique(boxes, axis=0, return_index=True)[1])
+
+
 def postprocess_boxes(
-    boxes: Tensor, height: int, width: int, min_size: float, max_proposals: int
-) -> Tensor:
-    """Clip ``(R, 4)`` xyxy boxes to the image, drop those with a side below ``min_size``, drop
-    exact duplicates and keep the first ``max_proposals`` (0 = all), preserving the input order."""
-    boxes = clip_boxes(boxes, height, width)
+    boxes: np.ndarray, height: int, width: int, min_size: float, max_proposals: int
+) -> np.ndarray:
+    """Clip ``(R, 4)`` float32 xyxy boxes to the image, drop those with a side below ``min_size``,
+    drop exact duplicates and keep the first ``max_proposals`` (0 = all), preserving the input
+    order."""
+    boxes = boxes.copy()
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
+    boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
     boxes = boxes[remove_small_boxes(boxes, min_size)]
     boxes = boxes[unique_boxes(boxes)]
     if max_proposals > 0:
         boxes = boxes[:max_proposals]
-    return boxes.contiguous()
+    return np.ascontiguousarray(boxes)
+
+
+def search_boxes(
+    image: np.ndarray,
+    mode: str = "fast",
+    resize_long_side: int = 500,
+    min_size: float = 16.0,
+    max_proposals: int = 2000,
+) -> np.ndarray:
+    """:func:`selective_search` as a numpy ``(R, 4)`` float32 array (without torch)."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise DetectError(
+            f"selective_search: expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}"
+        )
+    check_search_params(mode, resize_long_side, min_size, max_proposals)
+    height, width = image.shape[:2]
+    resized = _resize_for_search(np.ascontiguousarray(image[:, :, ::-1]), resize_long_side)
+    # A rect (x, y, w, h) covers pixels x .. x + w - 1, i.e. continuous [x, x + w).
+    rects = raw_selective_search(resized, mode).astype(np.float32)
+    boxes = np.concatenate([rects[:, :2], rects[:, :2] + rects[:, 2:]], axis=1)
+    scale = np.array([width / resized.shape[1], height / resized.shape[0]] * 2, dtype=np.float32)
+    return postprocess_boxes(boxes * scale, height, width, min_size, max_proposals)
 
 
 def selective_search(
@@ -116,16 +160,6 @@ def selective_search(
     Returns:
         ``(R, 4)`` float32 xyxy boxes, 0-based continuous pixels of ``image``, clipped to it.
     """
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise DetectError(
-            f"selective_search: expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}"
-        )
-    check_search_params(mode, resize_long_side, min_size, max_proposals)
-    height, width = image.shape[:2]
-    resized = _resize_for_search(np.ascontiguousarray(image[:, :, ::-1]), resize_long_side)
-    # A rect (x, y, w, h) covers pixels x .. x + w - 1, i.e. continuous [x, x + w).
-    boxes = xyxy_from_xywh(torch.from_numpy(raw_selective_search(resized, mode)))
-    scale = torch.tensor(
-        [width / resized.shape[1], height / resized.shape[0]] * 2, dtype=torch.float32
-    )
-    return postprocess_boxes(boxes * scale, height, width, min_size, max_proposals)
+    import torch
+
+    return torch.from_numpy(search_boxes(image, mode, resize_long_side, min_size, max_proposals))

@@ -4,13 +4,16 @@ a ``.txt`` list of image paths, turned into :class:`ImageItem` s (and the data s
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from detect.config import DataConfig
 from detect.data.images import IMAGE_SUFFIXES
 from detect.errors import DetectError
 from detect.files import read_text
 from detect.proposals.compute import ImageItem, items_from_dataset
-from detect.structures import DetectionDataset
+
+if TYPE_CHECKING:
+    from detect.structures import DetectionDataset
 
 
 def items_with_unique_ids(paths: list[Path], where: str | Path) -> list[ImageItem]:
@@ -47,13 +50,18 @@ def items_from_list(list_file: str | Path) -> list[ImageItem]:
 
 
 def resolve_images(
-    data: str | Path, split: str, data_cfg: DataConfig
+    data: str | Path, split: str, data_cfg: DataConfig, annotations: bool = True
 ) -> tuple[list[ImageItem], DetectionDataset | None]:
     """Images named by ``data`` and, for a VOC folder or COCO json, the annotated data set (used
     for recall). Folders with ``Annotations/`` or ``ImageSets/`` are VOC; other folders are read
-    as plain image folders."""
+    as plain image folders. ``annotations=False`` lists a VOC split's images without reading
+    their objects (nor importing torch), and gives no data set."""
     data = Path(data)
     is_voc = data.is_dir() and ((data / "Annotations").is_dir() or (data / "ImageSets").is_dir())
+    if is_voc and not annotations:
+        from detect.data.voc import read_voc_images
+
+        return [ImageItem(image_id, path) for image_id, path in read_voc_images(data, split)], None
     if is_voc or (data.suffix.lower() == ".json" and data.is_file()):
         from detect.data import load_dataset
 

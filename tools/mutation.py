@@ -55,7 +55,10 @@ MODULES: dict[str, tuple[list[str], list[str], list[str]] | tuple[list[str], lis
         ],
     ),
     "voc_ap": (["detect/evaluation/voc_ap.py"], ["tests/evaluation/test_voc_ap.py"]),
-    "voc_files": (["detect/evaluation/voc_files.py"], ["tests/evaluation/test_voc_files.py"]),
+    "voc_files": (
+        ["detect/evaluation/voc_files.py"],
+        ["tests/evaluation/test_voc_files.py", "tests/evaluation/test_comp4_by_hand.py"],
+    ),
     "proposal_cache": (
         ["detect/proposals/cache.py"],
         ["tests/test_proposals_cache.py", "tests/test_proposals_cache_keys.py"],

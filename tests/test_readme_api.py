@@ -72,7 +72,8 @@ def test_the_block_shows_the_whole_api():
     for line in (
         "from detect import Detector",
         "result.boxes, result.scores, result.labels, result.class_names",
-        'result.to_json("photo.json"); result.draw("photo_annotated.jpg")',
+        'result.to_json("photo.json")',
+        'result.draw("photo_annotated.jpg")',
         "for r in det.predict(paths):",
     ):
         assert line in block

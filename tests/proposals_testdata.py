@@ -1,4 +1,4 @@
-"""Small synthetic images for the proposals tests (imported by tests/test_proposals_*.py)."""
+"""Small synthetic images for the proposals tests (tests/proposals/, tests/test_startup_imports.py)."""
 
 from __future__ import annotations
 

@@ -28,15 +28,18 @@ KILLED = ("killed", "timeout", "caught by type check")
 # module name -> (the sources mutated, the test files run against each mutant, and optionally the
 # functions of those sources to mutate, as mutmut mutant-name patterns; default every function)
 MODULES: dict[str, tuple[list[str], list[str], list[str]] | tuple[list[str], list[str]]] = {
-    "boxes": (["detect/ops/boxes.py"], ["tests/test_boxes.py"]),
-    "spp": (["detect/models/spp.py"], ["tests/test_spp.py", "tests/test_backbones.py"]),
-    "heads": (["detect/models/heads.py"], ["tests/test_heads.py"]),
+    "boxes": (["detect/ops/boxes.py"], ["tests/ops/test_boxes.py"]),
+    "spp": (
+        ["detect/models/spp.py"],
+        ["tests/models/test_spp.py", "tests/models/test_backbones.py"],
+    ),
+    "heads": (["detect/models/heads.py"], ["tests/models/test_heads.py"]),
     "sampling": (
         ["detect/training/sampling.py"],
         ["tests/training/test_sampling.py", "tests/training/test_multiscale_finetune.py"],
     ),
-    "svm": (["detect/training/svm.py"], ["tests/test_svm.py"]),
-    "bbox_reg": (["detect/training/bbox_reg.py"], ["tests/test_bbox_reg.py"]),
+    "svm": (["detect/training/svm.py"], ["tests/training/test_svm.py"]),
+    "bbox_reg": (["detect/training/bbox_reg.py"], ["tests/training/test_bbox_reg.py"]),
     # The fine-tuning loss and image order, not the training loop's plumbing (hooks: checkpoints,
     # logging, ...).
     "finetune_loss": (
@@ -45,7 +48,10 @@ MODULES: dict[str, tuple[list[str], list[str], list[str]] | tuple[list[str], lis
         [f"detect.training.finetune.x_{name}__mutmut_*" for name in FINETUNE_FUNCTIONS],
     ),
     "schedule": (["detect/training/schedule.py"], ["tests/training/test_schedule.py"]),
-    "voc": (["detect/data/voc.py"], ["tests/test_voc.py", "tests/test_voc_xml_fields.py"]),
+    "voc": (
+        ["detect/data/voc.py"],
+        ["tests/data/test_voc.py", "tests/data/test_voc_xml_fields.py"],
+    ),
     "coco": (
         ["detect/data/coco.py", "detect/evaluation/coco.py", "detect/evaluation/coco_results.py"],
         [
@@ -61,7 +67,7 @@ MODULES: dict[str, tuple[list[str], list[str], list[str]] | tuple[list[str], lis
     ),
     "proposal_cache": (
         ["detect/proposals/cache.py"],
-        ["tests/test_proposals_cache.py", "tests/test_proposals_cache_keys.py"],
+        ["tests/proposals/test_proposals_cache.py", "tests/proposals/test_proposals_cache_keys.py"],
     ),
 }
 

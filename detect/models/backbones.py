@@ -9,7 +9,7 @@ and ``forward(x (N, 3, H, W)) -> (N, C, h, w)``. Each declares:
 * ``offsets`` ``(left, right)``: the image x (continuous pixels) of the receptive-field centre of
   feature cell 0 (cell ``i`` is centred at ``offset + S * i``), used by the ``auto`` projection.
   Derived from the layer list by :func:`receptive_field`, and proved by a forward pass in
-  ``tests/test_backbones.py`` (released ZF-5: 20.5 px, AlexNet 15.5, VGG16 8.0, ``zf5_padded``
+  ``tests/models/test_backbones.py`` (released ZF-5: 20.5 px, AlexNet 15.5, VGG16 8.0, ``zf5_padded``
   and ``tiny`` 0.5).
 * ``out_channels``, ``mean`` / ``std`` (per RGB channel, for inputs in [0, 1]; ImageNet
   statistics, except ``zf5``: Caffe's 0-255 range) and ``crop_size``: the R-CNN warp size the network was designed for (224 / 227 / 128 for tiny).

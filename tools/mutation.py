@@ -56,8 +56,8 @@ MODULES: dict[str, tuple[list[str], list[str], list[str]] | tuple[list[str], lis
         ["detect/data/coco.py", "detect/evaluation/coco.py", "detect/evaluation/coco_results.py"],
         [
             "tests/test_coco.py",
-            "tests/test_coco_results_json.py",
-            "tests/test_coco_reader_fields.py",
+            "tests/evaluation/test_coco_results_json.py",
+            "tests/data/test_coco_reader_fields.py",
         ],
     ),
     "voc_ap": (["detect/evaluation/voc_ap.py"], ["tests/evaluation/test_voc_ap.py"]),

@@ -227,3 +227,33 @@ def test_an_image_is_found_by_any_suffix_the_image_reader_reads(tmp_path, suffix
     xml = root / "Annotations/a.xml"
     xml.write_text(xml.read_text().replace("<filename>a.jpg<", "<filename>gone.jpg<"))
     assert load_dataset(root, "test", ("dog",))[0].path.name == f"a{suffix}"
+
+
+def test_listing_a_splits_images_finds_what_the_reader_finds_without_the_objects(tmp_path):
+    # Split order c, a, b: a by its <filename>, b by a <filename> naming another file, c by its id
+    # with another suffix (its <filename> names a file that is not there). An object of a class
+    # nobody asked for does not matter: the listing reads no objects.
+    from detect.data.voc import read_voc_images
+
+    objects = {image_id: [("dog", (1, 1, 5, 5), 0, 0)] for image_id in ("c", "a", "b")}
+    root = make_voc(tmp_path / "voc", objects)
+    images = root / "JPEGImages"
+    (images / "b.jpg").rename(images / "photo_of_b.png")
+    xml = root / "Annotations/b.xml"
+    xml.write_text(xml.read_text().replace("<filename>b.jpg<", "<filename>photo_of_b.png<"))
+    (images / "c.jpg").rename(images / "c.bmp")
+    xml = root / "Annotations/a.xml"
+    xml.write_text(xml.read_text().replace("<name>dog<", "<name>unicorn<"))
+
+    assert read_voc_images(root, "test") == [
+        ("c", images / "c.bmp"),
+        ("a", images / "a.jpg"),
+        ("b", images / "photo_of_b.png"),
+    ]
+    (images / "a.jpg").rename(images / "a.txt")
+    with pytest.raises(DetectError, match="image for 'a' not found"):
+        read_voc_images(root, "test")
+    (images / "a.txt").rename(images / "a.jpg")
+    (root / "Annotations/b.xml").write_text("<annotation><filename>")
+    with pytest.raises(DetectError, match="b.xml"):
+        read_voc_images(root, "test")

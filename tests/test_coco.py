@@ -147,13 +147,11 @@ def pycocotools_stats(gt_path, records):
     return evaluator.stats
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_evaluate_coco_matches_pycocotools(tmp_path, seed):
-    gt_path, payload = make_coco(tmp_path, num_images=8, seed=seed)
-    dets = random_detections(payload, seed)
+def records_by_hand(dets: dict) -> list[dict]:
+    """COCO result records of ``dets`` ({image id: Detections}, labels 0, 1, 2 of categories 1, 3
+    and 7), written by hand: bbox [x1, y1, x2 - x1, y2 - y1], integer image ids."""
     cat_of = {0: 1, 1: 3, 2: 7}
-    # Records written by hand: bbox [x1, y1, x2 - x1, y2 - y1], integer image ids.
-    records = [
+    return [
         {
             "image_id": int(image_id),
             "category_id": cat_of[int(label)],
@@ -163,6 +161,13 @@ def test_evaluate_coco_matches_pycocotools(tmp_path, seed):
         for image_id, d in dets.items()
         for b, s, label in zip(d.boxes.tolist(), d.scores.tolist(), d.labels, strict=True)
     ]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_evaluate_coco_matches_pycocotools(tmp_path, seed):
+    gt_path, payload = make_coco(tmp_path, num_images=8, seed=seed)
+    dets = random_detections(payload, seed)
+    records = records_by_hand(dets)
     want = pycocotools_stats(gt_path, records)
     got = evaluate_coco(dets, gt_path)
     assert list(got) == list(STAT_NAMES)

@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 from _voc_devkit import brute_voc_eval
-from test_coco import make_coco, pycocotools_stats, random_detections
-from test_voc_ap import CLASSES, dataset_of, dets_of, random_voc_box
+from test_coco import make_coco, pycocotools_stats, random_detections, records_by_hand
+from test_voc_ap import CLASSES, dataset_of, dets_of, random_split
 
 from detect.errors import DetectError
 from detect.evaluation.coco import STAT_NAMES
@@ -20,33 +20,6 @@ from detect.evaluation.evaluators import (
     VOCEvaluator,
     format_scores,
 )
-
-
-def random_split(rng):
-    """Ground truth (continuous boxes) and detections per image, and the same in VOC 1-based
-    inclusive boxes for the brute force: gts, voc_gt, dets, voc_dets."""
-    gts, voc_gt, dets, voc_dets = {}, {}, {}, []
-    for i in range(int(rng.integers(2, 6))):
-        image = f"im{i}"
-        objects = [
-            (int(rng.integers(0, 3)), random_voc_box(rng), bool(rng.random() < 0.2))
-            for _ in range(int(rng.integers(0, 5)))
-        ]
-        gts[image] = [(c, (b[0] - 1, b[1] - 1, b[2], b[3]), d) for c, b, d in objects]
-        voc_gt[image] = objects
-        items = []
-        for _ in range(int(rng.integers(0, 8))):
-            if objects and rng.random() < 0.6:
-                c, b, _ = objects[int(rng.integers(0, len(objects)))]
-                b = [v + int(rng.integers(-1, 2)) for v in b]
-                b[2], b[3] = max(b[2], b[0]), max(b[3], b[1])
-            else:
-                c, b = int(rng.integers(0, 3)), random_voc_box(rng)
-            score = float(rng.integers(0, 5)) / 4
-            items.append((c, score, (b[0] - 1, b[1] - 1, b[2], b[3])))
-            voc_dets.append((image, c, score, b))
-        dets[image] = dets_of(items)
-    return gts, voc_gt, dets, voc_dets
 
 
 def brute_scores(voc_gt, voc_dets, metric):
@@ -101,17 +74,7 @@ def test_voc_evaluator_reset_and_bad_input():
 def test_coco_evaluator_matches_pycocotools(tmp_path):
     gt_path, payload = make_coco(tmp_path, num_images=8, seed=3)
     dets = random_detections(payload, 3)
-    cat_of = {0: 1, 1: 3, 2: 7}
-    records = [
-        {
-            "image_id": int(image_id),
-            "category_id": cat_of[int(label)],
-            "bbox": [b[0], b[1], b[2] - b[0], b[3] - b[1]],
-            "score": float(s),
-        }
-        for image_id, d in dets.items()
-        for b, s, label in zip(d.boxes.tolist(), d.scores.tolist(), d.labels, strict=True)
-    ]
+    records = records_by_hand(dets)
     want = pycocotools_stats(gt_path, records)
     evaluator = COCOEvaluator(gt_path)
     assert evaluator.class_names == ("apple", "cup", "zebra")

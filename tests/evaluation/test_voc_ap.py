@@ -181,34 +181,41 @@ def random_voc_box(rng, size=30):
     return [int(x1), int(y1), int(x1 + rng.integers(0, 12)), int(y1 + rng.integers(0, 12))]
 
 
+def random_split(rng):
+    """A random split for the brute-force devkit: ground truth per image (continuous boxes),
+    the same in VOC 1-based inclusive boxes, detections per image (some images have none) and
+    the same as the devkit's list: gts, voc_gt, dets, voc_dets."""
+    gts, voc_gt, dets, voc_dets = {}, {}, {}, []
+    for i in range(int(rng.integers(1, 7))):
+        image = f"im{i}"
+        objects = [
+            (int(rng.integers(0, 3)), random_voc_box(rng), bool(rng.random() < 0.2))
+            for _ in range(int(rng.integers(0, 5)))
+        ]
+        # Continuous boxes written by hand from the VOC ones: (x1 - 1, y1 - 1, x2, y2).
+        gts[image] = [(c, (b[0] - 1, b[1] - 1, b[2], b[3]), d) for c, b, d in objects]
+        voc_gt[image] = objects
+        items = []
+        for _ in range(int(rng.integers(0, 9))):
+            if objects and rng.random() < 0.6:  # near a ground truth (often a duplicate)
+                c, b, _ = objects[int(rng.integers(0, len(objects)))]
+                b = [v + int(rng.integers(-1, 2)) for v in b]
+                b[2], b[3] = max(b[2], b[0]), max(b[3], b[1])
+            else:
+                c, b = int(rng.integers(0, 3)), random_voc_box(rng)
+            score = float(rng.integers(0, 5)) / 4  # coarse scores: many ties
+            items.append((c, score, (b[0] - 1, b[1] - 1, b[2], b[3])))
+            voc_dets.append((image, c, score, b))
+        if items or rng.random() < 0.5:
+            dets[image] = dets_of(items)
+    return gts, voc_gt, dets, voc_dets
+
+
 @pytest.mark.parametrize("metric", ["voc07", "voc07_numpy", "voc10"])
 def test_matches_brute_force_devkit_on_random_data(metric):
     rng = np.random.default_rng(123)
     for _trial in range(60):
-        num_images = int(rng.integers(1, 7))
-        gts, dets, voc_gt, voc_dets = {}, {}, {}, []
-        for i in range(num_images):
-            image = f"im{i}"
-            objects = [
-                (int(rng.integers(0, 3)), random_voc_box(rng), bool(rng.random() < 0.2))
-                for _ in range(int(rng.integers(0, 5)))
-            ]
-            # Continuous boxes written by hand from the VOC ones: (x1 - 1, y1 - 1, x2, y2).
-            gts[image] = [(c, (b[0] - 1, b[1] - 1, b[2], b[3]), d) for c, b, d in objects]
-            voc_gt[image] = objects
-            items = []
-            for _ in range(int(rng.integers(0, 9))):
-                if objects and rng.random() < 0.6:  # near a ground truth (often a duplicate)
-                    c, b, _ = objects[int(rng.integers(0, len(objects)))]
-                    b = [v + int(rng.integers(-1, 2)) for v in b]
-                    b[2], b[3] = max(b[2], b[0]), max(b[3], b[1])
-                else:
-                    c, b = int(rng.integers(0, 3)), random_voc_box(rng)
-                score = float(rng.integers(0, 5)) / 4  # coarse scores: many ties
-                items.append((c, score, (b[0] - 1, b[1] - 1, b[2], b[3])))
-                voc_dets.append((image, c, score, b))
-            if items or rng.random() < 0.5:
-                dets[image] = dets_of(items)
+        gts, voc_gt, dets, voc_dets = random_split(rng)
         # Make the input order of the dict match the brute force's list order.
         result = evaluate_voc(dets, dataset_of(gts), metric)
         for c, name in enumerate(CLASSES):

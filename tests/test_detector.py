@@ -4,18 +4,16 @@ input kind, the options, the result's files, and bad input named in one line."""
 import numpy as np
 import pytest
 import torch
+from _tiny_model import red_box_scene, save_tiny_checkpoint
 from PIL import Image
 from torch import nn
 
 from detect import Detector
 from detect.checkpoints import load_checkpoint
-from detect.config import Config, ModelConfig, ProposalConfig
 from detect.data.images import read_image, write_image
 from detect.errors import DetectError
 from detect.evaluation.detections_json import read_detections_json
-from detect.models import build_detector
 from detect.proposals.search import selective_search
-from detect.training.checkpoint import save_checkpoint
 
 CLASSES = ("circle", "square")
 PROPOSALS = torch.tensor(
@@ -26,20 +24,8 @@ PROPOSALS = torch.tensor(
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     folder = tmp_path_factory.mktemp("api")
-    config = Config(
-        model=ModelConfig(backbone="tiny", scales=(96,), fc_dims=(16, 16), rcnn_context=4),
-        proposals=ProposalConfig(max_proposals=30),
-    )
     torch.manual_seed(3)
-    save_checkpoint(folder / "model.pt", build_detector("spp", config.model, 2), CLASSES, config)
-    return folder / "model.pt"
-
-
-def scene() -> np.ndarray:
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 60, (100, 140, 3)).astype(np.uint8)
-    image[20:70, 30:90] = (220, 30, 30)
-    return image
+    return save_tiny_checkpoint(folder / "model.pt", CLASSES)
 
 
 def lower_level(path, image, proposals, **load_options):
@@ -56,7 +42,7 @@ def assert_same(result, detections):
 
 def test_detections_equal_the_model_path_for_every_input_kind(checkpoint, tmp_path):
     det = Detector.from_checkpoint(checkpoint, device="cpu")
-    image = scene()
+    image = red_box_scene()
     expected = lower_level(checkpoint, image, PROPOSALS)
     assert len(expected) > 0
     write_image(tmp_path / "scene.png", image)
@@ -81,14 +67,14 @@ def test_detections_equal_the_model_path_for_every_input_kind(checkpoint, tmp_pa
 
 def test_proposals_are_selective_search_with_the_checkpoints_settings(checkpoint):
     det = Detector.from_checkpoint(checkpoint, device="cpu")
-    image = scene()
+    image = red_box_scene()
     boxes = selective_search(image, max_proposals=30)  # ProposalConfig's other defaults
     assert boxes.shape[0] > 0
     assert_same(det(image), lower_level(checkpoint, image, boxes))
 
 
 def test_method_scales_svd_and_threshold_options(checkpoint):
-    image = scene()
+    image = red_box_scene()
     rcnn = Detector.from_checkpoint(checkpoint, method="rcnn", device="cpu")
     assert rcnn.method == "rcnn"
     assert_same(rcnn(image, PROPOSALS), lower_level(checkpoint, image, PROPOSALS, method="rcnn"))
@@ -120,7 +106,7 @@ def test_result_files_and_predict(checkpoint, tmp_path):
     det = Detector.from_checkpoint(checkpoint, device="cpu")
     paths = []
     for k in range(2):
-        image = np.roll(scene(), 10 * k, axis=1)
+        image = np.roll(red_box_scene(), 10 * k, axis=1)
         write_image(tmp_path / f"photo{k}.png", image)
         paths.append(tmp_path / f"photo{k}.png")
     result = det(paths[0], PROPOSALS)
@@ -169,4 +155,4 @@ def test_auto_device_is_an_available_one(checkpoint):
         assert det.device.type == "mps"
     else:
         assert det.device.type == "cpu"
-    assert det(scene(), PROPOSALS).boxes.device.type == "cpu"
+    assert det(red_box_scene(), PROPOSALS).boxes.device.type == "cpu"

@@ -6,35 +6,20 @@ import json
 import cv2
 import numpy as np
 import pytest
+from _tiny_model import red_box_scene, save_tiny_checkpoint
 
 from detect.cli import main
-from detect.config import Config, ModelConfig, ProposalConfig
 from detect.data.images import write_image
-from detect.models import build_detector
-from detect.training.checkpoint import save_checkpoint
 
 
 @pytest.fixture
 def checkpoint(tmp_path):
-    config = Config(
-        model=ModelConfig(backbone="tiny", scales=(96,), fc_dims=(16, 16), rcnn_context=4),
-        proposals=ProposalConfig(cache_dir=str(tmp_path / "cache"), max_proposals=30),
-    )
-    model = build_detector("spp", config.model, 2)
-    save_checkpoint(tmp_path / "model.pt", model, ("circle", "square"), config)
-    return tmp_path / "model.pt"
-
-
-def scene() -> np.ndarray:
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 60, (100, 140, 3)).astype(np.uint8)
-    image[20:70, 30:90] = (220, 30, 30)
-    return image
+    return save_tiny_checkpoint(tmp_path / "model.pt", cache_dir=tmp_path / "cache")
 
 
 def test_run_writes_json_and_drawing_and_skips_unreadable(tmp_path, checkpoint, capsys):
     images = tmp_path / "images"
-    write_image(images / "scene.png", scene())
+    write_image(images / "scene.png", red_box_scene())
     (images / "broken.jpg").write_bytes(b"not an image")
     out = tmp_path / "out"
     status = main(["run", "--checkpoint", str(checkpoint), str(images), "--out", str(out)])
@@ -55,7 +40,7 @@ def test_run_writes_json_and_drawing_and_skips_unreadable(tmp_path, checkpoint, 
 
 
 def test_grey_and_rgba_inputs_give_the_colour_results_of_their_pixels(tmp_path, checkpoint, capsys):
-    colour = scene()
+    colour = red_box_scene()
     grey = cv2.cvtColor(colour, cv2.COLOR_RGB2GRAY)
     images = tmp_path / "images"
     images.mkdir()
@@ -77,8 +62,8 @@ def test_grey_and_rgba_inputs_give_the_colour_results_of_their_pixels(tmp_path, 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path, checkpoint, capsys):
     images = tmp_path / "images"
-    write_image(images / "scene.png", scene())
-    write_image(tmp_path / "other" / "scene.jpg", scene())
+    write_image(images / "scene.png", red_box_scene())
+    write_image(tmp_path / "other" / "scene.jpg", red_box_scene())
     (tmp_path / "empty").mkdir()
     (tmp_path / "a_file").write_text("x")
     (tmp_path / "text.pt").write_text("hello")

@@ -9,19 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _tiny_model import save_tiny_checkpoint
 from _voc_devkit import brute_voc_eval
 
 from detect.cli import main
-from detect.config import Config, ModelConfig, ProposalConfig
 from detect.data.images import write_image
 from detect.data.voc import write_voc_dataset
 from detect.evaluation.coco import STAT_NAMES
 from detect.evaluation.coco_results import write_coco_results
 from detect.evaluation.detections_json import write_detections_json
 from detect.evaluation.voc_files import comp4_path, write_comp4
-from detect.models import build_detector
 from detect.structures import Annotation, Detections
-from detect.training.checkpoint import save_checkpoint
 
 CLASSES = ("a", "b", "c")
 
@@ -183,13 +181,7 @@ def test_class_names_come_from_the_detections_file_without_classes_txt(tmp_path,
 
 @pytest.fixture
 def tiny_checkpoint(tmp_path):
-    config = Config(
-        model=ModelConfig(backbone="tiny", scales=(96,), fc_dims=(16, 16), rcnn_context=4),
-        proposals=ProposalConfig(cache_dir=str(tmp_path / "cache"), max_proposals=30),
-    )
-    model = build_detector("spp", config.model, 2)
-    save_checkpoint(tmp_path / "model.pt", model, ("circle", "square"), config)
-    return tmp_path / "model.pt"
+    return save_tiny_checkpoint(tmp_path / "model.pt", cache_dir=tmp_path / "cache")
 
 
 def scene(seed: int) -> np.ndarray:

@@ -187,6 +187,17 @@ class DemoConfig:
 
 
 @dataclass(frozen=True)
+class RuntimeConfig:
+    """Where and how the network runs (:mod:`detect.runtime`); ``--device`` / ``--precision``."""
+
+    device: str = "auto"  # auto (CUDA, then MPS, then CPU) | cpu | cuda | cuda:N | mps
+    precision: str = "fp32"  # fp32 | bf16 (CPU and GPU) | fp16 (GPU; gradient scaler in training)
+    # Worker processes decoding, resizing and flipping images for training and evaluation
+    # (torch.utils.data); 0 = in the main process.
+    num_workers: int = 0
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole experiment."""
 
@@ -200,6 +211,7 @@ class Config:
     test: TestConfig = field(default_factory=TestConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
 
 def check_values(prefix: str, checks: list[tuple[bool, str, Any, str]]) -> None:

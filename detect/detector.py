@@ -33,25 +33,11 @@ from detect.errors import DetectError
 from detect.models.detection_model import DetectionModel
 from detect.models.scoring import RegionScorer
 from detect.proposals import ProposalCache, image_proposals
+from detect.runtime import resolve_device
 from detect.structures import Detections
 
 # Ranks of fc6 / fc7 for ``svd=True`` (Fast R-CNN's truncated SVD, as ``detect run --svd``).
 SVD_RANKS = (1024, 256)
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"``: CUDA when available, else Apple's MPS when available, else the CPU; any other
-    value is a torch device name (``"cpu"``, ``"cuda:1"``)."""
-    if str(device) == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise DetectError(f"device: not a torch device: {device!r}") from exc
 
 
 def as_rgb_array(image: Any, what: str = "image") -> np.ndarray:

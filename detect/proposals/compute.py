@@ -7,10 +7,11 @@ Neither importing this module nor :func:`compute_proposals` loads torch (each wo
 seconds on it, and so would a fully cached rerun): boxes stay numpy arrays until
 :func:`load_or_compute_proposals` and :func:`image_proposals` hand them to the models as tensors.
 
-Sharding (``--shard I/N``) takes every N-th image of the list starting at the I-th (0-based), so N
-jobs over the same list cover every image exactly once; since the cache holds one file per image,
-the shards' cache folders simply combine (copy them into one), and :func:`check_cache` reports any
-image still missing.
+Sharding (``--shard I/N``, or ``RANK`` / ``WORLD_SIZE`` under torchrun;
+:func:`detect.distributed.shard_items`) takes every N-th image of the list starting at the I-th
+(0-based), so N jobs over the same list cover every image exactly once; since the cache holds one
+file per image, the shards' cache folders simply combine (copy them into one, or
+``detect proposals --merge``), and :func:`check_cache` reports any image still missing.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tqdm import tqdm
 
 from detect.config import ProposalConfig
 from detect.data.images import DEFAULT_MAX_IMAGE_PIXELS, read_image
+from detect.distributed import shard_items as shard_items  # the shards of --shard I/N
 from detect.errors import DetectError, Interrupted
 from detect.proposals.cache import ProposalCache
 from detect.proposals.search import search_boxes
@@ -84,14 +86,6 @@ def parse_shard(text: str) -> tuple[int, int]:
     if count < 1 or not 0 <= index < count:
         raise DetectError(f"--shard {text!r}: need N >= 1 and 0 <= I < N (shards are 0-based)")
     return index, count
-
-
-def shard_items(items: Sequence, index: int, count: int) -> list:
-    """Shard ``index`` of ``count``: items ``index, index + count, ...`` of the list (round robin,
-    so shard sizes differ by at most one and every item lands in exactly one shard)."""
-    if count < 1 or not 0 <= index < count:
-        raise DetectError(f"shard {index}/{count}: need count >= 1 and 0 <= index < count")
-    return list(items[index::count])
 
 
 def _init_worker() -> None:

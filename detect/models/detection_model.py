@@ -46,6 +46,22 @@ def check_model_config(cfg: ModelConfig) -> None:
     check_values("model.", checks)
 
 
+def resize_image(
+    image: np.ndarray, pooler: RegionPooler, cfg: ModelConfig, short_side: int | None = None
+) -> tuple[np.ndarray, float]:
+    """``(H, W, 3)`` uint8 RGB -> ``(resized (H', W', 3) uint8, scale)``: the resize of
+    :meth:`DetectionModel.prepare` without the normalisation (what data-loading workers do, with
+    no model at hand)."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise DetectError(f"image: expected (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
+    height, width = image.shape[:2]
+    scale = pooler.input_scale(height, width, short_side or cfg.scales[0], cfg.max_size)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    if size != (width, height):
+        image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+    return image, scale
+
+
 class DetectionModel(nn.Module):
     """A detector network: ``backbone`` + region ``pooler`` + spatial ``pyramid`` + ``head``.
 
@@ -86,18 +102,8 @@ class DetectionModel(nn.Module):
         makes the shorter side ``short_side`` (default ``cfg.scales[0]``) with the longer side
         capped at ``cfg.max_size``; R-CNN keeps scale 1 (crops are warped from the original).
         """
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise DetectError(
-                f"image: expected (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}"
-            )
-        height, width = image.shape[:2]
-        scale = self.pooler.input_scale(
-            height, width, short_side or self.cfg.scales[0], self.cfg.max_size
-        )
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        if size != (width, height):
-            image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
-        return self.normalise(image), scale
+        resized, scale = resize_image(image, self.pooler, self.cfg, short_side)
+        return self.normalise(resized), scale
 
     def normalise(self, image: np.ndarray) -> Tensor:
         """``(H, W, 3)`` uint8 RGB -> ``(3, H, W)`` float normalised by the backbone's mean/std."""

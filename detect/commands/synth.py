@@ -9,6 +9,7 @@ import argparse
 import time
 
 from detect.data.synthetic import (
+    PRESETS,
     SYNTHETIC_CLASSES,
     SyntheticParams,
     generate_synthetic_dataset,
@@ -31,7 +32,15 @@ def _size(text: str) -> tuple[int, int]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder, e.g. data/demo")
     default = SyntheticParams()
-    height, width = default.image_size
+    dense = PRESETS["small-dense"]
+    parser.add_argument(
+        "--preset",
+        choices=tuple(PRESETS),
+        default=default.preset,
+        help=f"default: 1-{default.max_objects} objects from 24 px to half the image; small-dense: "
+        f"{dense.min_objects}-{dense.max_objects} objects of 15-60 px, partly occluded, "
+        f"{dense.image_size[0]}x{dense.image_size[1]} (default {default.preset})",
+    )
     parser.add_argument(
         "--seed", type=int, default=default.seed, help=f"random seed (default {default.seed})"
     )
@@ -43,14 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--size",
         type=_size,
-        default=default.image_size,
-        help=f"image size HxW (default {height}x{width})",
+        help="image size HxW (default: the preset's, 256x320 for default)",
     )
     parser.add_argument(
         "--max-objects",
         type=int,
-        default=default.max_objects,
-        help=f"objects per image: 1..N (default {default.max_objects})",
+        help="objects per image: the preset's minimum..N (default: the preset's maximum)",
     )
     parser.add_argument(
         "--format", choices=("jpg", "png"), default="jpg", help="image file format (default jpg)"
@@ -79,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "max_objects": args.max_objects,
         "image_ext": f".{args.format}",
+        "preset": args.preset,
     }
     if not args.force and is_complete(args.out, **params):
         print(

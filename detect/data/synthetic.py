@@ -6,7 +6,8 @@ the shorter image side), aspect ratios, rotations and positions, drawn in order 
 occlude earlier ones, on a procedural texture (a smooth random colour field with soft blobs, stripes
 and grain; nothing is downloaded). Each object is a flat colour with a darker 1-2 px rim. A few objects are marked ``difficult``: tiny ones (visible box
 under 12 px) and heavily occluded ones (under 40% of their pixels visible). Objects that cross the
-image border are marked ``truncated``.
+image border are marked ``truncated``. The ``small-dense`` preset (:data:`PRESETS`) packs 30-150
+objects of 15-60 px into each 384x512 image instead, each at least half visible.
 
 Every box is the tight box of the object's *visible* pixels in the final rendering (its mask after
 occlusion and clipping to the image), in 0-based continuous xyxy: pixel columns 3..9 give
@@ -64,10 +65,44 @@ MIN_OBJECT_SIZE = 24  # nominal object size (geometric mean of width and height)
 TINY_PROBABILITY = 0.04  # chance that an object is tiny (nominal size 6-11 px)
 MAX_ASPECT = 2.0  # nominal width / height within [1 / MAX_ASPECT, MAX_ASPECT]
 MIN_VISIBLE = 0.25  # placements that leave an object less visible than this are retried
+BORDER_PROBABILITY = (
+    0.15  # chance that an object's centre may lie anywhere (it may cross the border)
+)
 DIFFICULT_VISIBLE = 0.4  # an object with less of its pixels visible is difficult
 DIFFICULT_SIZE = 12  # an object whose visible box's longer side is below this is difficult
 PLACEMENT_TRIES = 30
 _SHIFT = 4  # cv2.fillPoly fixed-point bits (1/16 px vertex precision)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How many objects an image holds, how large and how hidden they may be (a preset).
+
+    Attributes:
+        min_objects: objects per image are drawn uniformly from ``min_objects..max_objects``.
+        max_objects: the preset's default upper bound.
+        sizes: nominal object sizes (geometric mean of width and height, pixels) are drawn
+            log-uniformly from this range; empty = ``MIN_OBJECT_SIZE`` up to half the shorter
+            image side.
+        tiny_probability: chance that an object is tiny instead (nominal size 6-11 px).
+        min_visible: placements leaving an earlier object less visible than this are retried.
+        image_size: the preset's default ``(H, W)``.
+    """
+
+    min_objects: int
+    max_objects: int
+    sizes: tuple[float, ...]
+    tiny_probability: float
+    min_visible: float
+    image_size: tuple[int, int]
+
+
+PRESETS: dict[str, Layout] = {
+    # 1-5 objects of 24 px up to half the image, a few tiny ones (the demo's data set).
+    "default": Layout(1, 5, (), TINY_PROBABILITY, MIN_VISIBLE, (256, 320)),
+    # 30-150 small objects (15-60 px) per image, each at least half visible (issue 17).
+    "small-dense": Layout(30, 150, (15.0, 60.0), 0.0, 0.5, (384, 512)),
+}
 
 
 @dataclass
@@ -115,13 +150,18 @@ def _unit_polygon(label: int, rng: np.random.Generator) -> np.ndarray:
     raise ValueError(name)
 
 
-def _shape_polygon(label: int, rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+def _shape_polygon(
+    label: int, rng: np.random.Generator, height: int, width: int, layout: Layout
+) -> np.ndarray:
     """A random placement of a class's shape: ``(P, 2)`` float image points (x, y)."""
-    short = min(height, width)
-    if rng.random() < TINY_PROBABILITY:
+    low_size, high_size = layout.sizes or (
+        MIN_OBJECT_SIZE,
+        max(min(height, width) / 2, MIN_OBJECT_SIZE),
+    )
+    if rng.random() < layout.tiny_probability:
         size = rng.uniform(6.0, 11.0)
     else:
-        size = np.exp(rng.uniform(np.log(MIN_OBJECT_SIZE), np.log(max(short / 2, MIN_OBJECT_SIZE))))
+        size = np.exp(rng.uniform(np.log(low_size), np.log(high_size)))
     aspect = np.exp(rng.uniform(-np.log(MAX_ASPECT), np.log(MAX_ASPECT)))
     half_w, half_h = size * np.sqrt(aspect) / 2, size / np.sqrt(aspect) / 2
     points = _unit_polygon(label, rng) * [half_w, half_h]
@@ -134,7 +174,9 @@ def _shape_polygon(label: int, rng: np.random.Generator, height: int, width: int
     rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     points = points @ rotation.T
     low, high = points.min(axis=0), points.max(axis=0)
-    if rng.random() < 0.15:  # may cross the border: the centre anywhere inside the image
+    if (
+        rng.random() < BORDER_PROBABILITY
+    ):  # may cross the border: the centre anywhere inside the image
         centre = rng.uniform([0, 0], [width, height])
     else:  # wholly inside where it fits
         centre = rng.uniform(-low, np.maximum([width, height] - high, -low + 1e-3))
@@ -191,14 +233,19 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
 
 
 def render_image(
-    rng: np.random.Generator, height: int, width: int, max_objects: int = 5
+    rng: np.random.Generator,
+    height: int,
+    width: int,
+    max_objects: int = 5,
+    layout: Layout = PRESETS["default"],
 ) -> SyntheticImage:
-    """Render one image with 1..``max_objects`` objects on a textured background.
+    """Render one image with ``layout.min_objects..max_objects`` objects on a textured background.
 
     Args:
         rng: the image's random stream (all randomness comes from it).
         height, width: image size in pixels.
-        max_objects: upper bound on the number of objects (at least 1).
+        max_objects: upper bound on the number of objects (at least ``layout.min_objects``).
+        layout: object counts, sizes and occlusion (:data:`PRESETS`).
 
     Returns:
         The image and its objects; boxes are computed from the visible masks.
@@ -208,20 +255,25 @@ def render_image(
     masks: list[np.ndarray] = []
     areas: list[int] = []  # pixels of each unoccluded shape inside the image
     truncated: list[bool] = []
-    for _ in range(int(rng.integers(1, max_objects + 1))):
+    top = np.full((height, width), -1, np.int64)  # the object drawn on top of each pixel (-1: none)
+    shown = np.zeros(0, np.int64)  # visible pixels of each object so far
+    for _ in range(int(rng.integers(layout.min_objects, max_objects + 1))):
         label = int(rng.integers(len(SYNTHETIC_CLASSES)))
         for _try in range(PLACEMENT_TRIES):
-            polygon = _shape_polygon(label, rng, height, width)
+            polygon = _shape_polygon(label, rng, height, width, layout)
             mask = _fill(polygon, height, width)
             area = int(mask.sum())
             if area < 0.5 * max(cv2.contourArea(polygon.astype(np.float32)), 1.0):
                 continue  # mostly outside the image
-            visible = _visible_masks([*masks, mask])[:-1]
-            if all(v.sum() >= MIN_VISIBLE * a for v, a in zip(visible, areas, strict=True)):
+            # Pixels each earlier object would lose under this one.
+            lost = np.bincount(top[mask] + 1, minlength=len(masks) + 1)[1:]
+            if all(v >= layout.min_visible * a for v, a in zip(shown - lost, areas, strict=True)):
                 break
         else:
             continue  # no placement keeps the others visible enough: skip this object
         low, high = polygon.min(axis=0), polygon.max(axis=0)
+        top[mask] = len(masks)
+        shown = np.append(shown - lost, area)
         labels.append(label)
         masks.append(mask)
         areas.append(area)
@@ -278,23 +330,34 @@ class SyntheticParams:
 
     Attributes:
         num_train, num_val, num_test: images per split (``trainval`` = train + val).
-        image_size: ``(H, W)`` in pixels.
+        image_size: ``(H, W)`` in pixels (None: the preset's).
         seed: the same seed gives the same images and byte-identical annotations.
-        max_objects: objects per image are drawn uniformly from ``1..max_objects``.
+        max_objects: objects per image are drawn uniformly from the preset's minimum (1 for
+            ``default``) to this (None: the preset's maximum).
         image_ext: ``".jpg"`` (quality 95) or ``".png"`` (lossless).
+        preset: a key of :data:`PRESETS`: ``default`` (1-5 objects, 24 px up to half the image)
+            or ``small-dense`` (30-150 objects of 15-60 px, partly occluded).
     """
 
     num_train: int = 120
     num_val: int = 40
     num_test: int = 60
-    image_size: tuple[int, int] = (256, 320)
+    image_size: tuple[int, int] | None = None
     seed: int = 0
-    max_objects: int = 5
+    max_objects: int | None = None
     image_ext: str = ".jpg"
+    preset: str = "default"
 
     def __post_init__(self) -> None:
-        height, width = (int(v) for v in self.image_size)
+        if self.preset not in PRESETS:
+            raise DetectError(
+                f"synthetic data: preset must be one of {list(PRESETS)}, got {self.preset!r}"
+            )
+        layout = PRESETS[self.preset]
+        height, width = (int(v) for v in self.image_size or layout.image_size)
         object.__setattr__(self, "image_size", (height, width))
+        if self.max_objects is None:
+            object.__setattr__(self, "max_objects", layout.max_objects)
         if min(height, width) < 2 * MIN_OBJECT_SIZE:
             raise DetectError(
                 f"synthetic data: image size {height}x{width} is too small "
@@ -306,8 +369,11 @@ class SyntheticParams:
                 f"synthetic data: image counts must be >= 0 and not all 0, got "
                 f"train={self.num_train} val={self.num_val} test={self.num_test}"
             )
-        if self.max_objects < 1:
-            raise DetectError(f"synthetic data: max_objects must be >= 1, got {self.max_objects}")
+        if self.max_objects < layout.min_objects:
+            raise DetectError(
+                f"synthetic data: max_objects must be >= {layout.min_objects} (preset "
+                f"{self.preset}), got {self.max_objects}"
+            )
         if self.image_ext not in (".jpg", ".png"):
             raise DetectError(
                 f"synthetic data: image_ext must be '.jpg' or '.png', got {self.image_ext!r}"
@@ -324,6 +390,7 @@ class SyntheticParams:
             "seed": int(self.seed),
             "max_objects": int(self.max_objects),
             "image_ext": self.image_ext,
+            "preset": self.preset,
         }
 
 
@@ -417,8 +484,8 @@ def generate_synthetic_dataset(
             non-empty folder without ``synthetic.json`` is refused.
         progress: show a tqdm bar.
         **params: the fields of :class:`SyntheticParams` (``num_train``, ``num_val``,
-            ``num_test``, ``image_size``, ``seed``, ``max_objects``, ``image_ext``); the others
-            keep their defaults.
+            ``num_test``, ``image_size``, ``seed``, ``max_objects``, ``image_ext``, ``preset``);
+            the others keep their defaults.
 
     Returns:
         ``{split: [Annotation]}`` for ``train``, ``val``, ``trainval`` and ``test``; boxes
@@ -441,7 +508,11 @@ def generate_synthetic_dataset(
                 index += 1
                 image_id = f"{index:06d}"
                 rendered = render_image(
-                    image_rng(spec.seed, index), height, width, spec.max_objects
+                    image_rng(spec.seed, index),
+                    height,
+                    width,
+                    spec.max_objects,
+                    PRESETS[spec.preset],
                 )
                 path = root / "JPEGImages" / f"{image_id}{spec.image_ext}"
                 write_image(path, rendered.image)

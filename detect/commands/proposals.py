@@ -5,11 +5,16 @@ Examples::
     detect proposals --data data/VOC2007 --split trainval --workers 2 --out data/proposals/voc07
     detect proposals --data data/VOC2007 --shard 0/4 --out cache/   # job 0 of a 4-job array
     detect proposals --data data/VOC2007 --out cache/ --check       # after copying shards together
+    detect proposals --data data/VOC2007 --out cache/ --merge node0/ node1/  # copy in, then check
+    torchrun --nproc_per_node 4 -m detect proposals --data data/VOC2007 --out cache/  # 4 shards
     detect proposals --data data/VOC2007 --split test --import voc_2007_test.mat --recall
     detect proposals --data photos/ --export photos_proposals.json
 
-Exit status: 0 when every image has proposals, 1 when some image failed (or, with ``--check``, is
-missing from the cache), 2 for bad input.
+Under ``torchrun`` each process computes the shard ``RANK`` of ``WORLD_SIZE`` (as ``--shard
+RANK/WORLD_SIZE``; see :mod:`detect.distributed`), all into the one ``--out`` folder.
+
+Exit status: 0 when every image has proposals, 1 when some image failed (or, with ``--check`` /
+``--merge``, is missing from the cache), 2 for bad input.
 
 Computing and caching import no torch (a fully cached rerun starts in a fraction of a second);
 ``--import``, ``--export`` and ``--recall`` load it.
@@ -26,6 +31,7 @@ import numpy as np
 
 from detect.commands import add_config_argument, add_override_argument
 from detect.config import load_config
+from detect.distributed import is_distributed, rank, world_size
 from detect.errors import DetectError
 from detect.proposals.cache import ProposalCache
 from detect.proposals.compute import check_cache, compute_proposals, parse_shard, shard_items
@@ -61,6 +67,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="compute nothing: report images missing/stale in the cache (e.g. after merging shards)",
     )
     parser.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="DIR",
+        help="compute nothing: copy the valid entries of these shard cache folders into --out, "
+        "then report as --check",
+    )
+    parser.add_argument(
         "--import",
         dest="import_file",
         metavar="FILE",
@@ -89,9 +102,34 @@ def _selection(args: argparse.Namespace):
     split = args.split or config.data.train_split
     items, dataset = resolve_images(args.data, split, config.data, annotations=args.recall)
     total = len(items)
-    if args.shard:
-        items = shard_items(items, *parse_shard(args.shard))
+    shard = _shard(args)
+    if shard is not None:
+        items = shard_items(items, *shard)
     return cfg, split, items, dataset, total, config.data.max_image_pixels
+
+
+def _shard(args: argparse.Namespace) -> tuple[int, int] | None:
+    """``(index, count)`` of ``--shard I/N``, else of ``RANK`` / ``WORLD_SIZE`` under torchrun;
+    None for all images."""
+    if args.shard and is_distributed():
+        raise DetectError(
+            f"--shard {args.shard}: not under torchrun (WORLD_SIZE={world_size()}), whose ranks "
+            "already take one shard each"
+        )
+    if args.shard:
+        return parse_shard(args.shard)
+    return (rank(), world_size()) if is_distributed() else None
+
+
+def _merge(items, cache: ProposalCache, sources: list[str]) -> int:
+    from detect.proposals.merge import merge_caches
+
+    if cache.cache_dir is None:
+        raise DetectError("--merge needs the cache folder to merge into: give --out")
+    for source in sources:
+        if not Path(source).is_dir():
+            raise DetectError(f"--merge {source}: not a folder")
+    return merge_caches(items, cache, sources)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,9 +140,14 @@ def run(args: argparse.Namespace) -> int:
     cfg, split, items, dataset, total, max_image_pixels = _selection(args)
     if args.recall and dataset is None:
         raise DetectError(f"--recall needs annotations: --data {args.data} is not VOC or COCO")
-    shard_note = f" (shard {args.shard} of {total})" if args.shard else ""
+    shard = _shard(args)
+    shard_note = f" (shard {shard[0]}/{shard[1]} of {total})" if shard else ""
     cache = ProposalCache.from_config(cfg)
-    if args.check:
+    if args.merge:
+        copied = _merge(items, cache, args.merge)
+        entries = "entry" if copied == 1 else "entries"
+        print(f"merged {', '.join(args.merge)} into {cache.cache_dir}: {copied} {entries} copied")
+    if args.check or args.merge:
         statuses = check_cache(items, cache)
         print(f"cache {cache.cache_dir}: {len(items)} images{shard_note}")
         for status, ids in statuses.items():

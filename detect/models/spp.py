@@ -142,3 +142,43 @@ class SpatialPyramidPool(nn.Module):
             whole.expand(count, 4),
             torch.arange(count, device=features.device),
         )
+
+
+BIN_RULES = ("adaptive", "sliding")
+
+
+def sliding_bins(size: int, n: int) -> tuple[int, int]:
+    """``(window, stride)`` of the paper's level-``n`` bins on a side of ``size`` cells:
+    ``window = ceil(size / n)``, ``stride = floor(size / n)`` (section 2.3, "the size of each
+    pooling window is ceil(a/n) and the stride floor(a/n)"). Bin ``i`` covers cells
+    ``[i * stride, i * stride + window)``; the last ``size - ((n - 1) * stride + window)`` cells
+    are in no bin (one of 14 at n = 6: window 3, stride 2). When ``n`` divides ``size`` the bins
+    tile the side exactly, as the adaptive bins do. ``size < n`` (stride 0) has no such bins."""
+    return -(-size // n), size // n
+
+
+def sliding_pool(features: Tensor, n: int) -> Tensor:
+    """``(N, C, h, w)`` -> ``(N, C, n, n)``: max-pool of the paper's sliding bins
+    (:func:`sliding_bins`) along each side; a side shorter than ``n`` cells has no such bins and
+    falls back to the adaptive ones (``adaptive_max_pool2d``) for this level."""
+    height, width = features.shape[-2:]
+    if height < n or width < n:
+        return F.adaptive_max_pool2d(features, n)
+    (kernel_h, stride_h), (kernel_w, stride_w) = sliding_bins(height, n), sliding_bins(width, n)
+    pooled = F.max_pool2d(features, (kernel_h, kernel_w), (stride_h, stride_w))
+    return pooled[:, :, :n, :n]  # windows past the n-th (when size % n > size // n) are dropped
+
+
+def image_pyramid_pool(features: Tensor, levels: Sequence[int], bins: str = "adaptive") -> Tensor:
+    """Image-level SPP: each whole map of ``(N, C, h, w)`` (any ``h``, ``w``) ->
+    ``(N, C * sum(n * n))``, the levels in the order given, each flattened as ``(C, n, n)``.
+
+    ``bins``: ``adaptive`` (bin ``(i, j)`` covers rows ``[floor(i*h/n), ceil((i+1)*h/n))``, as
+    :class:`SpatialPyramidPool`: no cell is left out) or ``sliding`` (the paper's window
+    ``ceil(a/n)``, stride ``floor(a/n)``: :func:`sliding_pool`).
+    """
+    if bins == "adaptive":
+        return SpatialPyramidPool(levels).pool_maps(features)
+    if bins == "sliding":
+        return torch.cat([sliding_pool(features, int(n)).flatten(1) for n in levels], dim=1)
+    raise DetectError(f"classify.bins: unknown bin rule {bins!r}; known: {list(BIN_RULES)}")

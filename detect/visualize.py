@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from detect.errors import DetectError
 from detect.files import atomic_path
@@ -308,4 +309,42 @@ def plot_loss_curve(
         lr_axes.legend(loc="upper center", fontsize="small")
     axes.legend(loc="upper right", fontsize="small")
     figure.tight_layout()
+    return _save(figure, path)
+
+
+def plot_fp_types(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]], labels: Sequence[str], path: str | Path
+) -> Path:
+    """The share of each false-positive type among a class's top-ranked false positives, stacked,
+    against their number (log axis), one panel per class: the figure of Hoiem et al.'s analysis
+    that the R-CNN and SPP-net papers show.
+
+    Args:
+        curves: class name -> ``(n (F,), fractions (F, T))`` from
+            :func:`detect.evaluation.error_analysis.fp_type_fractions` (rows sum to 1).
+        labels: the ``T`` type names, bottom of the stack first.
+        path: the PNG to write.
+    """
+    cols = min(len(curves), 4) or 1
+    rows = max(math.ceil(len(curves) / cols), 1)
+    figure = Figure(figsize=(3.2 * cols, 2.6 * rows + 0.6))
+    colours = [np.array(class_colour(index)) / 255 for index in range(len(labels))]
+    for index, (name, (n, fractions)) in enumerate(curves.items()):
+        axes = figure.add_subplot(rows, cols, index + 1)
+        axes.set_title(f"{name} ({len(n)} FP)", fontsize="medium")
+        axes.set(ylim=(0, 100), xlabel="top false positives", ylabel="percentage of each type")
+        if len(n) == 0:
+            axes.text(0.5, 0.5, "no false positives", ha="center", transform=axes.transAxes)
+            continue
+        axes.stackplot(n, 100 * np.asarray(fractions).T, colors=colours, step="post")
+        axes.set_xscale("log")
+        axes.set_xlim(1, max(len(n), 2))
+    figure.legend(
+        [Rectangle((0, 0), 1, 1, color=colour) for colour in colours],
+        labels,
+        loc="lower center",
+        ncol=len(labels),
+        fontsize="small",
+    )
+    figure.tight_layout(rect=(0, 0.6 / (2.6 * rows + 0.6), 1, 1))
     return _save(figure, path)

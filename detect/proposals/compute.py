@@ -122,18 +122,25 @@ def search_and_cache(
     return boxes
 
 
-def image_proposals(
+def image_boxes(
     image: np.ndarray, image_id: str, cache: ProposalCache, image_path: str | Path | None = None
-) -> Tensor:
-    """Proposals ``(R, 4)`` float32 xyxy original pixels of one image already read
-    (``(H, W, 3)`` uint8 RGB): from ``cache`` when a valid entry exists, else computed and
+) -> np.ndarray:
+    """Proposals ``(R, 4)`` float32 xyxy original pixels (a numpy array) of one image already
+    read (``(H, W, 3)`` uint8 RGB): from ``cache`` when a valid entry exists, else computed and
     cached (:func:`search_and_cache`)."""
-    import torch
-
     boxes = cache.lookup(image_path, tuple(image.shape[:2]), image).boxes
     if boxes is None:
         boxes = search_and_cache(image, image_id, cache, image_path)
-    return torch.from_numpy(boxes)
+    return boxes
+
+
+def image_proposals(
+    image: np.ndarray, image_id: str, cache: ProposalCache, image_path: str | Path | None = None
+) -> Tensor:
+    """:func:`image_boxes` as a tensor."""
+    import torch
+
+    return torch.from_numpy(image_boxes(image, image_id, cache, image_path))
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:

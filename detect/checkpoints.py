@@ -162,10 +162,12 @@ def load_checkpoint(
     method: str | None = None,
     overrides: list[str] | None = None,
     expected_backbone: str | None = None,
-    device: torch.device | str = "cpu",
 ) -> LoadedCheckpoint:
     """Rebuild the detector saved in ``path`` (eval mode, SVD-compressed per the config) and its
-    scorer, ready for :meth:`detect.models.DetectionModel.detect`.
+    scorer, ready for :meth:`detect.models.DetectionModel.detect`, on the device and in the
+    precision of the ``runtime`` section (:meth:`~detect.models.DetectionModel.use_runtime`):
+    the defaults (``auto``, ``fp32``) with ``overrides`` applied, never the saved one, which
+    describes the machine that trained the model.
 
     Args:
         expected_classes: when given, a checkpoint for other classes is a :class:`DetectError`.
@@ -173,12 +175,12 @@ def load_checkpoint(
             (same backbone and head); default the checkpoint's own method.
         overrides: ``section.key=value`` changes to the saved config (e.g. ``test.classifier=svm``).
         expected_backbone: when given, a checkpoint of another backbone is a :class:`DetectError`.
-        device: where the model and the scorer's parameters go (detections come back on the CPU).
     """
 
     payload = read_checkpoint(path)
     check_compatible(payload, path, expected_classes, expected_backbone)
     values = copy.deepcopy(payload["config"])
+    values.pop("runtime", None)
     config = apply_overrides(values, list(overrides or []), f"checkpoint {path} config")
     class_names = tuple(payload["class_names"])
     method = method or payload["method"]
@@ -187,7 +189,7 @@ def load_checkpoint(
     model = build_detector(method, replace(config.model, weights="none"), len(class_names))
     load_weights(model, payload["model"], path)
     model.compress_svd()  # test-time truncated SVD of fc6/fc7 when model.svd_ranks is set
-    model.to(device).eval()
+    model.use_runtime(config.runtime).eval()
     check_test_config(config.test)
-    scorer = build_scorer(payload, config, path, device)
+    scorer = build_scorer(payload, config, path, model.device)
     return LoadedCheckpoint(model, class_names, config, scorer, method, payload)

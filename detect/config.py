@@ -186,12 +186,20 @@ class DemoConfig:
     draw_images: int = 8
 
 
+# runtime.precision: float32, or autocast to bfloat16 / float16 (detect.runtime.autocast).
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
 @dataclass(frozen=True)
 class RuntimeConfig:
-    """Where and how the network runs (:mod:`detect.runtime`); ``--device`` / ``--precision``."""
+    """Where and how the network runs (:mod:`detect.runtime`); ``--device`` / ``--precision``.
+    Not a property of a model: a checkpoint runs with the runtime of the command that loads it."""
 
     device: str = "auto"  # auto (CUDA, then MPS, then CPU) | cpu | cuda | cuda:N | mps
     precision: str = "fp32"  # fp32 | bf16 (CPU and GPU) | fp16 (GPU; gradient scaler in training)
+    # The backbone's convs in channels_last (NHWC) memory format; always so when precision is not
+    # fp32. On by default: on the CPU oneDNN runs them 1.3x (tiny) to 2.3x (ZF-5) faster (README).
+    channels_last: bool = True
     # Worker processes decoding, resizing and flipping images for training and evaluation
     # (torch.utils.data); 0 = in the main process.
     num_workers: int = 0

@@ -33,7 +33,6 @@ from detect.errors import DetectError
 from detect.models.detection_model import DetectionModel
 from detect.models.scoring import RegionScorer
 from detect.proposals import ProposalCache, image_proposals
-from detect.runtime import resolve_device
 from detect.structures import Detections
 
 # Ranks of fc6 / fc7 for ``svd=True`` (Fast R-CNN's truncated SVD, as ``detect run --svd``).
@@ -131,7 +130,7 @@ class Detector:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return self.model.device
 
     @classmethod
     def from_checkpoint(
@@ -142,7 +141,8 @@ class Detector:
         scales: Sequence[int] | None = None,
         svd: bool | Sequence[int] = False,
         score_threshold: float | None = None,
-        device: str | torch.device = "auto",
+        device: str | torch.device | None = None,
+        precision: str | None = None,
         proposal_cache: str | Path | None = None,
         overrides: Sequence[str] = (),
     ) -> Detector:
@@ -156,7 +156,11 @@ class Detector:
             svd: truncated SVD of fc6/fc7: ``True`` for ranks 1024/256, or the ranks; default
                 the checkpoint's ``model.svd_ranks``.
             score_threshold: keep detections scoring above it (default ``test.score_threshold``).
-            device: ``"auto"`` (CUDA, else MPS, else CPU), or a torch device name.
+            device: ``"auto"`` (CUDA, else MPS, else CPU), or a torch device name
+                (``"cpu"``, ``"cuda:1"``, ...); default ``runtime.device`` of ``overrides``, else
+                ``"auto"`` (:mod:`detect.runtime`).
+            precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (GPU only): the forward passes run
+                in :func:`detect.runtime.autocast`; default ``runtime.precision``, else fp32.
             proposal_cache: a folder where computed proposals are kept and reused (default none).
             overrides: other ``section.key=value`` changes to the saved config.
         """
@@ -169,9 +173,11 @@ class Detector:
             changes.append(f"model.scales={[int(s) for s in scales]}")
         if score_threshold is not None:
             changes.append(f"test.score_threshold={float(score_threshold)}")
-        loaded = load_checkpoint(
-            path, method=method, overrides=changes, device=resolve_device(device)
-        )
+        if device is not None:
+            changes.append(f"runtime.device={device}")
+        if precision is not None:
+            changes.append(f"runtime.precision={precision}")
+        loaded = load_checkpoint(path, method=method, overrides=changes)
         # Only the folder the caller names: never the checkpoint's proposals.cache_dir.
         cache_cfg = dataclasses.replace(
             loaded.config.proposals, cache_dir=str(proposal_cache or "")

@@ -5,6 +5,7 @@
 * :func:`autocast` is the context every forward pass runs in: ``fp32`` (a no-op), ``bf16`` (CPU,
   CUDA, MPS) or ``fp16`` (CUDA, MPS) through ``torch.autocast``.
 * :func:`grad_scaler` is the gradient scaler fp16 training needs (disabled otherwise).
+* :func:`resolve_runtime` checks a whole ``runtime`` config section and resolves its device.
 """
 
 from __future__ import annotations
@@ -14,16 +15,16 @@ from collections.abc import Iterator
 
 import torch
 
+from detect.config import PRECISIONS, RuntimeConfig, check_values
 from detect.errors import DetectError
 
-PRECISIONS = ("fp32", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
+def resolve_device(device: str | torch.device, what: str = "device") -> torch.device:
     """``"auto"``: CUDA when available, else Apple's MPS when available, else the CPU; any other
     value is a torch device name (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``) that must exist
-    on this machine."""
+    on this machine. ``what`` names the setting in the one-line error."""
     if str(device) == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -34,20 +35,20 @@ def resolve_device(device: str | torch.device) -> torch.device:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as exc:
         raise DetectError(
-            f"device: not a torch device: {device!r} (auto, cpu, cuda, cuda:N or mps)"
+            f"{what}: not a torch device: {device!r} (auto, cpu, cuda, cuda:N or mps)"
         ) from exc
     if resolved.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         index = resolved.index or 0
         if index >= count:
             raise DetectError(
-                f"device: {device!r} is not available here "
+                f"{what}: {device!r} is not available here "
                 f"({count} CUDA device{'s' if count != 1 else ''} visible)"
             )
     elif resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise DetectError(f"device: {device!r} is not available here (no Apple MPS backend)")
+        raise DetectError(f"{what}: {device!r} is not available here (no Apple MPS backend)")
     elif resolved.type not in ("cpu", "cuda", "mps"):
-        raise DetectError(f"device: {device!r} is not supported (auto, cpu, cuda, cuda:N or mps)")
+        raise DetectError(f"{what}: {device!r} is not supported (auto, cpu, cuda, cuda:N or mps)")
     return resolved
 
 
@@ -75,3 +76,29 @@ def autocast(device: torch.device, precision: str = "fp32") -> Iterator[None]:
 def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
     """A gradient scaler, enabled only for fp16 (bf16 and fp32 need none)."""
     return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+
+def resolve_runtime(cfg: RuntimeConfig) -> torch.device:
+    """Check every ``runtime.*`` value (a one-line :class:`DetectError` naming the key and the
+    value) and return the device ``runtime.device`` names on this machine."""
+    checks = [
+        (
+            cfg.precision in PRECISIONS,
+            "precision",
+            cfg.precision,
+            f"one of {', '.join(PRECISIONS)}",
+        ),
+        (cfg.num_workers >= 0, "num_workers", cfg.num_workers, ">= 0 (0 = the main process)"),
+    ]
+    check_values("runtime.", checks)
+    device = resolve_device(cfg.device, "runtime.device")
+    check_precision(cfg.precision, device)
+    return device
+
+
+@contextlib.contextmanager
+def full_precision(device: torch.device) -> Iterator[None]:
+    """Float32 inside an :func:`autocast` region (scores, deltas and losses computed from float32
+    copies of the network's outputs)."""
+    with torch.autocast(device_type=device.type, enabled=False):
+        yield

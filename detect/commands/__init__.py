@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 
+from detect.config import PRECISIONS
 from detect.shipped_configs import shipped_config_names
 
 
@@ -43,4 +44,39 @@ def add_override_argument(
         default=[],
         metavar="SECTION.KEY=VALUE",
         help=f"override a config value (repeatable), e.g. --set {example}",
+    )
+
+
+class _AppendOverride(argparse.Action):
+    """Append ``<key>=<value>`` to ``args.overrides``, in command-line order with ``--set``."""
+
+    def __init__(self, option_strings, dest, key: str, **kwargs) -> None:
+        super().__init__(option_strings, "overrides", **kwargs)
+        self.key = key
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        overrides = list(getattr(namespace, "overrides", None) or [])
+        namespace.overrides = [*overrides, f"{self.key}={values}"]
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--device`` and ``--precision``: shorthands for ``--set runtime.device=...`` and
+    ``--set runtime.precision=...`` (:mod:`detect.runtime`), folded into ``args.overrides`` in
+    command-line order (the later of ``--device`` and ``--set runtime.device=`` wins). Call after
+    :func:`add_override_argument`."""
+    parser.add_argument(
+        "--device",
+        action=_AppendOverride,
+        key="runtime.device",
+        metavar="auto|cpu|cuda|cuda:N|mps",
+        help="where the network runs (default: the config's runtime.device, auto: CUDA, then "
+        "Apple's MPS, then the CPU)",
+    )
+    parser.add_argument(
+        "--precision",
+        action=_AppendOverride,
+        key="runtime.precision",
+        choices=PRECISIONS,
+        help="fp32, or autocast to bf16 (CPU and GPU) or fp16 (GPU, gradient scaler in "
+        "training) (default: the config's runtime.precision, fp32)",
     )

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from detect.commands import add_config_argument, add_override_argument
+from detect.commands import add_config_argument, add_override_argument, add_runtime_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     add_config_argument(parser, "default: demo")
     add_override_argument(parser, "finetune.iterations=200")
+    add_runtime_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from detect.commands import add_override_argument
+from detect.commands import add_override_argument, add_runtime_arguments
 from detect.evaluation.evaluators import METRICS
 
 
@@ -33,6 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="proposal cache folder to read and fill (default: OUT/proposals)",
     )
     add_override_argument(parser, "test.classifier=svm")
+    add_runtime_arguments(parser)
 
 
 def run(args) -> int:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from detect.commands import add_override_argument
+from detect.commands import add_override_argument, add_runtime_arguments
 from detect.errors import DetectError
 
 
@@ -51,6 +51,7 @@ def add_arguments(parser) -> None:
         "--draw-threshold", type=float, default=0.5, help="draw detections scoring at least this"
     )
     add_override_argument(parser, "data.max_image_pixels=200000000")
+    add_runtime_arguments(parser)
 
 
 def collect_images(arguments: list[str]):
@@ -91,7 +92,6 @@ def run(args) -> int:
         scales=args.scales,
         svd=args.svd,
         overrides=args.overrides,
-        device="cpu",
         proposal_cache=args.proposal_cache,
     )
     done, skipped, total = 0, [], 0

@@ -12,7 +12,7 @@ import argparse
 import math
 from pathlib import Path
 
-from detect.commands import add_config_argument, add_override_argument
+from detect.commands import add_config_argument, add_override_argument, add_runtime_arguments
 from detect.config import load_config
 
 
@@ -30,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="replace the run already in --out (without it such a folder is refused)",
     )
     add_override_argument(parser)
+    add_runtime_arguments(parser)
 
 
 def run(args) -> int:

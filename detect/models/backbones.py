@@ -105,9 +105,8 @@ class Backbone(nn.Module):
     ) -> None:
         super().__init__()
         self.name = name
-        # channels_last (NHWC) makes oneDNN's CPU convs and pools several times faster here,
-        # notably conv1 (3 input channels) and the 3x3/2 max-pools.
-        self.features = features.to(memory_format=torch.channels_last)
+        self.features = features
+        self.set_channels_last(True)
         self.out_channels = out_channels
         self.crop_size = crop_size
         self.mean = mean
@@ -115,9 +114,16 @@ class Backbone(nn.Module):
         self.receptive_field_size, self.stride, centre = receptive_field(features)
         self.offsets = (centre, centre)
 
+    def set_channels_last(self, channels_last: bool) -> None:
+        """Run the convs in channels_last (NHWC: oneDNN's CPU convs and pools several times
+        faster, notably conv1 with its 3 input channels and the 3x3/2 max-pools) or in the
+        contiguous NCHW format (``runtime.channels_last``)."""
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.features.to(memory_format=self.memory_format)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, 3, H, W)`` normalised images -> ``(N, out_channels, h, w)`` conv features."""
-        return self.features(x.contiguous(memory_format=torch.channels_last))
+        return self.features(x.contiguous(memory_format=self.memory_format))
 
 
 def _conv(cin: int, cout: int, kernel: int, stride: int = 1) -> nn.Conv2d:

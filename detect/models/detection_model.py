@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from detect.config import ModelConfig, TestConfig, check_values
+from detect.config import ModelConfig, RuntimeConfig, TestConfig, check_values
 from detect.errors import DetectError
 from detect.models.backbones import Backbone
 from detect.models.heads import Head, HeadOutput
@@ -22,6 +22,7 @@ from detect.models.postprocess import class_boxes, postprocess
 from detect.models.scoring import RegionScorer, SoftmaxScorer
 from detect.models.spp import SpatialPyramidPool
 from detect.models.stage_timer import StageTimer
+from detect.runtime import autocast, full_precision, resolve_runtime
 from detect.structures import Detections
 
 
@@ -71,7 +72,8 @@ class DetectionModel(nn.Module):
 
     Attributes:
         method: the pooler's name, ``"spp"`` or ``"rcnn"``. num_classes: K (no background).
-        cfg: its ModelConfig.
+        cfg: its ModelConfig. precision: ``runtime.precision`` of the test-time path
+            (:meth:`use_runtime`; ``"fp32"`` until then).
     """
 
     def __init__(self, backbone: Backbone, pooler: RegionPooler, head: Head, cfg: ModelConfig):
@@ -85,14 +87,38 @@ class DetectionModel(nn.Module):
         self.num_classes = head.cls_score.out_features - 1
         self.register_buffer("_mean", torch.tensor(backbone.mean).view(3, 1, 1), persistent=False)
         self.register_buffer("_std", torch.tensor(backbone.std).view(3, 1, 1), persistent=False)
+        self.precision = "fp32"
 
     @property
     def method(self) -> str:
         return self.pooler.method
 
+    @property
+    def device(self) -> torch.device:
+        """Where the parameters and buffers are (and the network runs)."""
+        return self._mean.device
+
+    def use_runtime(self, runtime: RuntimeConfig) -> DetectionModel:
+        """Move the model to ``runtime.device``, run :meth:`autocast` regions in
+        ``runtime.precision`` and the backbone in channels_last when ``runtime.channels_last``
+        or the precision is not fp32; every value is checked first (a one-line
+        :class:`DetectError`, :func:`detect.runtime.resolve_runtime`). Returns the model."""
+        device = resolve_runtime(runtime)
+        self.precision = runtime.precision
+        self.backbone.set_channels_last(runtime.channels_last or runtime.precision != "fp32")
+        return self.to(device)
+
+    def autocast(self):
+        """The context forward passes run in: :func:`detect.runtime.autocast` on the model's
+        device in its :attr:`precision`."""
+        return autocast(self.device, self.precision)
+
     def with_pooler(self, pooler: RegionPooler) -> DetectionModel:
-        """The same backbone and head (shared modules, not copies) run through ``pooler``."""
-        return DetectionModel(self.backbone, pooler, self.head, self.cfg).to(self._mean.device)
+        """The same backbone and head (shared modules, not copies) run through ``pooler``, on the
+        same device and in the same precision."""
+        model = DetectionModel(self.backbone, pooler, self.head, self.cfg).to(self.device)
+        model.precision = self.precision
+        return model
 
     # ---- input -------------------------------------------------------------------------------
     def prepare(self, image: np.ndarray, short_side: int | None = None) -> tuple[Tensor, float]:
@@ -108,7 +134,7 @@ class DetectionModel(nn.Module):
     def normalise(self, image: np.ndarray) -> Tensor:
         """``(H, W, 3)`` uint8 RGB -> ``(3, H, W)`` float normalised by the backbone's mean/std."""
         tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
-        tensor = tensor.to(self._mean.device)
+        tensor = tensor.to(self.device)
         return (tensor - self._mean) / self._std
 
     def features(self, image: Tensor) -> Tensor:
@@ -137,14 +163,19 @@ class DetectionModel(nn.Module):
     def region_outputs(self, image: np.ndarray, boxes: Tensor) -> HeadOutput:
         """Head outputs of ``boxes (R, 4)`` (xyxy, pixels of the ``(H, W, 3)`` uint8 ``image``)
         pooled as :meth:`detect` pools them (SPP-net: each box at the scale
-        :func:`detect.models.scales.scale_groups` chooses among ``cfg.scales``)."""
-        if boxes.shape[0] == 0:
-            prepared, _scale = self.prepare(image)
-            return self(prepared, boxes)
-        parts, order = [], []
-        for rows, regions in self.pooler.groups(self, image, boxes, self.cfg.scales, StageTimer()):
-            parts.append(self.head_outputs(regions))
-            order.append(torch.arange(boxes.shape[0]) if rows is None else rows)
+        :func:`detect.models.scales.scale_groups` chooses among ``cfg.scales``), computed in
+        :meth:`autocast` on the model's device (cast them for numpy: ``out.to("cpu", float32)``)."""
+        boxes = boxes.to(self.device)
+        with self.autocast():
+            if boxes.shape[0] == 0:
+                prepared, _scale = self.prepare(image)
+                return self(prepared, boxes)
+            parts, order = [], []
+            for rows, regions in self.pooler.groups(
+                self, image, boxes, self.cfg.scales, StageTimer()
+            ):
+                parts.append(self.head_outputs(regions))
+                order.append(torch.arange(boxes.shape[0]) if rows is None else rows)
         return HeadOutput.cat(parts).index(torch.argsort(torch.cat(order)))
 
     def score_regions(
@@ -155,28 +186,32 @@ class DetectionModel(nn.Module):
         scales: Sequence[int],
         timer: StageTimer,
     ) -> tuple[Tensor, Tensor]:
-        """``scores (R, K)`` and ``deltas (R, 4K)`` (float32) of ``proposals (R, 4)`` (xyxy,
-        original pixels); the head and scorer run per pooled batch (stage ``fc``)."""
+        """``scores (R, K)`` and ``deltas (R, 4K)`` (float32, on the CPU) of ``proposals (R, 4)``
+        (xyxy, original pixels); the head and scorer run per pooled batch (stage ``fc``). The
+        network runs in :meth:`autocast`, the scorer on float32 copies of its outputs."""
         count, classes = proposals.shape[0], self.num_classes
         scores = torch.zeros((count, classes))
         deltas = torch.zeros((count, 4 * classes))
-        boxes = proposals.to(self._mean.device)
-        for rows, regions in self.pooler.groups(self, image, boxes, scales, timer):
-            part_scores, part_deltas = [], []
-            for pooled in regions.batches:
-                with timer.section("fc"):
-                    batch_scores, batch_deltas = scorer(self.head(pooled))
-                part_scores.append(batch_scores)
-                part_deltas.append(batch_deltas)
-            group_scores, group_deltas = torch.cat(part_scores), torch.cat(part_deltas)
-            if regions.inverse is not None:
-                group_scores, group_deltas = (
-                    group_scores[regions.inverse],
-                    group_deltas[regions.inverse],
-                )
-            target = slice(None) if rows is None else rows
-            scores[target] = group_scores.float().cpu()
-            deltas[target] = group_deltas.float().cpu()
+        with self.autocast():
+            groups = self.pooler.groups(self, image, proposals.to(self.device), scales, timer)
+            for rows, regions in groups:
+                part_scores, part_deltas = [], []
+                for pooled in regions.batches:
+                    with timer.section("fc"):
+                        out = self.head(pooled)
+                        with full_precision(self.device):
+                            batch_scores, batch_deltas = scorer(out.to(torch.float32))
+                    part_scores.append(batch_scores)
+                    part_deltas.append(batch_deltas)
+                group_scores, group_deltas = torch.cat(part_scores), torch.cat(part_deltas)
+                if regions.inverse is not None:
+                    group_scores, group_deltas = (
+                        group_scores[regions.inverse],
+                        group_deltas[regions.inverse],
+                    )
+                target = slice(None) if rows is None else rows
+                scores[target] = group_scores.float().cpu()
+                deltas[target] = group_deltas.float().cpu()
         return scores, deltas
 
     @torch.no_grad()

@@ -33,6 +33,10 @@ class HeadOutput(NamedTuple):
     cls_logits: Tensor
     bbox_deltas: Tensor
 
+    def to(self, *args, **kwargs) -> HeadOutput:
+        """Every output through ``Tensor.to`` (e.g. ``out.to("cpu", torch.float32)``)."""
+        return HeadOutput(*(t.to(*args, **kwargs) for t in self))
+
     def index(self, index: Tensor) -> HeadOutput:
         """The outputs of the regions ``index`` (e.g. scattering de-duplicated windows back)."""
         return HeadOutput(*(t[index] for t in self))

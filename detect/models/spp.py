@@ -115,6 +115,9 @@ class SpatialPyramidPool(nn.Module):
         """
         if features.ndim == 3:
             features = features[None]
+        if features.dtype in (torch.float16, torch.bfloat16):
+            # torchvision's CPU roi_pool has no bf16 kernel; a max is exact in float32 anyway.
+            features = features.float()
         count = windows.shape[0]
         if count == 0:
             return features.new_zeros((0, features.shape[1] * self.num_bins))

@@ -104,8 +104,11 @@ class FinetuneConfig:
     log_every: int = 20
     # Start from the weights of this detect checkpoint (its classes and backbone must match).
     init_checkpoint: str = ""
-    # fc mode: cache each image's frozen conv features in memory (False: recompute every time).
+    # fc mode: keep each image's frozen conv map (per flip and scale, fp16) on disk under the run
+    # folder (<out>/features/), reused on resume (False: recompute every time).
     cache_features: bool = True
+    # RAM for the most recently used of those maps (MiB); the rest are read back from disk.
+    feature_cache_mb: int = 256
     # Several model.scales (SPP-net): each sampled window is pooled at a random one ("window",
     # the released code) or all windows of an image at one random scale ("image": one conv each).
     random_scale: str = "window"
@@ -129,8 +132,11 @@ class SVMConfig:
     initial_negatives: int = 2000  # random negatives per class in the first round
     hard_threshold: float = -1.0  # negatives scoring above this are added
     easy_threshold: float = -1.2  # negatives scoring below this are dropped
-    # Proposals kept per image in the negative pool (0 = all, as the paper; bounds memory).
+    # Proposals kept per image in the negative pool (0 = all, as the paper; bounds disk use).
     max_negatives_per_image: int = 0
+    # At most this many negatives per class in a mining round's training set, the highest
+    # scoring kept (0 = no cap, as the paper); bounds the memory of each SVM fit.
+    max_active_negatives: int = 0
 
 
 @dataclass(frozen=True)

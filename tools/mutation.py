@@ -22,7 +22,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "build" / "mutation"
-FINETUNE_FUNCTIONS = ("detection_loss", "image_order", "_epoch_permutation")
+FINETUNE_FUNCTIONS = (
+    "detect.training.finetune.x_detection_loss",
+    "detect.training.batches.x_image_order",
+    "detect.training.batches.x__epoch_permutation",
+)
 KILLED = ("killed", "timeout", "caught by type check")
 
 # module name -> (the sources mutated, the test files run against each mutant, and optionally the
@@ -43,9 +47,9 @@ MODULES: dict[str, tuple[list[str], list[str], list[str]] | tuple[list[str], lis
     # The fine-tuning loss and image order, not the training loop's plumbing (hooks: checkpoints,
     # logging, ...).
     "finetune_loss": (
-        ["detect/training/finetune.py"],
+        ["detect/training/finetune.py", "detect/training/batches.py"],
         ["tests/training/test_detection_loss.py", "tests/training/test_finetune.py"],
-        [f"detect.training.finetune.x_{name}__mutmut_*" for name in FINETUNE_FUNCTIONS],
+        [f"{name}__mutmut_*" for name in FINETUNE_FUNCTIONS],
     ),
     "schedule": (["detect/training/schedule.py"], ["tests/training/test_schedule.py"]),
     "voc": (

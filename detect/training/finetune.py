@@ -4,9 +4,11 @@ Modes (``finetune.mode``):
 
 * ``end_to_end``: conv + fc trained together, gradients through the SPP max pooling (Fast R-CNN
   style; what the demo uses to train the small backbone from scratch).
-* ``fc``: conv layers frozen; for SPP-net each image's conv feature map (per flip) is computed once
-  under ``torch.no_grad`` and kept in memory (``finetune.cache_features``), so an epoch only costs
-  pooling and the fc layers. For R-CNN the crops' conv runs without gradients every time.
+* ``fc``: conv layers frozen; for SPP-net each image's conv feature map (per flip and scale) is
+  computed once under ``torch.no_grad`` and kept on disk under the run folder with a bounded RAM
+  cache in front (``finetune.cache_features``, ``finetune.feature_cache_mb``:
+  :mod:`detect.training.feature_cache`), so an epoch only costs pooling and the fc layers. For
+  R-CNN the crops' conv runs without gradients every time.
 
 Loss: softmax cross-entropy over K+1 classes + ``bbox_loss_weight`` x smooth-L1 (beta 1) on the
 foreground windows' deltas of their own class, summed and divided by the number of windows
@@ -17,9 +19,13 @@ The loop is a :class:`~detect.training.trainer.Trainer` running :class:`Finetune
 schedule, the CSV log, checkpoints, Ctrl-C and divergence are its hooks
 (:mod:`detect.training.hooks`).
 
+Data: worker processes (``runtime.num_workers``) read, flip and resize each iteration's images
+and sample its windows (:mod:`detect.training.batches`) while the network trains on the previous
+one.
+
 Determinism / resume: the images of iteration ``i`` are a function of (seed, i) (a fresh
 permutation per epoch), and the flips and window sampling of iteration ``i`` use a generator
-seeded from (seed, i). Checkpoints store the model, the optimizer, the lr scheduler, the
+seeded from (seed, i), whatever the number of workers. Checkpoints store the model, the optimizer, the lr scheduler, the
 iteration, the torch / numpy / python RNG states (dropout) and the log, so a resumed run ends
 with exactly the weights of an uninterrupted one.
 """
@@ -27,25 +33,24 @@ with exactly the weights of an uninterrupted one.
 from __future__ import annotations
 
 import copy
-import functools
 import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from detect.config import Config
-from detect.data.images import read_image
+from detect.data.loader import load
 from detect.models.heads import HeadOutput
-from detect.ops.boxes import scale_boxes
 from detect.structures import DetectionDataset
+from detect.training.batches import ImageWindows, IterationBatches
 from detect.training.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
 from detect.training.divergence import GoodCheckpointWriter
+from detect.training.feature_cache import FOLDER_NAME, ConvMapCache, backbone_fingerprint
 from detect.training.hooks import (
     CSVLog,
     CtrlC,
@@ -57,34 +62,11 @@ from detect.training.hooks import (
     StepOutcome,
     empty_sums,
 )
-from detect.training.sampling import (
-    SampledRois,
-    derived_generator,
-    draw_scales,
-    hflip_example,
-    sample_rois,
-)
 from detect.training.schedule import step_lr_scheduler
 from detect.training.trainer import Trainer
 
 # finetune.mode: the fc layers on frozen conv features, or the whole network through the SPP layer.
 FINETUNE_MODES = ("fc", "end_to_end")
-_ORDER_KEY, _ITERATION_KEY = 1, 2  # separate random streams derived from the seed
-
-
-@functools.lru_cache(maxsize=4)
-def _epoch_permutation(seed: int, epoch: int, num_images: int) -> tuple[int, ...]:
-    generator = derived_generator(seed, _ORDER_KEY, epoch)
-    return tuple(torch.randperm(num_images, generator=generator).tolist())
-
-
-def image_order(seed: int, iteration: int, images_per_batch: int, num_images: int) -> list[int]:
-    """Dataset indices used by 0-based ``iteration``: consecutive slots of per-epoch permutations."""
-    indices = []
-    for slot in range(iteration * images_per_batch, (iteration + 1) * images_per_batch):
-        epoch, offset = divmod(slot, num_images)
-        indices.append(_epoch_permutation(seed, epoch, num_images)[offset])
-    return indices
 
 
 def detection_loss(
@@ -100,55 +82,52 @@ def detection_loss(
 
 
 class _RegionForward:
-    """The training forward pass for one mode: ``(key, image, boxes) -> HeadOutput``."""
+    """The training forward pass for one mode: ``(image, short_side, prepared, windows) ->
+    HeadOutput`` for an :class:`ImageWindows` ``image`` and its ``prepared (3, H', W')`` image
+    at ``short_side``.
 
-    def __init__(self, model, mode: str, cache_features: bool) -> None:
+    Args:
+        cache: the frozen conv maps (fc-mode SPP-net with ``finetune.cache_features``; None:
+            computed every time).
+    """
+
+    def __init__(self, model, mode: str, cache: ConvMapCache | None) -> None:
         self.model = model
         self.mode = mode
-        self.cache: dict[Any, Tensor] | None = {} if cache_features else None
+        self.cache = cache
 
-    def _frozen_features(self, key: Any, image: Tensor) -> Tensor:
-        if self.cache is not None and key in self.cache:
-            return self.cache[key]
-        with torch.no_grad():
-            feature_map = self.model.features(image)
-        if self.cache is not None:
-            self.cache[key] = feature_map
-        return feature_map
+    def _frozen_features(self, image: ImageWindows, short_side: int, prepared: Tensor) -> Tensor:
+        def compute() -> Tensor:
+            with torch.no_grad():
+                return self.model.features(prepared)
 
-    def __call__(self, key: Any, image: Tensor, boxes: Tensor) -> HeadOutput:
+        if self.cache is None:
+            return compute()
+        return self.cache.get(image.digest, image.flip, short_side, compute)
+
+    def __call__(
+        self, image: ImageWindows, short_side: int, prepared: Tensor, windows: Tensor
+    ) -> HeadOutput:
         model = self.model
         if self.mode == "end_to_end":
-            return model(image, boxes)
+            return model(prepared, windows)
         if model.method == "rcnn":
             with torch.no_grad():
-                pooled = model.pooler.pool_crops(model, image, boxes)
+                pooled = model.pooler.pool_crops(model, prepared, windows)
             return model.head(pooled)
-        return model.forward_features(self._frozen_features(key, image), boxes)
+        return model.forward_features(self._frozen_features(image, short_side, prepared), windows)
 
 
-def _windows_by_scale(
-    model, image, prepared: tuple[Tensor, float], rois: SampledRois, per: str, generator
-) -> Iterator[tuple[int, Tensor, Tensor, Tensor]]:
-    """An image's sampled windows grouped by the scale they are pooled at in this iteration:
-    ``(short_side, prepared image (3, H', W'), windows (n, 4) xyxy in its pixels, index (n,)
-    into rois)``.
-
-    ``prepared`` is ``model.prepare(image)`` (``model.cfg.scales[0]``), the scale of
-    ``rois.boxes``. SPP-net with several ``model.scales``: each window's scale is drawn by
-    :func:`draw_scales` (``finetune.random_scale``: per window, as the released code, or per
-    image); test-time scale choice is for the SVM / ridge features, not fine-tuning. R-CNN warps
-    crops from the original image: one group.
-    """
-    scales = model.cfg.scales if model.method == "spp" else model.cfg.scales[:1]
-    draws = draw_scales(rois.boxes.shape[0], len(scales), per, generator)
-    base_scale = prepared[1]
-    for k, short_side in enumerate(scales):
-        index = torch.nonzero(draws == k).flatten()
-        if index.numel() == 0:
-            continue
-        tensor, scale = prepared if k == 0 else model.prepare(image, short_side)
-        yield short_side, tensor, rois.boxes[index] * (scale / base_scale), index
+def conv_map_cache(model, config: Config, run_dir: Path | None) -> ConvMapCache | None:
+    """The cache of frozen conv maps under ``run_dir/features`` (fc-mode SPP-net with
+    ``finetune.cache_features``; None otherwise)."""
+    cfg = config.finetune
+    if cfg.mode != "fc" or model.method != "spp" or not cfg.cache_features:
+        return None
+    device = next(model.parameters()).device
+    folder = run_dir / FOLDER_NAME if run_dir is not None else None
+    fingerprint = backbone_fingerprint(model, config.runtime.precision)
+    return ConvMapCache(folder, fingerprint, cfg.feature_cache_mb, device)
 
 
 @dataclass
@@ -172,12 +151,14 @@ def _set_trainable(model, mode: str) -> list[torch.nn.Parameter]:
 
 class FinetuneStep:
     """One fine-tuning iteration, the same for SPP-net and R-CNN (only the region forward
-    differs): the iteration's images (:func:`image_order`), flips and sampled windows, the
-    forward pass, :func:`detection_loss`, backward and one optimizer step.
+    differs): the iteration's images, flips and sampled windows (:class:`IterationBatches`, read
+    ahead by ``runtime.num_workers`` worker processes), the forward pass,
+    :func:`detection_loss`, backward and one optimizer step.
 
     Args:
         model: the detection model being trained (its trainable parameters are ``optimizer``'s).
         proposals: image_id -> ``(R, 4)`` xyxy original pixels.
+        cache: fc-mode SPP-net's frozen conv maps (:func:`conv_map_cache`), or None.
     """
 
     def __init__(
@@ -187,52 +168,46 @@ class FinetuneStep:
         proposals: dict[str, Tensor],
         config: Config,
         optimizer: torch.optim.Optimizer,
+        cache: ConvMapCache | None = None,
     ) -> None:
         self.model = model
-        self.dataset = dataset
-        self.proposals = proposals
         self.config = config
         self.optimizer = optimizer
-        self.forward = _RegionForward(model, config.finetune.mode, config.finetune.cache_features)
-        cfg = config.finetune
-        self.rois_per_image = max(1, cfg.rois_per_image_batch // cfg.images_per_batch)
+        self.forward = _RegionForward(model, config.finetune.mode, cache)
+        self.batches = IterationBatches(dataset, proposals, config, model.pooler, model.cfg)
+        self._loaded: Iterator | None = None
+        self._next = 0
+
+    def _inputs(self, iteration: int) -> list[ImageWindows]:
+        """Iteration ``iteration``'s images, from the loader started at the first one asked."""
+        if self._loaded is None or iteration != self._next:
+            self.close()
+            device = next(self.model.parameters()).device
+            keys = range(iteration, max(iteration + 1, self.config.finetune.iterations))
+            workers = self.config.runtime.num_workers
+            self._loaded = load(self.batches, keys, workers, device.type == "cuda")
+        loaded_iteration, images = next(self._loaded)
+        assert loaded_iteration == iteration, (loaded_iteration, iteration)
+        self._next = iteration + 1
+        return images
+
+    def close(self) -> None:
+        """Stop the loader's worker processes (a later call starts them again)."""
+        if self._loaded is not None:
+            self._loaded.close()
+            self._loaded = None
 
     def __call__(self, iteration: int) -> StepOutcome:
         """Train on 0-based ``iteration``'s windows at the optimizer's current lr."""
         cfg, model = self.config.finetune, self.model
         lr = self.optimizer.param_groups[0]["lr"]
-        generator = derived_generator(self.config.seed, _ITERATION_KEY, iteration)
         outputs, labels, targets = [], [], []
-        for index in image_order(
-            self.config.seed, iteration, cfg.images_per_batch, len(self.dataset)
-        ):
-            ann = self.dataset[index]
-            keep = ~ann.difficult
-            image = read_image(ann.path, self.config.data.max_image_pixels)
-            boxes, gt_boxes = self.proposals[ann.image_id].reshape(-1, 4), ann.boxes[keep]
-            flip = cfg.flip and bool(torch.rand(1, generator=generator) < 0.5)
-            if flip:
-                image, boxes, gt_boxes = hflip_example(image, boxes, gt_boxes)
-            tensor, scale = model.prepare(image)
-            rois = sample_rois(
-                scale_boxes(boxes, scale),
-                scale_boxes(gt_boxes, scale),
-                ann.labels[keep],
-                self.rois_per_image,
-                generator,
-                cfg.fg_fraction,
-                cfg.fg_iou,
-                cfg.bg_iou_low,
-                cfg.bg_iou_high,
-            )
-            if rois.boxes.shape[0] == 0:
-                continue
-            for short_side, image_k, windows, index in _windows_by_scale(
-                model, image, (tensor, scale), rois, cfg.random_scale, generator
-            ):
-                outputs.append(self.forward((ann.image_id, flip, short_side), image_k, windows))
-                labels.append(rois.labels[index])
-                targets.append(rois.targets[index])
+        for image in self._inputs(iteration):
+            for group in image.groups:
+                prepared = model.normalise(group.image.numpy())
+                outputs.append(self.forward(image, group.short_side, prepared, group.windows))
+                labels.append(group.labels)
+                targets.append(group.targets)
         if not outputs:
             return StepOutcome(lr, None)
         out = HeadOutput(*(torch.cat(parts) for parts in zip(*outputs, strict=True)))
@@ -326,8 +301,12 @@ def finetune(
         CtrlC(writer, snapshot),
         PeriodicCheckpoint(writer, snapshot, cfg.checkpoint_every, resume_state is None),
     ]
-    step = FinetuneStep(model, dataset, proposals, config, optimizer)
+    cache = conv_map_cache(model, config, checkpoint_path.parent)
+    step = FinetuneStep(model, dataset, proposals, config, optimizer, cache)
     started = time.perf_counter()
-    Trainer(step, hooks, start, cfg.iterations).train()
+    try:
+        Trainer(step, hooks, start, cfg.iterations).train()
+    finally:
+        step.close()
     final_loss = csv_log.rows[-1]["loss"] if csv_log.rows else math.nan
     return FinetuneResult(cfg.iterations, final_loss, csv_log.rows, time.perf_counter() - started)

@@ -18,7 +18,7 @@ from detect.errors import DetectError
 from detect.models import build_detector
 from detect.proposals import load_or_compute_proposals
 from detect.training import train
-from detect.training.finetune import image_order
+from detect.training.batches import image_order
 
 
 @pytest.fixture(scope="module")
@@ -103,10 +103,11 @@ def test_fc_mode_keeps_conv_fixed(data, tmp_path):
 
 def record_training_windows(monkeypatch):
     """Spy on fine-tuning: the windows sampled and the labels / targets each loss is taken on."""
+    import detect.training.batches as batches_module
     import detect.training.finetune as finetune_module
 
     seen = {"sampled": [], "loss": []}
-    sample, loss = finetune_module.sample_rois, finetune_module.detection_loss
+    sample, loss = batches_module.sample_rois, finetune_module.detection_loss
 
     def sample_spy(*args):
         rois = sample(*args)
@@ -117,7 +118,7 @@ def record_training_windows(monkeypatch):
         seen["loss"].append((labels.clone(), targets.clone(), weight))
         return loss(out, labels, targets, weight)
 
-    monkeypatch.setattr(finetune_module, "sample_rois", sample_spy)
+    monkeypatch.setattr(batches_module, "sample_rois", sample_spy)
     monkeypatch.setattr(finetune_module, "detection_loss", loss_spy)
     return seen
 
@@ -289,14 +290,14 @@ def test_resume_ignores_sections_training_does_not_use(data, tmp_path):
 
 def test_flips_and_images_are_used(data, tmp_path, monkeypatch):
     seen = Counter()
-    import detect.training.finetune as finetune_module
+    import detect.training.batches as batches_module
 
-    original = finetune_module.hflip_example
+    original = batches_module.hflip_example
 
     def spy(image, proposals, gt_boxes):
         seen["flip"] += 1
         return original(image, proposals, gt_boxes)
 
-    monkeypatch.setattr(finetune_module, "hflip_example", spy)
+    monkeypatch.setattr(batches_module, "hflip_example", spy)
     train(tiny_config(data, iterations=6), out_dir=tmp_path / "run")
     assert 0 < seen["flip"] < 12  # about half of the 12 image visits

@@ -37,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from detect.distributed import is_main
     from detect.evaluation.checkpoint_eval import evaluate_checkpoint
     from detect.evaluation.evaluators import format_scores
 
@@ -51,6 +52,8 @@ def run(args) -> int:
         overrides=args.overrides,
         proposal_cache=args.proposal_cache,
     )
+    if not is_main():  # under torchrun rank 0 alone reports (and wrote the files)
+        return 0
     print(format_scores(result.scores))
     print(
         f"{result.num_images} images, {result.seconds_per_image:.3f} s/image "

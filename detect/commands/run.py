@@ -20,6 +20,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from detect.commands import add_override_argument, add_runtime_arguments
+from detect.distributed import all_gather_object, gather_dict, is_main, process_group, this_shard
 from detect.errors import DetectError
 
 
@@ -72,7 +73,6 @@ def collect_images(arguments: list[str]):
 def run(args) -> int:
     from detect.detector import Detector
     from detect.evaluation.detections_json import DETECTIONS_FILE, write_detections_json
-    from detect.files import atomic_write_text
 
     items = collect_images(args.images)
     out = Path(args.out)
@@ -94,10 +94,34 @@ def run(args) -> int:
         overrides=args.overrides,
         proposal_cache=args.proposal_cache,
     )
-    done, skipped, total = 0, [], 0
-    found = {}  # image id -> Detections, for OUT/detections.json
     start = time.perf_counter()
-    for item in tqdm(items, desc="detect", unit="image"):
+    # Under torchrun each rank detects its shard of the images and writes their files; rank 0
+    # writes OUT/detections.json with every rank's detections, in the order of the images given.
+    with process_group():
+        found, skipped = _detect_images(det, this_shard(items), out, args.draw_threshold)
+        found = gather_dict(found, [item.image_id for item in items])
+        skipped = [message for part in all_gather_object(skipped) for message in part]
+    if not is_main():
+        return 1 if skipped else 0
+    write_detections_json(out / DETECTIONS_FILE, found, det.class_names)
+    elapsed = time.perf_counter() - start
+    done, total = len(found), sum(len(detections) for detections in found.values())
+    print(
+        f"{done} image(s) processed, {len(skipped)} skipped, {total} detections, "
+        f"{elapsed / max(done, 1):.2f} s/image (incl. proposals); results in {out}/"
+    )
+    for message in skipped:
+        print(f"detect run: error: skipped {message}", file=sys.stderr)
+    return 1 if skipped else 0
+
+
+def _detect_images(det, items, out: Path, draw_threshold: float) -> tuple[dict, list[str]]:
+    """Detect objects in ``items``, writing ``OUT/<id>.json`` and ``OUT/<id>.jpg`` for each:
+    ``({image id: Detections}, [one line per image that could not be read])``."""
+    from detect.files import atomic_write_text
+
+    found, skipped = {}, []
+    for item in tqdm(items, desc="detect", unit="image", disable=not is_main()):
         path = item.path
         try:
             image, _, _ = det.read(path)
@@ -117,16 +141,6 @@ def run(args) -> int:
             "detections": detections.to_records(det.class_names),
         }
         atomic_write_text(out / f"{item.image_id}.json", json.dumps(payload, indent=1))
-        result.draw(out / f"{item.image_id}.jpg", args.draw_threshold)
+        result.draw(out / f"{item.image_id}.jpg", draw_threshold)
         found[item.image_id] = detections
-        done += 1
-        total += len(detections)
-    write_detections_json(out / DETECTIONS_FILE, found, det.class_names)
-    elapsed = time.perf_counter() - start
-    print(
-        f"{done} image(s) processed, {len(skipped)} skipped, {total} detections, "
-        f"{elapsed / max(done, 1):.2f} s/image (incl. proposals); results in {out}/"
-    )
-    for message in skipped:
-        print(f"detect run: error: skipped {message}", file=sys.stderr)
-    return 1 if skipped else 0
+    return found, skipped

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from detect.data.images import read_image
 from detect.data.names import check_name
+from detect.distributed import all_gather_object, gather_dict, is_main, process_group, this_shard
 from detect.errors import DetectError
 from detect.evaluation.detections_json import DETECTIONS_FILE, write_detections_json
 from detect.evaluation.evaluators import METRICS, COCOEvaluator, Scores, VOCEvaluator
@@ -102,10 +103,7 @@ def evaluate_checkpoint(
     from detect.checkpoints import load_checkpoint
     from detect.config_paths import warn_relative_paths
     from detect.data import load_dataset
-    from detect.evaluation.coco_results import write_coco_results
-    from detect.evaluation.voc_files import write_comp4
     from detect.proposals import load_or_compute_proposals
-    from detect.visualize import plot_pr_curves
 
     if metric not in METRICS:
         raise DetectError(f"--metric: expected one of {list(METRICS)}, got {metric!r}")
@@ -149,41 +147,31 @@ def evaluate_checkpoint(
         else VOCEvaluator(dataset, metric)
     )
     cache_dir = Path(proposal_cache) if proposal_cache is not None else out / "proposals"
-    proposals = load_or_compute_proposals(
-        dataset,
-        dataclasses.replace(cfg.proposals, cache_dir=str(cache_dir)),
-        max_image_pixels=cfg.data.max_image_pixels,
-    )
-
-    detections: dict[str, Detections] = {}
-    seconds = 0.0
-    for ann in tqdm(dataset.annotations, desc=f"eval {split}", unit="img"):
-        image = read_image(ann.path, cfg.data.max_image_pixels)
-        start = time.perf_counter()
-        detections[ann.image_id] = loaded.model.detect(
-            image, proposals[ann.image_id], cfg.test, loaded.scorer
+    # Under torchrun each rank detects its shard of the images (proposals included); an image's
+    # detections depend on that image alone, so the gathered ones are those of one process.
+    with process_group():
+        shard = dataclasses.replace(dataset, annotations=this_shard(dataset.annotations))
+        proposals = load_or_compute_proposals(
+            shard,
+            dataclasses.replace(cfg.proposals, cache_dir=str(cache_dir)),
+            max_image_pixels=cfg.data.max_image_pixels,
         )
-        seconds += time.perf_counter() - start
-        evaluator.process(ann.image_id, detections[ann.image_id])
+        found: dict[str, Detections] = {}
+        seconds = 0.0
+        for ann in tqdm(shard.annotations, desc=f"eval {split}", unit="img", disable=not is_main()):
+            image = read_image(ann.path, cfg.data.max_image_pixels)
+            start = time.perf_counter()
+            found[ann.image_id] = loaded.model.detect(
+                image, proposals[ann.image_id], cfg.test, loaded.scorer
+            )
+            seconds += time.perf_counter() - start
+        detections = gather_dict(found, [ann.image_id for ann in dataset.annotations])
+        seconds = sum(all_gather_object(seconds))
+    for image_id, image_detections in detections.items():
+        evaluator.process(image_id, image_detections)
 
-    out.mkdir(parents=True, exist_ok=True)
-    detections_path = out / DETECTIONS_FILE
-    write_detections_json(detections_path, detections, loaded.class_names)
     scores = evaluator.evaluate()
-    if metric == "coco":
-        results_path = out / "coco_results.json"
-        write_coco_results(results_path, detections, evaluator.category_ids)
-        pr_curve = None
-    else:
-        results_path = out / "comp4"
-        write_comp4(results_path, split, detections, loaded.class_names)
-        pr_curve = plot_pr_curves(
-            scores.voc.precision,
-            scores.voc.recall,
-            scores.ap,
-            out / "pr_curves.png",
-            title=f"{loaded.method} {split} ({metric})",
-        )
+    coco = metric == "coco"
     result = EvalResult(
         scores=scores,
         seconds_per_image=seconds / len(dataset),
@@ -191,11 +179,15 @@ def evaluate_checkpoint(
         method=loaded.method,
         out_dir=out,
         metrics_path=out / "metrics.json",
-        detections_path=detections_path,
-        results_path=results_path,
-        pr_curve=pr_curve,
+        detections_path=out / DETECTIONS_FILE,
+        results_path=out / ("coco_results.json" if coco else "comp4"),
+        pr_curve=None if coco else out / "pr_curves.png",
         detections=detections,
     )
+    if not is_main():  # under torchrun rank 0 alone writes; every rank returns the same result
+        return result
+    title = f"{loaded.method} {split} ({metric})"
+    _write_results(result, split, loaded.class_names, evaluator, title)
     payload = {
         "checkpoint": str(checkpoint),
         "data": str(root),
@@ -208,3 +200,20 @@ def evaluate_checkpoint(
     }
     atomic_write_text(result.metrics_path, json.dumps(payload, indent=2) + "\n")
     return result
+
+
+def _write_results(result: EvalResult, split: str, class_names, evaluator, title: str) -> None:
+    """Write ``detections.json`` and the comp4 files and PR curves (VOC metrics) or the COCO
+    results json of ``result`` into ``result.out_dir``."""
+    from detect.evaluation.coco_results import write_coco_results
+    from detect.evaluation.voc_files import write_comp4
+    from detect.visualize import plot_pr_curves
+
+    result.out_dir.mkdir(parents=True, exist_ok=True)
+    write_detections_json(result.detections_path, result.detections, class_names)
+    if result.pr_curve is None:
+        write_coco_results(result.results_path, result.detections, evaluator.category_ids)
+        return
+    write_comp4(result.results_path, split, result.detections, class_names)
+    scores = result.scores
+    plot_pr_curves(scores.voc.precision, scores.voc.recall, scores.ap, result.pr_curve, title=title)

@@ -30,7 +30,8 @@ def save_checkpoint(
     extras: dict[str, Any] | None = None,
 ) -> None:
     """Write ``model`` (a :class:`detect.models.DetectionModel`) with its class names, config and ``extras`` atomically.
-    A ``model`` entry of ``extras`` (a state dict copied earlier) replaces the current weights."""
+    A ``model`` entry of ``extras`` (a state dict copied earlier) replaces the current weights.
+    The weights are saved on the CPU in float32, whatever the device and precision trained in."""
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": __version__,
@@ -39,6 +40,10 @@ def save_checkpoint(
         "config": config_to_dict(config),
         "model": model.state_dict(),
         **(extras or {}),
+    }
+    payload["model"] = {
+        key: value.detach().to("cpu", torch.float32 if value.is_floating_point() else value.dtype)
+        for key, value in payload["model"].items()
     }
     atomic_torch_save(payload, Path(path))
 
@@ -75,9 +80,11 @@ def check_resume_keys(payload: dict[str, Any], path: str | Path) -> None:
 
 
 def capture_rng_state() -> dict[str, Any]:
-    """torch, numpy and python ``random`` global RNG states in a weights-only-loadable form."""
+    """torch, numpy and python ``random`` global RNG states in a weights-only-loadable form, and
+    the CUDA devices' (dropout on a GPU draws from them) once CUDA is in use."""
     np_state = np.random.get_state()
     py_version, py_internal, py_gauss = random.getstate()
+    cuda = {"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_initialized() else {}
     return {
         "torch": torch.get_rng_state(),
         "numpy": {
@@ -87,6 +94,7 @@ def capture_rng_state() -> dict[str, Any]:
             "cached_gaussian": float(np_state[4]),
         },
         "python": [py_version, list(py_internal), py_gauss],
+        **cuda,
     }
 
 
@@ -105,3 +113,6 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     )
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)

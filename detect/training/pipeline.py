@@ -25,6 +25,7 @@ from detect.config_paths import absolute_path_values, with_absolute_paths
 from detect.errors import DetectError, Interrupted
 from detect.models.detection_model import check_model_config
 from detect.models.poolers import METHODS
+from detect.runtime import resolve_runtime
 from detect.structures import DetectionDataset
 from detect.training.checkpoint import check_resume_keys, save_checkpoint
 from detect.training.finetune import FINETUNE_MODES, finetune
@@ -111,9 +112,28 @@ def validate_training_config(config: Config, method: str) -> None:
             "in [0, 1]",
         ),
         (config.finetune.lr > 0, "finetune.lr", config.finetune.lr, "> 0"),
+        (
+            config.finetune.feature_cache_mb >= 0,
+            "finetune.feature_cache_mb",
+            config.finetune.feature_cache_mb,
+            ">= 0",
+        ),
+        (
+            config.svm.max_active_negatives >= 0,
+            "svm.max_active_negatives",
+            config.svm.max_active_negatives,
+            ">= 0 (0 = no cap)",
+        ),
+        (
+            config.runtime.num_workers >= 0,
+            "runtime.num_workers",
+            config.runtime.num_workers,
+            ">= 0 (0 = the main process)",
+        ),
     ]
     check_values("config: ", checks)
     check_model_config(config.model)
+    resolve_runtime(config.runtime)  # an unknown or absent device or precision, before any work
     check_frozen_backbone_is_trained(config)
 
 
@@ -154,7 +174,8 @@ def check_class_coverage(dataset: DetectionDataset) -> dict[str, int]:
 
 
 # Config sections that do not change what training computes: a resumed run may differ in them.
-SECTIONS_NOT_TRAINED = ("test", "bench", "demo")
+# runtime (device, precision, workers) too, so that a run can be resumed on another machine.
+SECTIONS_NOT_TRAINED = ("test", "bench", "demo", "runtime")
 
 
 def check_run_folder_use(checkpoint_path: Path, resume: bool, overwrite: bool) -> None:
@@ -282,6 +303,7 @@ def train(
         load_weights(model, payload["model"], checkpoint_path)
     elif init is not None:
         load_weights(model, init["model"], config.finetune.init_checkpoint)
+    model.use_runtime(config.runtime)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, config_path)
 
@@ -299,7 +321,7 @@ def train(
         extras["log"] = {"rows": rows, "sums": {}}
         with _what_ctrl_c_kept("linear", checkpoint_path):
             if config.svm.enabled or config.bbox_reg.method == "ridge":
-                extras.update(_train_linear_models(model, dataset, proposals, config))
+                extras.update(_train_linear_models(model, dataset, proposals, config, out_dir))
                 stages += [s for s in ("svm", "ridge") if extras.get(s) is not None]
             save_checkpoint(checkpoint_path, model, class_names, config, extras)
 
@@ -347,12 +369,20 @@ def _what_ctrl_c_kept(stage: str, checkpoint_path: Path):
         raise Interrupted(kept) from exc
 
 
-def _train_linear_models(model, dataset, proposals, config: Config) -> dict:
-    """Extract region features once, then fit the SVMs and / or the ridge regressor."""
+REGION_FEATURES_DIR = "region_features"
+
+
+def _train_linear_models(model, dataset, proposals, config: Config, out_dir: Path) -> dict:
+    """Extract region features once (one shard per image under ``out_dir/region_features``,
+    removed afterwards), then fit the SVMs and / or the ridge regressor reading them back."""
+    import shutil
+
     from detect.training.bbox_reg import train_ridge
     from detect.training.features import extract_region_features
     from detect.training.svm import train_svms
 
+    folder = out_dir / REGION_FEATURES_DIR
+    shutil.rmtree(folder, ignore_errors=True)  # an interrupted run's shards
     features = extract_region_features(
         model,
         dataset,
@@ -362,6 +392,8 @@ def _train_linear_models(model, dataset, proposals, config: Config) -> dict:
         max_negatives_per_image=config.svm.max_negatives_per_image,
         seed=config.seed,
         max_image_pixels=config.data.max_image_pixels,
+        folder=folder,
+        num_workers=config.runtime.num_workers,
     )
     num_classes = len(dataset.class_names)
     extras: dict = {"svm": None, "ridge": None}
@@ -369,4 +401,5 @@ def _train_linear_models(model, dataset, proposals, config: Config) -> dict:
         extras["svm"] = train_svms(features, num_classes, config.svm, config.seed).state_dict()
     if config.bbox_reg.method == "ridge":
         extras["ridge"] = train_ridge(features, num_classes, config.bbox_reg).state_dict()
+    shutil.rmtree(folder, ignore_errors=True)
     return extras

@@ -129,6 +129,7 @@ def _train_and_evaluate(
 ):
     """Train (or reuse) one detector, then evaluate it on the test split (``out_dir/eval``)."""
     from detect.evaluation.checkpoint_eval import evaluate_checkpoint
+    from detect.runtime import runtime_overrides
 
     run = stages.run(f"train {name}", _train, cfg, out_dir, method)
     evaluation = stages.run(
@@ -139,6 +140,7 @@ def _train_and_evaluate(
         out_dir=out_dir / "eval",
         max_images=max_images,
         proposal_cache=cfg.proposals.cache_dir,  # the demo's own cache, filled by its first stage
+        overrides=runtime_overrides(cfg.runtime),  # the demo's device and precision
     )
     return run, evaluation
 
@@ -159,8 +161,9 @@ def _bench(cfg: Config, checkpoint: Path, dataset, proposals: dict, out_dir: Pat
     from detect.bench import format_bench_report, run_bench
     from detect.checkpoints import load_checkpoint
     from detect.data.images import read_image
+    from detect.runtime import runtime_overrides
 
-    loaded = load_checkpoint(checkpoint)
+    loaded = load_checkpoint(checkpoint, overrides=runtime_overrides(cfg.runtime))
     annotations = dataset.annotations[: cfg.demo.bench_images]
     images = [read_image(ann.path, cfg.data.max_image_pixels) for ann in annotations]
     boxes = [proposals[ann.image_id] for ann in annotations]

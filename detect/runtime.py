@@ -5,12 +5,14 @@
 * :func:`autocast` is the context every forward pass runs in: ``fp32`` (a no-op), ``bf16`` (CPU,
   CUDA, MPS) or ``fp16`` (CUDA, MPS) through ``torch.autocast``.
 * :func:`grad_scaler` is the gradient scaler fp16 training needs (disabled otherwise).
-* :func:`resolve_runtime` checks a whole ``runtime`` config section and resolves its device.
+* :func:`resolve_runtime` checks a whole ``runtime`` config section and resolves its device;
+  :func:`runtime_overrides` hands a section on to a checkpoint being loaded.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 
 import torch
@@ -102,3 +104,9 @@ def full_precision(device: torch.device) -> Iterator[None]:
     copies of the network's outputs)."""
     with torch.autocast(device_type=device.type, enabled=False):
         yield
+
+
+def runtime_overrides(cfg: RuntimeConfig) -> list[str]:
+    """``runtime.<key>=<value>`` overrides giving a checkpoint loaded with them (a checkpoint
+    never brings its own runtime: :func:`detect.checkpoints.load_checkpoint`) this section."""
+    return [f"runtime.{f.name}={getattr(cfg, f.name)}" for f in dataclasses.fields(cfg)]

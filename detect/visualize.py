@@ -276,7 +276,8 @@ def plot_loss_curve(
 
     Args:
         source: a CSV with a header (``iteration``, ``loss``, optional ``lr`` and any other loss
-            columns such as ``cls_loss``, ``bbox_loss``), or a mapping of the same columns to lists.
+            columns such as ``cls_loss``, ``bbox_loss``: the columns named ``*loss`` are drawn;
+            others, such as the throughput, are not), or a mapping of the same columns to lists.
         path: the PNG to write.
     """
     columns = (
@@ -291,7 +292,7 @@ def plot_loss_curve(
     iterations = columns["iteration"]
     figure = Figure(figsize=(6.4, 4.0))
     axes = figure.add_subplot()
-    losses = [name for name in columns if name not in ("iteration", "lr")]
+    losses = [name for name in columns if name.endswith("loss")]
     for index, name in enumerate(losses):
         width = 1.8 if name == "loss" else 1.0
         colour = np.array(class_colour(index)) / 255

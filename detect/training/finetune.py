@@ -16,7 +16,8 @@ foreground windows' deltas of their own class, summed and divided by the number 
 ``lr_steps`` (:mod:`detect.training.schedule`).
 
 The loop is a :class:`~detect.training.trainer.Trainer` running :class:`FinetuneStep`; the lr
-schedule, the CSV log, checkpoints, Ctrl-C and divergence are its hooks
+schedule, the CSV log (with throughput), the progress bar, log lines with ETA, TensorBoard
+scalars under ``<run folder>/tensorboard/``, checkpoints, Ctrl-C and divergence are its hooks
 (:mod:`detect.training.hooks`).
 
 Data: worker processes (``runtime.num_workers``) read, flip and resize each iteration's images
@@ -46,6 +47,7 @@ from torch import Tensor
 from detect.config import Config
 from detect.data.loader import load
 from detect.models.heads import HeadOutput
+from detect.scalars import TENSORBOARD_DIR
 from detect.structures import DetectionDataset
 from detect.training.batches import ImageWindows, IterationBatches
 from detect.training.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
@@ -56,11 +58,12 @@ from detect.training.hooks import (
     CtrlC,
     DivergenceCheck,
     IterationCallback,
+    IterationTimer,
     LRSchedule,
     PeriodicCheckpoint,
-    ProgressBar,
     StepOutcome,
     empty_sums,
+    monitoring_hooks,
 )
 from detect.training.schedule import step_lr_scheduler
 from detect.training.trainer import Trainer
@@ -274,7 +277,8 @@ def finetune(
         start,
     )
     divergence = DivergenceCheck(writer, first_loss)
-    csv_log = CSVLog(log_path, cfg.log_every, rows, sums)
+    timer = IterationTimer(cfg.images_per_batch)
+    csv_log = CSVLog(log_path, cfg.log_every, rows, sums, timer)
 
     def snapshot(completed: int) -> dict:
         """A checkpoint's extras after ``completed`` iterations: copies, as training goes on."""
@@ -292,16 +296,18 @@ def finetune(
             },
         }
 
+    run_dir = checkpoint_path.parent
     hooks = [
+        timer,
         divergence,
         LRSchedule(scheduler),
         csv_log,
-        ProgressBar("fine-tune"),
+        *monitoring_hooks(csv_log, timer, "fine-tune", run_dir / TENSORBOARD_DIR),
         *([IterationCallback(on_iteration)] if on_iteration is not None else []),
         CtrlC(writer, snapshot),
         PeriodicCheckpoint(writer, snapshot, cfg.checkpoint_every, resume_state is None),
     ]
-    cache = conv_map_cache(model, config, checkpoint_path.parent)
+    cache = conv_map_cache(model, config, run_dir)
     step = FinetuneStep(model, dataset, proposals, config, optimizer, cache)
     started = time.perf_counter()
     try:

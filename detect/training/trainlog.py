@@ -1,19 +1,23 @@
-"""The training log: a CSV file of rows (iteration, loss, cls_loss, bbox_loss, lr), one appended
-per logged interval, never rewritten while training runs.
+"""The training log: a CSV file of rows (iteration, loss, cls_loss, bbox_loss, lr, images_per_s,
+s_per_iter), one appended per logged interval, never rewritten while training runs.
 
-The loss-curve PNG is drawn from this file by :func:`detect.visualize.plot_loss_curve`.
+``images_per_s`` and ``s_per_iter`` are the interval's throughput (wall clock, the hooks'
+work included); the rows of a checkpoint written before they were logged have ``nan`` there, so
+a resumed run's file keeps one header. The loss-curve PNG is drawn from this file by
+:func:`detect.visualize.plot_loss_curve`.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 from pathlib import Path
 
 from detect.files import atomic_write_text
 
-LOG_FIELDS = ("iteration", "loss", "cls_loss", "bbox_loss", "lr")
+LOG_FIELDS = ("iteration", "loss", "cls_loss", "bbox_loss", "lr", "images_per_s", "s_per_iter")
 
 
 def _csv_text(rows: list[dict], header: bool) -> str:
@@ -22,7 +26,7 @@ def _csv_text(rows: list[dict], header: bool) -> str:
     if header:
         writer.writeheader()
     for row in rows:
-        writer.writerow({key: row[key] for key in LOG_FIELDS})
+        writer.writerow({key: row.get(key, math.nan) for key in LOG_FIELDS})
     return buffer.getvalue()
 
 
@@ -32,7 +36,8 @@ def start_log_csv(path: Path, rows: list[dict]) -> None:
 
     A file that begins with exactly those lines (a resumed run's own log, perhaps with rows past
     its checkpoint, or a half-written last line) is cut after them, its earlier bytes untouched;
-    any other file is replaced atomically.
+    any other file (also one with an older header) is replaced atomically. A row without a field
+    (a checkpoint's row from before the throughput columns) gets ``nan`` there.
     """
     path = Path(path)
     expected = _csv_text(rows, header=True)

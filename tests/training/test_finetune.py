@@ -26,9 +26,14 @@ def data(tmp_path_factory):
     return make_tiny_voc(tmp_path_factory.mktemp("tiny"))
 
 
-def read_rows(path):
+def read_rows(path, timings=True):
+    """The log's rows; without the throughput columns (wall-clock timings) unless ``timings``."""
     with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+        rows = list(csv.DictReader(handle))
+    if not timings:
+        for row in rows:
+            del row["images_per_s"], row["s_per_iter"]
+    return rows
 
 
 def test_image_order_visits_every_image_once_per_epoch():
@@ -44,6 +49,7 @@ def test_a_few_iterations_lower_the_loss(data, tmp_path):
     result = train(cfg, out_dir=tmp_path / "run")
     rows = read_rows(result.log_csv)
     assert [int(r["iteration"]) for r in rows] == [10, 20, 30, 40]
+    assert all(float(r["images_per_s"]) > 0 and float(r["s_per_iter"]) > 0 for r in rows)
     assert float(rows[-1]["loss"]) < 0.8 * float(rows[0]["loss"])
     assert result.final_loss == pytest.approx(float(rows[-1]["loss"]))
     for name in ("checkpoint.pt", "config.yaml", "train_log.csv", "loss.png"):
@@ -72,7 +78,7 @@ def test_resume_equals_uninterrupted(data, tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    assert read_rows(full.log_csv) == read_rows(resumed.log_csv)
+    assert read_rows(full.log_csv, False) == read_rows(resumed.log_csv, False)
     # A second Ctrl-C handler is not left behind.
     assert signal.getsignal(signal.SIGINT) is handler
 
@@ -91,7 +97,7 @@ def test_fc_mode_keeps_conv_fixed(data, tmp_path):
     base = tiny_config(data, iterations=0)
     start = read_checkpoint(train(base, out_dir=tmp_path / "init").checkpoint)["model"]
     assert (tmp_path / "init" / "train_log.csv").read_text() == (
-        "iteration,loss,cls_loss,bbox_loss,lr\n"
+        "iteration,loss,cls_loss,bbox_loss,lr,images_per_s,s_per_iter\n"
     )
     end = read_checkpoint(train(cfg, out_dir=tmp_path / "fc").checkpoint)["model"]
     conv = [k for k in start if k.startswith("backbone.")]
@@ -114,9 +120,9 @@ def record_training_windows(monkeypatch):
         seen["sampled"].append((args[5:], rois))
         return rois
 
-    def loss_spy(out, labels, targets, weight):
+    def loss_spy(out, labels, targets, weight, num_windows=None):
         seen["loss"].append((labels.clone(), targets.clone(), weight))
-        return loss(out, labels, targets, weight)
+        return loss(out, labels, targets, weight, num_windows)
 
     monkeypatch.setattr(batches_module, "sample_rois", sample_spy)
     monkeypatch.setattr(finetune_module, "detection_loss", loss_spy)

@@ -13,6 +13,8 @@ from detect.training.hooks import (
     CtrlC,
     DivergenceCheck,
     IterationCallback,
+    IterationTimer,
+    LogLine,
     PeriodicCheckpoint,
     ProgressBar,
     StepOutcome,
@@ -100,9 +102,9 @@ def test_csv_log_averages_each_interval_and_ends_with_the_last_iteration(tmp_pat
         {"iteration": 5, "loss": 8.0, "cls_loss": 4.0, "bbox_loss": 2.0, "lr": 0.01},
     ]
     assert (tmp_path / "log.csv").read_text().splitlines()[1:] == [
-        "2,3.0,1.5,0.75,0.01",
-        "4,2.0,1.0,0.5,0.01",
-        "5,8.0,4.0,2.0,0.01",
+        "2,3.0,1.5,0.75,0.01,nan,nan",  # no timer: no throughput
+        "4,2.0,1.0,0.5,0.01,nan,nan",
+        "5,8.0,4.0,2.0,0.01,nan,nan",
     ]
 
 
@@ -122,11 +124,57 @@ def test_iteration_callback_gets_the_completed_count():
 
 
 def test_progress_bar_counts_from_the_resumed_iteration_and_closes():
-    hook = ProgressBar("fine-tune")
-    Trainer(steps(0.0, 2.0, 0.5, None), [hook], 1, 4).train()
+    timer = IterationTimer(2, clock=iter([10.0, 11.0, 13.0, 14.0]).__next__)
+    hook = ProgressBar("fine-tune", timer)
+    Trainer(steps(0.0, 2.0, 0.5, None), [timer, hook], 1, 4).train()
     assert (hook.bar.n, hook.bar.total) == (4, 4)
     assert "loss=0.5000" in hook.bar.postfix  # the last step that had a loss
+    assert "img/s=1.5" in hook.bar.postfix  # 3 iterations of 2 images in 4 s
     assert hook.bar.disable  # closed
+
+
+def fake_clock(*times):
+    """A clock returning ``times`` one call after the other."""
+    return iter(times).__next__
+
+
+def test_throughput_columns_log_lines_and_totals_by_hand(tmp_path, caplog):
+    # Iterations take 1, 2, 3 and 4 s (clock read before training and after each iteration).
+    timer = IterationTimer(images_per_iteration=2, clock=fake_clock(0.0, 1.0, 3.0, 6.0, 10.0))
+    log = CSVLog(tmp_path / "log.csv", every=2, rows=[], sums=empty_sums(), timer=timer)
+    with caplog.at_level("INFO", logger="detect.training.hooks"):
+        Trainer(steps(4.0, 2.0, 1.0, 3.0), [timer, log, LogLine(log, timer)], 0, 4).train()
+    # 4 images in 3 s, 1.5 s each; then 4 images in 7 s, 3.5 s each.
+    assert [(row["images_per_s"], row["s_per_iter"]) for row in log.rows] == [
+        (1.333, 1.5),
+        (0.5714, 3.5),
+    ]
+    assert (tmp_path / "log.csv").read_text().splitlines() == [
+        "iteration,loss,cls_loss,bbox_loss,lr,images_per_s,s_per_iter",
+        "2,3.0,1.5,0.75,0.01,1.333,1.5",
+        "4,2.0,1.0,0.5,0.01,0.5714,3.5",
+    ]
+    assert caplog.messages == [
+        # ETA after iteration 2: 2 iterations left at 3 s / 2 iterations.
+        "iteration 2/4: loss 3.0000 (cls 1.5000, bbox 0.7500), lr 0.01, 1.33 images/s, "
+        "1.5 s/iteration, ETA 00:03",
+        "iteration 4/4: loss 2.0000 (cls 1.0000, bbox 0.5000), lr 0.01, 0.571 images/s, "
+        "3.5 s/iteration, ETA 00:00",
+        "fine-tuning: 4 iterations (8 images) in 00:10: 0.8 images/s, 2.5 s/iteration",
+    ]
+
+
+def test_a_resumed_run_times_and_reports_only_its_own_iterations(tmp_path, caplog):
+    timer = IterationTimer(1, clock=fake_clock(5.0, 7.0, 8.0))
+    first = {"iteration": 2, "loss": 1.0, "cls_loss": 0.5, "bbox_loss": 0.25, "lr": 0.01}
+    log = CSVLog(tmp_path / "log.csv", every=2, rows=[first], sums=empty_sums(), timer=timer)
+    with caplog.at_level("INFO", logger="detect.training.hooks"):
+        Trainer(steps(0, 0, 1.0, 1.0), [timer, log, LogLine(log, timer)], 2, 4).train()
+    assert log.rows[1]["images_per_s"] == pytest.approx(2 / 3, abs=1e-4)
+    assert [m.split(":")[0] for m in caplog.messages] == ["iteration 4/4", "fine-tuning"]
+    assert caplog.messages[-1].startswith("fine-tuning: 2 iterations (2 images) in 00:03")
+    # A checkpoint's row from before the throughput columns is written with nan there.
+    assert (tmp_path / "log.csv").read_text().splitlines()[1] == "2,1.0,0.5,0.25,0.01,nan,nan"
 
 
 def test_ctrl_c_saves_after_the_iteration_and_says_which(tmp_path):

@@ -9,10 +9,12 @@ from _train_data import make_tiny_voc, tiny_config
 from detect.training import train
 from detect.training.trainlog import append_log_row, start_log_csv
 
-HEADER = "iteration,loss,cls_loss,bbox_loss,lr\n"
+HEADER = "iteration,loss,cls_loss,bbox_loss,lr,images_per_s,s_per_iter\n"
 ROW_1 = {"iteration": 1, "loss": 0.5, "cls_loss": 0.25, "bbox_loss": 0.125, "lr": 0.01}
+ROW_1 |= {"images_per_s": 4.0, "s_per_iter": 0.5}
 ROW_2 = {"iteration": 2, "loss": 1.5, "cls_loss": 1.0, "bbox_loss": 0.25, "lr": 0.001}
-TEXT_1, TEXT_2 = "1,0.5,0.25,0.125,0.01\n", "2,1.5,1.0,0.25,0.001\n"
+ROW_2 |= {"images_per_s": 2.5, "s_per_iter": 0.8}
+TEXT_1, TEXT_2 = "1,0.5,0.25,0.125,0.01,4.0,0.5\n", "2,1.5,1.0,0.25,0.001,2.5,0.8\n"
 
 
 def test_a_fresh_log_is_the_header_and_rows_are_appended(tmp_path):
@@ -44,6 +46,19 @@ def test_a_log_that_does_not_match_the_checkpoint_is_rewritten_from_it(tmp_path)
     missing = tmp_path / "missing.csv"
     start_log_csv(missing, [ROW_1])
     assert missing.read_text() == HEADER + TEXT_1
+
+
+def test_a_log_with_the_header_before_the_throughput_columns_gets_one_header(tmp_path):
+    # A run begun before images_per_s / s_per_iter were logged, resumed now: its checkpoint's
+    # rows lack them. The file is rewritten with the new header; the old rows get nan there.
+    path = tmp_path / "log.csv"
+    path.write_text("iteration,loss,cls_loss,bbox_loss,lr\n1,0.5,0.25,0.125,0.01\n")
+    old_row = {key: ROW_1[key] for key in ("iteration", "loss", "cls_loss", "bbox_loss", "lr")}
+    start_log_csv(path, [old_row])
+    append_log_row(path, ROW_2)
+    assert path.read_text() == HEADER + "1,0.5,0.25,0.125,0.01,nan,nan\n" + TEXT_2
+    with open(path, newline="") as handle:
+        assert [len(row) for row in csv.reader(handle)] == [7, 7, 7]
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,11 @@
 :class:`IterationBatches` is a map-style dataset indexed by iteration: item ``i`` holds the
 images of :func:`image_order` ``(seed, i)``, each read, flipped or not, resized to the scale(s)
 its windows are pooled at, with its sampled windows, their labels and regression targets. Every
-random choice (flips, window sampling, scale draws) comes from a generator seeded from
-``(seed, i)``, drawn in the same order as before, so item ``i`` is the same in the main process,
-in any worker, in any number of workers and after a resume.
+random choice of an image (flip, window sampling, scale draws) comes from a generator seeded from
+``(seed, i, position)``, its position in the iteration's image order, so item ``i`` is the same in
+the main process, in any worker, in any number of workers and after a resume, and under torchrun
+each rank samples its images (positions ``rank, rank + world_size, ...``) exactly as one process
+samples them for the whole batch (:mod:`detect.training.ddp`).
 
 Boxes are ``(n, 4)`` float32 xyxy in pixels of the resized (and flipped) image.
 """
@@ -22,6 +24,7 @@ from torch.utils.data import Dataset
 
 from detect.config import Config, ModelConfig
 from detect.data.images import read_image
+from detect.distributed import shard_items
 from detect.models.detection_model import resize_image
 from detect.models.poolers import RegionPooler
 from detect.ops.boxes import scale_boxes
@@ -67,12 +70,14 @@ class ScaleWindows(NamedTuple):
 
 class ImageWindows(NamedTuple):
     """One image of an iteration: its id, the sha256 of its file (what a feature cache is keyed
-    by), whether it is mirrored, and its windows per scale (none when sampling found none)."""
+    by), whether it is mirrored, its windows per scale (none when sampling found none) and its
+    0-based position in the iteration's image order (what its random draws are seeded by)."""
 
     image_id: str
     digest: str
     flip: bool
     groups: list[ScaleWindows]
+    position: int
 
 
 def windows_by_scale(
@@ -120,6 +125,8 @@ class IterationBatches(Dataset):
     Args:
         proposals: image_id -> ``(R, 4)`` xyxy original pixels.
         pooler, model_cfg: the model's region pooler and config (how images are resized).
+        shard: ``(rank, world_size)``: only the images at positions ``rank, rank + world_size,
+            ...`` of each iteration's order (``(0, 1)``: all of them).
     """
 
     def __init__(
@@ -129,8 +136,10 @@ class IterationBatches(Dataset):
         config: Config,
         pooler: RegionPooler,
         model_cfg: ModelConfig,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         self.dataset = dataset
+        self.shard = shard
         self.proposals = proposals
         self.config = config
         self.pooler = pooler
@@ -140,11 +149,10 @@ class IterationBatches(Dataset):
 
     def __getitem__(self, iteration: int) -> tuple[int, list[ImageWindows]]:
         cfg = self.config.finetune
-        generator = derived_generator(self.config.seed, ITERATION_KEY, iteration)
+        order = image_order(self.config.seed, iteration, cfg.images_per_batch, len(self.dataset))
         images = []
-        for index in image_order(
-            self.config.seed, iteration, cfg.images_per_batch, len(self.dataset)
-        ):
+        for position, index in shard_items(list(enumerate(order)), *self.shard):
+            generator = derived_generator(self.config.seed, ITERATION_KEY, iteration, position)
             ann = self.dataset[index]
             keep = ~ann.difficult
             image = read_image(ann.path, self.config.data.max_image_pixels)
@@ -169,5 +177,6 @@ class IterationBatches(Dataset):
                 groups = windows_by_scale(
                     image, base, rois, self.pooler, self.model_cfg, cfg.random_scale, generator
                 )
-            images.append(ImageWindows(ann.image_id, image_digest(ann.path), flip, groups))
+            digest = image_digest(ann.path)
+            images.append(ImageWindows(ann.image_id, digest, flip, groups, position))
         return iteration, images

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from detect.data.images import read_image
+from detect.data.loader import read_images
 from detect.data.names import check_name
 from detect.distributed import all_gather_object, gather_dict, is_main, process_group, this_shard
 from detect.errors import DetectError
@@ -158,8 +158,12 @@ def evaluate_checkpoint(
         )
         found: dict[str, Detections] = {}
         seconds = 0.0
-        for ann in tqdm(shard.annotations, desc=f"eval {split}", unit="img", disable=not is_main()):
-            image = read_image(ann.path, cfg.data.max_image_pixels)
+        # Images decoded by runtime.num_workers worker processes; only the detections (at most
+        # test.max_per_image per image) are kept, never the images.
+        images = read_images(shard.annotations, cfg.data.max_image_pixels, cfg.runtime.num_workers)
+        for ann, image in tqdm(
+            images, total=len(shard), desc=f"eval {split}", unit="img", disable=not is_main()
+        ):
             start = time.perf_counter()
             found[ann.image_id] = loaded.model.detect(
                 image, proposals[ann.image_id], cfg.test, loaded.scorer

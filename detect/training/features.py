@@ -9,18 +9,29 @@ stages need is kept: ground-truth rows (SVM positives), the candidate-negative p
 boxes and proposals, as R-CNN's) with each row's best IoU per class (a class's negatives are the
 rows with IoU < ``neg_iou``), and pooled features + targets of regions (ground-truth boxes
 included) with IoU >= ``min_iou`` (ridge regression).
+
+Bounded memory: :func:`extract_region_features` given a folder writes each image's rows to its
+own ``.npz`` shard (atomically) and keeps none in RAM; the SVMs and the ridge regressor read the
+shards back one image at a time (:meth:`RegionFeatureShards.arrays`). Without a folder the
+shards stay in RAM (small data, tests). Images are decoded by ``num_workers`` worker processes
+(:func:`detect.data.loader.read_images`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from detect.data.images import DEFAULT_MAX_IMAGE_PIXELS, read_image
+from detect.data.images import DEFAULT_MAX_IMAGE_PIXELS
+from detect.data.loader import read_images
+from detect.files import atomic_path
 from detect.ops.boxes import box_iou, encode_deltas
 from detect.structures import DetectionDataset
 
@@ -46,6 +57,44 @@ class RegionFeatures:
     reg_labels: Tensor
     reg_targets: Tensor
 
+    def arrays(self, *names: str) -> Iterator[tuple[np.ndarray, ...]]:
+        """The fields ``names`` as numpy arrays: one chunk (the whole split)."""
+        yield tuple(getattr(self, name).numpy() for name in names)
+
+
+class RegionFeatureShards:
+    """:class:`RegionFeatures` of a split kept per image: ``.npz`` files in ``folder`` (read one
+    at a time, one field at a time), or chunks in RAM when ``folder`` is None."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+        self.shards: list[Path | RegionFeatures] = []
+
+    def add(self, chunk: RegionFeatures) -> None:
+        """Append one image's rows (written atomically to the next shard file)."""
+        if self.folder is None:
+            self.shards.append(chunk)
+            return
+        path = self.folder / f"{len(self.shards):07d}.npz"
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, **{f.name: getattr(chunk, f.name).numpy() for f in fields(chunk)})
+        self.shards.append(path)
+
+    def arrays(self, *names: str) -> Iterator[tuple[np.ndarray, ...]]:
+        """The fields ``names`` of each image in turn, as numpy arrays."""
+        for shard in self.shards:
+            if isinstance(shard, RegionFeatures):
+                yield from shard.arrays(*names)
+                continue
+            with np.load(shard, allow_pickle=False) as stored:
+                yield tuple(stored[name] for name in names)
+
+    def joined(self) -> RegionFeatures:
+        """All rows in RAM, concatenated over images (small data)."""
+        names = [f.name for f in fields(RegionFeatures)]
+        parts = list(zip(*self.arrays(*names), strict=True))
+        return RegionFeatures(*(torch.from_numpy(np.concatenate(chunks)) for chunks in parts))
+
 
 def class_ious(boxes: Tensor, gt_boxes: Tensor, gt_labels: Tensor, num_classes: int) -> Tensor:
     """``(R, K)`` best IoU of each box ``(R, 4)`` with a ground truth ``(G, 4)`` of each class."""
@@ -70,7 +119,9 @@ def extract_region_features(
     max_negatives_per_image: int = 0,
     seed: int = 0,
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
-) -> RegionFeatures:
+    folder: Path | None = None,
+    num_workers: int = 0,
+) -> RegionFeatureShards:
     """Run ``model`` (a :class:`detect.models.DetectionModel`) over every image of ``dataset``,
     each region pooled as test time pools it (:meth:`~detect.models.DetectionModel.region_outputs`).
 
@@ -78,52 +129,44 @@ def extract_region_features(
         proposals: image_id -> ``(R, 4)`` xyxy original pixels.
         svm_feature: ``"fc7"`` or ``"pool"`` (``out.pooled``): what the SVM rows hold.
         max_negatives_per_image: keep at most this many random proposals per image in the SVM
-            pool (ground-truth boxes always stay) (0 = all; bounds memory on large data sets).
+            pool (ground-truth boxes always stay) (0 = all; bounds disk use on large data sets).
+        folder: where each image's shard is written (None: kept in RAM).
+        num_workers: worker processes decoding the images.
     """
     model.eval()
     num_classes = len(dataset.class_names)
-    rng = np.random.default_rng(seed)
-    parts: dict[str, list[Tensor]] = {k: [] for k in RegionFeatures.__dataclass_fields__}
-    for ann in tqdm(dataset.annotations, desc="region features", unit="img", leave=False):
+    shards = RegionFeatureShards(folder)
+    images = read_images(dataset.annotations, max_image_pixels, num_workers)
+    for ann, image in tqdm(images, total=len(dataset), desc="region features", unit="img"):
         keep = ~ann.difficult  # difficult objects are neither positives nor regression rows
         gt_boxes, gt_labels = ann.boxes[keep], ann.labels[keep]
         props = proposals[ann.image_id].reshape(-1, 4).float()
         boxes = torch.cat([gt_boxes, props])
-        out = model.region_outputs(read_image(ann.path, max_image_pixels), boxes)
+        out = model.region_outputs(image, boxes).to("cpu", torch.float32)  # for scikit-learn
         feats = out.fc7 if svm_feature == "fc7" else out.pooled
         num_gt = gt_boxes.shape[0]
 
-        parts["gt_features"].append(feats[:num_gt])
-        parts["gt_labels"].append(gt_labels)
         pool_rows = torch.arange(num_gt, boxes.shape[0])
         if 0 < max_negatives_per_image < pool_rows.numel():
+            # seeded per image, so that any split of the images over processes draws the same
+            rng = np.random.default_rng([seed, zlib.crc32(ann.image_id.encode())])
             chosen = rng.choice(pool_rows.numel(), max_negatives_per_image, replace=False)
             pool_rows = pool_rows[torch.from_numpy(np.sort(chosen))]
         pool_rows = torch.cat([torch.arange(num_gt), pool_rows])
-        parts["pool_features"].append(feats[pool_rows])
-        parts["pool_class_iou"].append(
-            class_ious(boxes[pool_rows], gt_boxes, gt_labels, num_classes)
-        )
-
+        rows = torch.zeros(0, dtype=torch.int64)
+        best_gt = torch.zeros(boxes.shape[0], dtype=torch.int64)
         if num_gt:
             best_iou, best_gt = box_iou(boxes, gt_boxes).max(dim=1)
             rows = torch.nonzero(best_iou >= min_iou).flatten()
-            parts["reg_features"].append(out.pooled[rows])
-            parts["reg_labels"].append(gt_labels[best_gt[rows]])
-            parts["reg_targets"].append(encode_deltas(boxes[rows], gt_boxes[best_gt[rows]]))
-    dims = {
-        "gt_features": feats.shape[1],
-        "pool_features": feats.shape[1],
-        "pool_class_iou": num_classes,
-        "reg_features": out.pooled.shape[1],
-        "reg_targets": 4,
-    }
-
-    def joined(name: str, chunks: list[Tensor]) -> Tensor:
-        if chunks:
-            return torch.cat(chunks)
-        if name in dims:
-            return torch.zeros((0, dims[name]))
-        return torch.zeros(0, dtype=torch.int64)
-
-    return RegionFeatures(**{name: joined(name, chunks) for name, chunks in parts.items()})
+        shards.add(
+            RegionFeatures(
+                gt_features=feats[:num_gt],
+                gt_labels=gt_labels,
+                pool_features=feats[pool_rows],
+                pool_class_iou=class_ious(boxes[pool_rows], gt_boxes, gt_labels, num_classes),
+                reg_features=out.pooled[rows],
+                reg_labels=gt_labels[best_gt[rows]],
+                reg_targets=encode_deltas(boxes[rows], gt_boxes[best_gt[rows]]),
+            )
+        )
+    return shards

@@ -46,9 +46,11 @@ from torch import Tensor
 
 from detect.config import Config
 from detect.data.loader import load
+from detect.distributed import rank, world_size
 from detect.models.heads import HeadOutput
 from detect.scalars import TENSORBOARD_DIR
 from detect.structures import DetectionDataset
+from detect.training import ddp
 from detect.training.batches import ImageWindows, IterationBatches
 from detect.training.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
 from detect.training.divergence import GoodCheckpointWriter
@@ -73,14 +75,20 @@ FINETUNE_MODES = ("fc", "end_to_end")
 
 
 def detection_loss(
-    out: HeadOutput, labels: Tensor, targets: Tensor, bbox_loss_weight: float
+    out: HeadOutput,
+    labels: Tensor,
+    targets: Tensor,
+    bbox_loss_weight: float,
+    num_windows: float | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """``(total, cls_loss, bbox_loss)`` for windows with ``labels (R,)`` (0 = bg), ``targets (R, 4)``."""
-    cls_loss = F.cross_entropy(out.cls_logits, labels)
+    """``(total, cls_loss, bbox_loss)`` for windows with ``labels (R,)`` (0 = bg), ``targets (R, 4)``:
+    each summed over the windows and divided by ``num_windows`` (default ``R``; under torchrun the
+    windows of every rank: :mod:`detect.training.ddp`)."""
+    count = max(labels.shape[0] if num_windows is None else num_windows, 1)
+    cls_loss = F.cross_entropy(out.cls_logits, labels, reduction="sum") / count
     fg = torch.nonzero(labels > 0).flatten()
     deltas = out.bbox_deltas.reshape(labels.shape[0], -1, 4)[fg, labels[fg]]
-    bbox_loss = F.smooth_l1_loss(deltas, targets[fg], beta=1.0, reduction="sum")
-    bbox_loss = bbox_loss / max(labels.shape[0], 1)
+    bbox_loss = F.smooth_l1_loss(deltas, targets[fg], beta=1.0, reduction="sum") / count
     return cls_loss + bbox_loss_weight * bbox_loss, cls_loss, bbox_loss
 
 
@@ -177,9 +185,15 @@ class FinetuneStep:
         self.config = config
         self.optimizer = optimizer
         self.forward = _RegionForward(model, config.finetune.mode, cache)
-        self.batches = IterationBatches(dataset, proposals, config, model.pooler, model.cfg)
+        shard = (rank(), world_size())  # this rank's images of each iteration (all: one process)
+        self.batches = IterationBatches(dataset, proposals, config, model.pooler, model.cfg, shard)
+        self.loss = ddp.wrap(ddp.BatchLoss(model, self.forward, self._loss, config.seed))
         self._loaded: Iterator | None = None
         self._next = 0
+
+    def _loss(self, out: HeadOutput, labels: Tensor, targets: Tensor, num_windows: float):
+        weight = self.config.finetune.bbox_loss_weight
+        return detection_loss(out, labels, targets, weight, num_windows)
 
     def _inputs(self, iteration: int) -> list[ImageWindows]:
         """Iteration ``iteration``'s images, from the loader started at the first one asked."""
@@ -202,22 +216,13 @@ class FinetuneStep:
 
     def __call__(self, iteration: int) -> StepOutcome:
         """Train on 0-based ``iteration``'s windows at the optimizer's current lr."""
-        cfg, model = self.config.finetune, self.model
         lr = self.optimizer.param_groups[0]["lr"]
-        outputs, labels, targets = [], [], []
-        for image in self._inputs(iteration):
-            for group in image.groups:
-                prepared = model.normalise(group.image.numpy())
-                outputs.append(self.forward(image, group.short_side, prepared, group.windows))
-                labels.append(group.labels)
-                targets.append(group.targets)
-        if not outputs:
+        loss, parts = self.loss(self._inputs(iteration), iteration)
+        if loss is None:  # no window sampled on any rank
             return StepOutcome(lr, None)
-        out = HeadOutput(*(torch.cat(parts) for parts in zip(*outputs, strict=True)))
-        loss, cls_loss, bbox_loss = detection_loss(
-            out, torch.cat(labels), torch.cat(targets), cfg.bbox_loss_weight
-        )
-        losses = {"loss": loss.item(), "cls_loss": cls_loss.item(), "bbox_loss": bbox_loss.item()}
+        cls_loss, bbox_loss = parts
+        total = cls_loss + self.config.finetune.bbox_loss_weight * bbox_loss
+        losses = {"loss": total, "cls_loss": cls_loss, "bbox_loss": bbox_loss}
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
@@ -270,6 +275,7 @@ def finetune(
         rows, sums = list(saved_log["rows"]), dict(saved_log["sums"])
         first_loss = saved_log.get("first_loss")
         start = int(resume_state["iteration"])
+        ddp.note_resumed_world_size(resume_state.get("world_size"), checkpoint_path)
 
     writer = GoodCheckpointWriter(
         lambda extras: save_checkpoint(checkpoint_path, model, dataset.class_names, config, extras),
@@ -289,6 +295,7 @@ def finetune(
             "optimizer": copy.deepcopy(optimizer.state_dict()),
             "lr_scheduler": copy.deepcopy(scheduler.state_dict()),
             "rng": capture_rng_state(),
+            "world_size": world_size(),
             "log": {
                 "rows": list(csv_log.rows),
                 "sums": dict(csv_log.sums),
@@ -311,7 +318,7 @@ def finetune(
     step = FinetuneStep(model, dataset, proposals, config, optimizer, cache)
     started = time.perf_counter()
     try:
-        Trainer(step, hooks, start, cfg.iterations).train()
+        Trainer(step, ddp.rank_hooks(hooks), start, cfg.iterations).train()
     finally:
         step.close()
     final_loss = csv_log.rows[-1]["loss"] if csv_log.rows else math.nan

@@ -12,7 +12,7 @@ from detect.models.heads import HeadOutput
 from detect.models.scoring import RidgeRegressor, RidgeScorer
 from detect.structures import Annotation, DetectionDataset
 from detect.training.bbox_reg import fit_ridge, train_ridge
-from detect.training.features import extract_region_features
+from detect.training.features import RegionFeatures, extract_region_features
 
 
 def iou(a, b) -> float:
@@ -58,7 +58,7 @@ def test_region_features_rows_and_targets(tmp_path):
     ]
     features = extract_region_features(
         FakeDetector(), dataset, {"a": torch.tensor(proposals)}, svm_feature="fc7", min_iou=0.6
-    )
+    ).joined()
     # Brute force: every box (gt first, then proposals) whose best IoU >= 0.6.
     expected = []
     for box in gt + proposals:
@@ -106,8 +106,8 @@ def test_train_ridge_per_class_and_scorer(caplog):
     x = torch.tensor(rng.normal(size=(60, 5)), dtype=torch.float32)
     labels = torch.tensor([0] * 30 + [2] * 30)
     targets = torch.tensor(rng.normal(size=(60, 4)) * 0.1, dtype=torch.float32)
-    features = type("F", (), {})()
-    features.reg_features, features.reg_labels, features.reg_targets = x, labels, targets
+    empty = torch.zeros((0, 5))
+    features = RegionFeatures(empty, empty[:, 0].long(), empty, empty, x, labels, targets)
     ridge = train_ridge(features, 3, BBoxRegConfig(ridge_lambda=10.0, feature_norm=20.0))
     scale = 20.0 / float(x.norm(dim=1).mean())
     assert math.isclose(ridge.scale, scale, rel_tol=1e-5)

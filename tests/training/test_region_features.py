@@ -43,7 +43,7 @@ def test_svm_and_ridge_features_use_the_test_time_scale(tmp_path):
     model = build_detector("spp", cfg, num_classes=2).eval()
     features = extract_region_features(
         model, dataset, {"a": torch.tensor(proposals)}, svm_feature="fc7", min_iou=0.6
-    )
+    ).joined()
 
     image = read_image(path)
     expected_fc7, expected_pooled = [], []

@@ -39,7 +39,7 @@ def test_rcnn_region_features_run_the_backbone_in_rcnn_batch_crops(tmp_path):
         lambda module, inputs, output: batches.append(len(inputs[0]))
     )
 
-    features = extract_region_features(model, dataset, proposals, svm_feature="fc7")
+    features = extract_region_features(model, dataset, proposals, svm_feature="fc7").joined()
 
     # 1 ground-truth box + 37 proposals = 38 crops per image: batches 16, 16, 6 for each image
     # (all 38 at once before), so memory is bounded by model.rcnn_batch crops.
@@ -60,5 +60,5 @@ def test_rcnn_region_features_of_an_image_without_boxes(tmp_path):
     dataset.annotations[0] = Annotation("0", dataset.annotations[0].path, 64, 48, [], [])
     cfg = ModelConfig(backbone="tiny", scales=(48,), pyramid_levels=(1, 2), fc_dims=(16, 16))
     model = build_detector("rcnn", cfg, 1).eval()
-    features = extract_region_features(model, dataset, {"0": torch.zeros(0, 4)})
+    features = extract_region_features(model, dataset, {"0": torch.zeros(0, 4)}).joined()
     assert features.pool_features.shape == (0, 16) and features.gt_features.shape == (0, 16)

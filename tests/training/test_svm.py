@@ -209,7 +209,9 @@ def test_train_svms_takes_negatives_below_neg_iou_and_scales_features(monkeypatc
         positives, negatives = seen[k]
         np.testing.assert_allclose(positives, gt[[0, 2] if k == 0 else [1, 3]] * scale, rtol=1e-5)
         rows = [i for i in range(len(pool)) if iou[i, k] < 0.3]
-        np.testing.assert_allclose(negatives, pool[rows] * scale, rtol=1e-5)
+        np.testing.assert_allclose(
+            negatives.gather(np.arange(len(negatives))), pool[rows] * scale, rtol=1e-5
+        )
     assert model.weight.tolist() == [[1.0] * 3, [1.0] * 3] and model.bias.tolist() == [0.5, 0.5]
 
 

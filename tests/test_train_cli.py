@@ -1,5 +1,6 @@
 """`detect train` / `detect eval`: a tiny run end to end and the bad-input cases (exit status 2)."""
 
+import importlib.util
 import json
 from xml.etree import ElementTree
 
@@ -40,8 +41,16 @@ def test_train_then_eval(data, config_file, tmp_path, capsys):
     args = ["eval", "--checkpoint", str(run / "checkpoint.pt"), "--out", str(tmp_path / "ev")]
     assert main([*args, "--max-images", "3", "--metric", "voc10"]) == 0
     out = capsys.readouterr().out
-    assert "mean" in out and "3 images" in out
+    assert "mean" in out and "3 images in" in out and "images/s" in out
+    assert "| class | GT | top N: correct | loc | sim | oth | bg |" in out  # false positives
+    for name in ("error_analysis.json", "error_analysis.md", "error_analysis.png"):
+        assert (tmp_path / "ev" / name).is_file() and name in out
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    if importlib.util.find_spec("tensorboard"):  # the AP at the checkpoint's iteration
+        assert read_scalars(tmp_path / "ev" / "tensorboard", "eval_test/mAP") == [
+            (4, pytest.approx(metrics["mAP"]))
+        ]
+        assert read_scalars(run / "tensorboard", "train/loss")[-1][0] == 4
     assert metrics["metric"] == "voc10" and metrics["num_images"] == 3
     assert set(metrics["ap"]) == {"red", "blue"}
     assert (tmp_path / "ev" / "comp4" / "comp4_det_test_red.txt").is_file()
@@ -72,6 +81,15 @@ def test_train_then_eval(data, config_file, tmp_path, capsys):
     ]
     assert main(score) == 0
     assert json.loads(score_json.read_text())["mAP"] == pytest.approx(by_hand, abs=1e-6)
+
+
+def read_scalars(folder, tag):
+    """(step, value) of each TensorBoard scalar ``tag`` under ``folder``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return [(event.step, event.value) for event in events.Scalars(tag)]
 
 
 def devkit_map(voc, comp4, classes):

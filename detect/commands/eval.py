@@ -3,9 +3,11 @@
 Usage: ``detect eval --checkpoint CK [--data PATH] [--split test] [--method spp|rcnn]
 [--metric voc07|voc07_numpy|voc10|coco] [--out DIR] [--max-images N] [--proposal-cache DIR]
 [--set section.key=value ...]``. Writes ``detections.json``, comp4 files (or
-``coco_results.json``), ``metrics.json``, ``pr_curves.png`` and the proposal cache ``proposals/``
-into ``--out`` (default ``<checkpoint folder>/eval_<split>``); ``--proposal-cache`` names another
-cache folder.
+``coco_results.json``), ``metrics.json``, ``pr_curves.png``, the false-positive analysis
+``error_analysis.{json,md,png}`` (VOC metrics), TensorBoard scalars ``tensorboard/`` (when
+installed) and the proposal cache ``proposals/`` into ``--out`` (default
+``<checkpoint folder>/eval_<split>``); ``--proposal-cache`` names another cache folder. Prints the
+AP table, the false-positive table and the throughput.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from detect.distributed import is_main
     from detect.evaluation.checkpoint_eval import evaluate_checkpoint
+    from detect.evaluation.error_analysis import format_error_table
     from detect.evaluation.evaluators import format_scores
 
     result = evaluate_checkpoint(
@@ -55,12 +58,17 @@ def run(args) -> int:
     if not is_main():  # under torchrun rank 0 alone reports (and wrote the files)
         return 0
     print(format_scores(result.scores))
+    if result.errors is not None:
+        print(
+            "\nfalse positives (top N: the N best detections, N = ground truths; Loc, Sim, Oth, BG)"
+        )
+        print(format_error_table(result.errors))
     print(
-        f"{result.num_images} images, {result.seconds_per_image:.3f} s/image "
-        f"({result.method}, proposals excluded)"
+        f"{result.num_images} images in {result.wall_seconds:.1f} s, "
+        f"{result.images_per_second:.2f} images/s (proposals and reading included); "
+        f"detector {result.seconds_per_image:.3f} s/image ({result.method}, proposals excluded)"
     )
-    print(
-        f"results in {result.out_dir}: metrics.json, detections.json, {result.results_path.name}"
-        + (f", {result.pr_curve.name}" if result.pr_curve else "")
-    )
+    files = ["metrics.json", "detections.json", result.results_path.name]
+    files += [path.name for path in (result.pr_curve, *result.error_files) if path]
+    print(f"results in {result.out_dir}: {', '.join(files)}")
     return 0

@@ -2,8 +2,10 @@
 
 Writes into ``out_dir``: ``detections.json`` (the project's format), VOC comp4 files under
 ``comp4/`` (or ``coco_results.json`` for ``--metric coco``), ``metrics.json`` and, for VOC metrics,
-``pr_curves.png``. Scores come from the evaluators of :mod:`detect.evaluation.evaluators`, as in
-``detect score``.
+``pr_curves.png`` and the false-positive analysis ``error_analysis.{json,md,png}``
+(:mod:`detect.evaluation.error_analysis`); the AP goes to TensorBoard under ``tensorboard/`` when
+it is installed (:mod:`detect.scalars`). Scores come from the evaluators of
+:mod:`detect.evaluation.evaluators`, as in ``detect score``.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from detect.data.names import check_name
 from detect.distributed import all_gather_object, gather_dict, is_main, process_group, this_shard
 from detect.errors import DetectError
 from detect.evaluation.detections_json import DETECTIONS_FILE, write_detections_json
+from detect.evaluation.error_analysis import ClassErrors, analyze_errors, save_error_analysis
 from detect.evaluation.evaluators import METRICS, COCOEvaluator, Scores, VOCEvaluator
 from detect.files import atomic_write_text
+from detect.scalars import TENSORBOARD_DIR, write_scalars
 from detect.structures import Detections
 
 
@@ -33,9 +37,12 @@ class EvalResult:
     Attributes:
         scores: the evaluator's scores (``mAP``, per-class ``ap``, COCO ``stats``).
         seconds_per_image: mean time of the detector on one image (proposals excluded).
+        wall_seconds: the whole detection pass (proposals, image reading and the detector).
         num_images: the images evaluated.
         results_path: the comp4 folder or the COCO results json.
         detections: image id -> :class:`Detections` (boxes xyxy 0-based continuous pixels).
+        errors: the false-positive analysis per class (VOC metrics;
+            :func:`~detect.evaluation.error_analysis.analyze_errors`), ``error_files`` its files.
     """
 
     scores: Scores
@@ -48,6 +55,14 @@ class EvalResult:
     results_path: Path
     pr_curve: Path | None = None
     detections: dict[str, Detections] = field(default_factory=dict, repr=False)
+    wall_seconds: float = 0.0
+    errors: dict[str, ClassErrors] | None = field(default=None, repr=False)
+    error_files: tuple[Path, ...] = ()
+
+    @property
+    def images_per_second(self) -> float:
+        """Images over :attr:`wall_seconds` (proposals included)."""
+        return self.num_images / self.wall_seconds if self.wall_seconds > 0 else float("nan")
 
     @property
     def mAP(self) -> float:
@@ -149,6 +164,7 @@ def evaluate_checkpoint(
     cache_dir = Path(proposal_cache) if proposal_cache is not None else out / "proposals"
     # Under torchrun each rank detects its shard of the images (proposals included); an image's
     # detections depend on that image alone, so the gathered ones are those of one process.
+    started = time.perf_counter()
     with process_group():
         shard = dataclasses.replace(dataset, annotations=this_shard(dataset.annotations))
         proposals = load_or_compute_proposals(
@@ -171,6 +187,7 @@ def evaluate_checkpoint(
             seconds += time.perf_counter() - start
         detections = gather_dict(found, [ann.image_id for ann in dataset.annotations])
         seconds = sum(all_gather_object(seconds))
+    wall_seconds = time.perf_counter() - started
     for image_id, image_detections in detections.items():
         evaluator.process(image_id, image_detections)
 
@@ -187,11 +204,16 @@ def evaluate_checkpoint(
         results_path=out / ("coco_results.json" if coco else "comp4"),
         pr_curve=None if coco else out / "pr_curves.png",
         detections=detections,
+        wall_seconds=wall_seconds,
     )
     if not is_main():  # under torchrun rank 0 alone writes; every rank returns the same result
         return result
     title = f"{loaded.method} {split} ({metric})"
     _write_results(result, split, loaded.class_names, evaluator, title)
+    if not coco:
+        result.errors = analyze_errors(detections, dataset)
+        result.error_files = save_error_analysis(result.errors, out, f"False positives, {title}")
+    _write_ap_scalars(result, split, int(loaded.payload.get("iteration", 0)))
     payload = {
         "checkpoint": str(checkpoint),
         "data": str(root),
@@ -200,10 +222,22 @@ def evaluate_checkpoint(
         **scores.to_json(),
         "num_images": result.num_images,
         "seconds_per_image": result.seconds_per_image,
+        "wall_seconds": result.wall_seconds,
         "classifier": cfg.test.classifier,
     }
     atomic_write_text(result.metrics_path, json.dumps(payload, indent=2) + "\n")
     return result
+
+
+def _write_ap_scalars(result: EvalResult, split: str, iteration: int) -> None:
+    """The mAP and each class's AP (VOC), or COCO's stats, as TensorBoard scalars
+    ``eval_<split>/...`` at the checkpoint's fine-tuning ``iteration`` under
+    ``result.out_dir/tensorboard`` (when tensorboard is installed)."""
+    scores = result.scores
+    values = {"mAP": scores.mAP} | {f"AP/{name}": ap for name, ap in scores.ap.items()}
+    values |= {f"coco/{name}": value for name, value in scores.stats.items()}
+    tags = {f"eval_{split}/{name}": float(value) for name, value in values.items()}
+    write_scalars(result.out_dir / TENSORBOARD_DIR, tags, iteration)
 
 
 def _write_results(result: EvalResult, split: str, class_names, evaluator, title: str) -> None:

@@ -82,6 +82,9 @@ def tiny_config_dict(root: Path, **finetune) -> dict:
         },
         "bbox_reg": {"method": "learned"},
         "test": {"score_threshold": 0.0},
+        # The CPU suite stays on the CPU on a GPU machine too (bit-identical resume, exact
+        # comparisons); tests/gpu/ asks for CUDA.
+        "runtime": {"device": "cpu"},
     }
     return values
 

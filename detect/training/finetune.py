@@ -48,6 +48,7 @@ from detect.config import Config
 from detect.data.loader import load
 from detect.distributed import rank, world_size
 from detect.models.heads import HeadOutput
+from detect.runtime import grad_scaler
 from detect.scalars import TENSORBOARD_DIR
 from detect.structures import DetectionDataset
 from detect.training import ddp
@@ -119,6 +120,14 @@ class _RegionForward:
     def __call__(
         self, image: ImageWindows, short_side: int, prepared: Tensor, windows: Tensor
     ) -> HeadOutput:
+        """The head's outputs in float32 (the network runs in ``runtime.precision``)."""
+        with self.model.autocast():
+            out = self._forward(image, short_side, prepared, windows.to(self.model.device))
+        return out.to(torch.float32)
+
+    def _forward(
+        self, image: ImageWindows, short_side: int, prepared: Tensor, windows: Tensor
+    ) -> HeadOutput:
         model = self.model
         if self.mode == "end_to_end":
             return model(prepared, windows)
@@ -180,10 +189,13 @@ class FinetuneStep:
         config: Config,
         optimizer: torch.optim.Optimizer,
         cache: ConvMapCache | None = None,
+        scaler: torch.amp.GradScaler | None = None,
     ) -> None:
         self.model = model
         self.config = config
         self.optimizer = optimizer
+        # fp16: the loss scaled before backward, steps with inf/NaN gradients skipped.
+        self.scaler = scaler or grad_scaler(model.device, "fp32")
         self.forward = _RegionForward(model, config.finetune.mode, cache)
         shard = (rank(), world_size())  # this rank's images of each iteration (all: one process)
         self.batches = IterationBatches(dataset, proposals, config, model.pooler, model.cfg, shard)
@@ -193,7 +205,8 @@ class FinetuneStep:
 
     def _loss(self, out: HeadOutput, labels: Tensor, targets: Tensor, num_windows: float):
         weight = self.config.finetune.bbox_loss_weight
-        return detection_loss(out, labels, targets, weight, num_windows)
+        device = self.model.device
+        return detection_loss(out, labels.to(device), targets.to(device), weight, num_windows)
 
     def _inputs(self, iteration: int) -> list[ImageWindows]:
         """Iteration ``iteration``'s images, from the loader started at the first one asked."""
@@ -224,8 +237,9 @@ class FinetuneStep:
         total = cls_loss + self.config.finetune.bbox_loss_weight * bbox_loss
         losses = {"loss": total, "cls_loss": cls_loss, "bbox_loss": bbox_loss}
         self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         return StepOutcome(lr, losses)
 
 
@@ -266,9 +280,12 @@ def finetune(
         parameters, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
     )
     scheduler = step_lr_scheduler(optimizer, cfg.lr_steps, cfg.lr_gamma)
+    scaler = grad_scaler(model.device, config.runtime.precision)
     rows, sums, first_loss, start = [], empty_sums(), None, 0
     if resume_state is not None:
         optimizer.load_state_dict(resume_state["optimizer"])
+        if scaler.is_enabled() and resume_state.get("grad_scaler"):
+            scaler.load_state_dict(resume_state["grad_scaler"])
         scheduler.load_state_dict(resume_state["lr_scheduler"])
         restore_rng_state(resume_state["rng"])
         saved_log = resume_state["log"]
@@ -296,6 +313,7 @@ def finetune(
             "lr_scheduler": copy.deepcopy(scheduler.state_dict()),
             "rng": capture_rng_state(),
             "world_size": world_size(),
+            **({"grad_scaler": scaler.state_dict()} if scaler.is_enabled() else {}),
             "log": {
                 "rows": list(csv_log.rows),
                 "sums": dict(csv_log.sums),
@@ -315,7 +333,7 @@ def finetune(
         PeriodicCheckpoint(writer, snapshot, cfg.checkpoint_every, resume_state is None),
     ]
     cache = conv_map_cache(model, config, run_dir)
-    step = FinetuneStep(model, dataset, proposals, config, optimizer, cache)
+    step = FinetuneStep(model, dataset, proposals, config, optimizer, cache, scaler)
     started = time.perf_counter()
     try:
         Trainer(step, ddp.rank_hooks(hooks), start, cfg.iterations).train()

@@ -11,7 +11,8 @@ exactly one type, taken in this order:
   IoU in [0.1, 0.5) or a duplicate detection of an object already matched (IoU >= 0.5);
 * ``sim`` — confusion with a similar class: IoU >= ``low_iou`` with a ground truth of a class in
   one of its similarity groups (:data:`VOC_SIMILAR_GROUPS` on PASCAL VOC);
-* ``oth`` — confusion with another class: IoU >= ``low_iou`` with a ground truth of any other class;
+* ``oth`` — confusion with another class: IoU >= ``low_iou`` with a ground truth of any other
+  class;
 * ``bg`` — background: everything else.
 
 Overlaps for the types count every ground truth, ``difficult`` ones too (a box on a hard object is
@@ -286,6 +287,17 @@ def _curve_points(count: int) -> list[int]:
     return points + ([count] if count and points[-1] != count else [])
 
 
+def _sampled(
+    n: np.ndarray, fractions: np.ndarray, points: int = 400
+) -> tuple[np.ndarray, np.ndarray]:
+    """At most about ``points`` rows of a ``(n (F,), fractions (F, 4))`` curve, spaced evenly on
+    a log axis (the figure's), the first and last kept."""
+    if n.size <= points:
+        return n, fractions
+    keep = np.unique(np.geomspace(1, n.size, points).round().astype(np.int64)) - 1
+    return n[keep], fractions[keep]
+
+
 def error_analysis_json(
     analysis: Mapping[str, ClassErrors], iou_threshold: float = 0.5, low_iou: float = 0.1
 ) -> dict:
@@ -331,6 +343,8 @@ def save_error_analysis(
         + "\n\n"
     )
     atomic_write_text(md_path, intro + format_error_table(analysis) + "\n")
-    curves = {name: fp_type_fractions(errors.outcomes) for name, errors in analysis.items()}
+    curves = {
+        name: _sampled(*fp_type_fractions(errors.outcomes)) for name, errors in analysis.items()
+    }
     png = plot_fp_types(curves, [FP_TYPE_LABELS[t] for t in FP_TYPES], out_dir / ANALYSIS_PNG)
     return json_path, md_path, png

@@ -197,3 +197,15 @@ def test_empty_ground_truth_and_no_detections():
     analysis = analyze_errors({}, dataset)
     assert all(c.outcomes.size == 0 and c.num_positives == 0 for c in analysis.values())
     assert "| all | 0 | 0 | 0 | 0 | 0 | 0 | 0 | - | - | - | - |" in format_error_table(analysis)
+
+
+def test_the_figure_samples_long_curves_on_the_log_axis_keeping_both_ends():
+    from detect.evaluation.error_analysis import _sampled
+
+    outcomes = np.resize(np.array([LOC, BG, SIM]), 5000)
+    n, fractions = fp_type_fractions(outcomes)
+    kept_n, kept = _sampled(n, fractions)
+    assert 300 < kept_n.size <= 400 and kept_n[0] == 1 and kept_n[-1] == 5000
+    assert np.all(np.diff(kept_n) > 0)
+    np.testing.assert_array_equal(kept, fractions[kept_n - 1])
+    assert _sampled(n[:10], fractions[:10])[0].tolist() == list(range(1, 11))

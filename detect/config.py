@@ -44,8 +44,12 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ProposalConfig:
-    """Selective search proposals ("fast" mode, about 2,000 boxes per image, as the paper)."""
+    """Selective search proposals ("fast" mode, about 2,000 boxes per image, as the paper), or one
+    of the methods for small, dense objects (docs/method.md, "Proposals for small objects")."""
 
+    # ss: selective search (the paper) | ss-multi: its diversification ensemble | dense: sliding
+    # windows ranked by objectness (detect.proposals.methods).
+    method: str = "ss"
     mode: str = "fast"  # fast | quality
     resize_long_side: int = 500  # image resized so its longer side is this before the search
     min_size: float = 16.0  # drop boxes with a side below this (original image pixels)
@@ -55,6 +59,22 @@ class ProposalConfig:
     # Read proposals from this file instead of computing them: Fast R-CNN's released VOC2007
     # selective-search .mat, or a per-image .npz / .json (detect.proposals.formats). Empty = compute.
     import_file: str = ""
+    # ss, ss-multi: search the image enlarged by this factor (after resize_long_side); 1 = as is.
+    upscale: float = 1.0
+    # ss-multi: one hierarchy per colour space x graph-segmentation k (x the two fast strategies)
+    # with initial regions of at least multi_min_region pixels (OpenCV's presets: 100); merged by
+    # rank, a box overlapping a better-ranked one by IoU > multi_dedup_iou dropped.
+    multi_color_spaces: tuple[str, ...] = ("hsv", "lab")
+    multi_ks: tuple[float, ...] = (150.0, 300.0)
+    multi_min_region: int = 100
+    multi_dedup_iou: float = 0.95
+    # dense: window (width, height) shapes in pixels; empty = the k-means centres of the training
+    # boxes' shapes (dense_num_shapes of them), fitted when proposals are computed.
+    dense_shapes: tuple[tuple[float, ...], ...] = ()
+    dense_num_shapes: int = 24
+    dense_stride: float = 0.12  # window step, a fraction of the window's width / height
+    dense_ring: float = 0.08  # objectness surround width, a fraction of the window's size
+    dense_nms_iou: float = 0.6  # a window overlapping a better-ranked one by more is dropped
 
 
 @dataclass(frozen=True)

@@ -169,15 +169,15 @@ def test_ctrl_c_during_the_proposal_stage_says_what_was_kept(data, tmp_path, cap
     values["proposals"] = {"import_file": "", "cache_dir": str(cache), "resize_long_side": 128}
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(values))
-    search, calls, interrupt = compute.search_boxes, [], True
+    search, calls, interrupt = compute.propose, [], True
 
-    def ctrl_c_at_the_third_image(image, **params):
+    def ctrl_c_at_the_third_image(image, method, params):
         calls.append(1)
         if len(calls) == 3 and interrupt:
             signal.raise_signal(signal.SIGINT)  # what Ctrl-C does
-        return search(image, **params)
+        return search(image, method, params)
 
-    monkeypatch.setattr(compute, "search_boxes", ctrl_c_at_the_third_image)
+    monkeypatch.setattr(compute, "propose", ctrl_c_at_the_third_image)
     args = ["train", "--config", str(config), "--out", str(tmp_path / "run")]
     assert main(args) == 130
     line = last_error_line(capsys.readouterr().err)

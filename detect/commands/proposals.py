@@ -1,4 +1,5 @@
-"""``detect proposals``: compute, cache, import/export and measure selective-search proposals.
+"""``detect proposals``: compute, cache, import/export and measure proposals (selective search by
+default; ``--method`` ss-multi or dense for small, dense objects).
 
 Examples::
 
@@ -9,6 +10,7 @@ Examples::
     torchrun --nproc_per_node 4 -m detect proposals --data data/VOC2007 --out cache/  # 4 shards
     detect proposals --data data/VOC2007 --split test --import voc_2007_test.mat --recall
     detect proposals --data photos/ --export photos_proposals.json
+    detect proposals --data data/small --split test --method ss,ss-multi,dense --recall --out c/
 
 Under ``torchrun`` each process computes the shard ``RANK`` of ``WORLD_SIZE`` (as ``--shard
 RANK/WORLD_SIZE``; see :mod:`detect.distributed`), all into the one ``--out`` folder.
@@ -30,12 +32,13 @@ from pathlib import Path
 import numpy as np
 
 from detect.commands import add_config_argument, add_override_argument
-from detect.config import load_config
+from detect.config import Config, ProposalConfig, load_config
 from detect.distributed import is_distributed, rank, world_size
 from detect.errors import DetectError
 from detect.proposals.cache import ProposalCache
 from detect.proposals.compute import check_cache, compute_proposals, parse_shard, shard_items
-from detect.proposals.sources import resolve_images
+from detect.proposals.methods import METHODS, check_method
+from detect.proposals.sources import is_annotated, resolve_images
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,6 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_argument(parser, "its proposals and data settings are used")
     add_override_argument(parser, "proposals.max_proposals=1000")
     parser.add_argument("--classes", help="comma-separated class names (VOC/COCO reading)")
+    parser.add_argument(
+        "--method",
+        help=f"{' | '.join(METHODS)} (default: the config's proposals.method, ss); with --recall "
+        "a comma-separated list compares them",
+    )
     parser.add_argument("--mode", choices=("fast", "quality"), help="selective search preset")
     parser.add_argument("--workers", type=int, help="parallel processes (default: config, 1)")
     parser.add_argument(
@@ -83,8 +91,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--recall",
         action="store_true",
-        help="recall@0.5/0.7 and AR vs number of proposals: table and PNG in the --out folder",
+        help="recall@0.5/0.7 and AR vs number of proposals: table and PNG in the --out folder "
+        "(several --method: side by side, with seconds per image)",
     )
+
+
+def _methods(args: argparse.Namespace, cfg: ProposalConfig) -> list[str]:
+    methods = [m.strip() for m in args.method.split(",")] if args.method else [cfg.method]
+    for method in methods:
+        check_method(method)
+    if len(methods) > 1 and not args.recall:
+        raise DetectError(f"--method {args.method}: several methods only with --recall")
+    if len(set(methods)) < len(methods):
+        raise DetectError(f"--method {args.method}: a method is named twice")
+    return methods
+
+
+def _with_window_shapes(cfg: ProposalConfig, config: Config, data: str) -> ProposalConfig:
+    """``cfg`` with dense window shapes fitted to the training split (``data.train_split``) of
+    ``data`` when annotated, else of ``data.root`` (when the method is dense without shapes)."""
+    if cfg.method != "dense" or cfg.dense_shapes:
+        return cfg
+    from detect.data import load_dataset
+    from detect.proposals.dense import with_window_shapes
+
+    root = data if is_annotated(data) else config.data.root
+    split = config.data.train_split
+    train = load_dataset(
+        root,
+        split,
+        config.data.classes,
+        config.data.image_dir,
+        config.data.strict_boxes,
+        max_image_pixels=config.data.max_image_pixels,
+    )
+    cfg = with_window_shapes(cfg, train, config.seed)
+    shapes = ", ".join(f"{w:g}x{h:g}" for w, h in cfg.dense_shapes)
+    print(f"dense window shapes (k-means of the boxes of {root} {split}): {shapes}")
+    return cfg
 
 
 def _selection(args: argparse.Namespace):
@@ -105,7 +149,7 @@ def _selection(args: argparse.Namespace):
     shard = _shard(args)
     if shard is not None:
         items = shard_items(items, *shard)
-    return cfg, split, items, dataset, total, config.data.max_image_pixels
+    return config, cfg, split, items, dataset, total
 
 
 def _shard(args: argparse.Namespace) -> tuple[int, int] | None:
@@ -137,9 +181,14 @@ def run(args: argparse.Namespace) -> int:
         from detect.proposals.formats import file_format
 
         file_format(args.export)  # a bad suffix fails now, not after computing everything
-    cfg, split, items, dataset, total, max_image_pixels = _selection(args)
+    config, cfg, split, items, dataset, total = _selection(args)
+    methods = _methods(args, cfg)
     if args.recall and dataset is None:
         raise DetectError(f"--recall needs annotations: --data {args.data} is not VOC or COCO")
+    if len(methods) > 1:
+        return _compare(args, config, cfg, methods, split, items, dataset)
+    cfg = _with_window_shapes(dataclasses.replace(cfg, method=methods[0]), config, args.data)
+    max_image_pixels = config.data.max_image_pixels
     shard = _shard(args)
     shard_note = f" (shard {shard[0]}/{shard[1]} of {total})" if shard else ""
     cache = ProposalCache.from_config(cfg)
@@ -170,8 +219,7 @@ def run(args: argparse.Namespace) -> int:
         result = compute_proposals(items, cache, cfg.workers, max_image_pixels=max_image_pixels)
         proposals, failures = result.proposals, result.failures
         print(
-            f"proposals ({cfg.mode}, long side {cfg.resize_long_side}, at most "
-            f"{cfg.max_proposals}) in {cache.cache_dir}: {len(items)} images{shard_note}, "
+            f"proposals ({_describe(cache)}) in {cache.cache_dir}: {len(items)} images{shard_note}, "
             f"{result.cached} cached, {result.computed} computed "
             f"({result.recomputed} replaced stale/corrupt cache files), {len(failures)} failed"
         )
@@ -200,7 +248,59 @@ def run(args: argparse.Namespace) -> int:
         plot = Path(cfg.cache_dir) / f"recall_{split}.png"
         save_recall_plot(recall, plot)
         print(f"recall plot: {plot}")
+    return _report_failures(failures)
+
+
+def _report_failures(failures: list[tuple[str, str]]) -> int:
     for path, message in failures:  # last, so the run ends with what went wrong
         named = message if path in message else f"{path}: {message}"
         print(f"detect proposals: error: skipped {named}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _describe(cache: ProposalCache) -> str:
+    """The method and its main settings, e.g. ``ss fast, long side 500, at most 2000``."""
+    params = cache.params
+    if cache.method == "ss":
+        upscale = f" x{params['upscale']:g}" if "upscale" in params else ""
+        detail = f"{params['mode']}, long side {params['resize_long_side']}{upscale}"
+    elif cache.method == "ss-multi":
+        detail = (
+            f"{'+'.join(params['color_spaces'])} x k {'/'.join(f'{k:g}' for k in params['ks'])}, "
+            f"long side {params['resize_long_side']} x{params['upscale']:g}"
+        )
+    else:
+        detail = f"{len(params['shapes'])} window shapes, stride {params['stride']:g}"
+    return f"{cache.method} {detail}, at most {params['max_proposals']}"
+
+
+def _compare(args, config, cfg, methods, split, items, dataset) -> int:
+    """Compute (or load) each method's proposals for ``items`` and print their recall side by
+    side with seconds per image; one PNG of average recall per method."""
+    import torch
+
+    from detect.proposals.recall import (
+        format_comparison,
+        format_recall_table,
+        proposal_recall,
+        save_comparison_plot,
+    )
+
+    results, seconds, failures = {}, {}, []
+    for method in methods:
+        method_cfg = _with_window_shapes(dataclasses.replace(cfg, method=method), config, args.data)
+        cache = ProposalCache.from_config(method_cfg)
+        run = compute_proposals(
+            items, cache, cfg.workers, max_image_pixels=config.data.max_image_pixels
+        )
+        failures += run.failures
+        print(f"{_describe(cache)}: {run.cached} cached, {run.computed} computed")
+        seconds[method] = run.search_seconds / run.computed if run.computed else None
+        proposals = {i: torch.as_tensor(boxes) for i, boxes in run.proposals.items()}
+        results[method] = proposal_recall(proposals, dataset)
+        print(format_recall_table(results[method]))
+    print(format_comparison(results, seconds))
+    plot = Path(cfg.cache_dir) / f"recall_{split}.png"
+    save_comparison_plot(results, plot)
+    print(f"recall plot: {plot}")
+    return _report_failures(failures)

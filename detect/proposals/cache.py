@@ -36,7 +36,7 @@ from detect.config import ProposalConfig
 from detect.data.images import header_size
 from detect.errors import DetectError
 from detect.files import atomic_path
-from detect.proposals.search import check_search_params
+from detect.proposals.methods import RECORDED_NAMES, config_params, method_params
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = "detect-proposals-v2"
-METHOD = "opencv_selective_search"
 _CHUNK = 1 << 20
 
 
@@ -99,47 +98,34 @@ class ProposalCache:
     """Proposals of one method and parameter set, one file per image under ``cache_dir`` (no
     folder: nothing is kept).
 
+    ``method`` is a name of :data:`detect.proposals.methods.METHODS` and ``params`` its
+    parameters (defaults for those not given: :func:`detect.proposals.methods.method_params`),
+    e.g. ``ProposalCache(folder, mode="quality", max_proposals=1000)`` for selective search.
+
     Raises:
-        DetectError: a parameter selective search cannot use, or ``cache_dir`` is a file.
+        DetectError: an unknown method, a parameter it cannot use, or ``cache_dir`` is a file.
     """
 
-    def __init__(
-        self,
-        cache_dir: str | Path | None,
-        mode: str = "fast",
-        resize_long_side: int = 500,
-        min_size: float = 16.0,
-        max_proposals: int = 2000,
-    ) -> None:
-        check_search_params(mode, resize_long_side, min_size, max_proposals)
+    def __init__(self, cache_dir: str | Path | None, method: str = "ss", **params) -> None:
+        self.method = method
+        self.params = method_params(method, params)
+        self.recorded_method = RECORDED_NAMES[method]
         self.cache_dir = Path(cache_dir) if cache_dir else None
         if self.cache_dir is not None and self.cache_dir.exists() and not self.cache_dir.is_dir():
             raise DetectError(
                 f"proposal cache {self.cache_dir} (proposals.cache_dir): exists and is not a folder"
             )
-        self.params = {
-            "mode": mode,
-            "resize_long_side": int(resize_long_side),
-            "min_size": float(min_size),
-            "max_proposals": int(max_proposals),
-        }
 
     @classmethod
     def from_config(cls, cfg: ProposalConfig) -> ProposalCache:
-        return cls(
-            cfg.cache_dir,
-            mode=cfg.mode,
-            resize_long_side=cfg.resize_long_side,
-            min_size=cfg.min_size,
-            max_proposals=cfg.max_proposals,
-        )
+        return cls(cfg.cache_dir, cfg.method, **config_params(cfg))
 
     def path_for(self, digest: str) -> Path:
         """The entry file of the image whose :func:`image_digest` is ``digest``: a hash of the
         format, method, parameters and ``digest``."""
         if self.cache_dir is None:
             raise ValueError("a proposal cache without a folder has no files")
-        key = json.dumps([CACHE_FORMAT, METHOD, self.params, digest], sort_keys=True)
+        key = json.dumps([CACHE_FORMAT, self.recorded_method, self.params, digest], sort_keys=True)
         return self.cache_dir / f"{hashlib.sha256(key.encode()).hexdigest()[:40]}.npz"
 
     def lookup(
@@ -185,7 +171,7 @@ class ProposalCache:
         return CacheLookup("hit", boxes=boxes)
 
     def _stale_reason(self, meta: dict, digest: str, sizes: list[list[int]]) -> str:
-        if meta.get("format") != CACHE_FORMAT or meta.get("method") != METHOD:
+        if meta.get("format") != CACHE_FORMAT or meta.get("method") != self.recorded_method:
             return f"written by {meta.get('format')}/{meta.get('method')}"
         if meta.get("params") != self.params:
             return f"parameters {meta.get('params')} != {self.params}"
@@ -228,7 +214,7 @@ class ProposalCache:
         digest = image_digest(image_path, image)
         meta = {
             "format": CACHE_FORMAT,
-            "method": METHOD,
+            "method": self.recorded_method,
             "params": self.params,
             "image_sha256": digest,
             "image_size": [int(image_size[0]), int(image_size[1])],

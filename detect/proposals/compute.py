@@ -34,7 +34,7 @@ from detect.data.images import DEFAULT_MAX_IMAGE_PIXELS, read_image
 from detect.distributed import shard_items as shard_items  # the shards of --shard I/N
 from detect.errors import DetectError, Interrupted
 from detect.proposals.cache import ProposalCache
-from detect.proposals.search import search_boxes
+from detect.proposals.methods import propose
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -114,10 +114,10 @@ def _compute_one(
 def search_and_cache(
     image: np.ndarray, image_id: str, cache: ProposalCache, image_path: str | Path | None = None
 ) -> np.ndarray:
-    """Selective search with ``cache``'s parameters on ``image`` ``(H, W, 3)`` uint8 RGB, cached
+    """Proposals by ``cache``'s method and parameters of ``image`` ``(H, W, 3)`` uint8 RGB, cached
     under the content of its file ``image_path`` (else of its pixels) and recorded as computed for
     ``image_id``: ``(R, 4)`` float32 xyxy original pixels."""
-    boxes = search_boxes(image, **cache.params)
+    boxes = propose(image, cache.method, cache.params)
     cache.put(image_id, boxes, image.shape[:2], image_path, image)
     return boxes
 

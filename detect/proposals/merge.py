@@ -26,7 +26,7 @@ def merge_caches(
     ``sources`` (same method and parameters as ``target``) hold for ``items`` lacking a valid
     entry in ``target``. Returns the number of entries copied; the images still missing
     everywhere stay missing (:func:`detect.proposals.compute.check_cache` lists them)."""
-    caches = [ProposalCache(source, **target.params) for source in sources]
+    caches = [ProposalCache(source, target.method, **target.params) for source in sources]
     copied = 0
     for item in items:
         if target.lookup(item.path).status == "hit":

@@ -123,3 +123,46 @@ def save_recall_plot(result: RecallResult, path: str | Path) -> None:
     plot_curves(
         result.counts, curves, path, "proposals per image", "recall", title, logx=True, ylim=(0, 1)
     )
+
+
+def format_comparison(results: dict[str, RecallResult], seconds: dict[str, float | None]) -> str:
+    """Plain-text table, a row per method: proposals per image, recall@0.5, recall@0.7 and AR at
+    the largest count of ``counts``, and seconds per image (``seconds[method]``; None: every
+    image came from the cache, not timed)."""
+    lines = [
+        f"{'method':<9} | {'props/img':>9} | {'R@0.5':>6} | {'R@0.7':>6} | {'AR':>6} | {'s/image':>8}",
+        f"{'-' * 9}-+-{'-' * 9}-+-{'-' * 6}-+-{'-' * 6}-+-{'-' * 6}-+-{'-' * 8}",
+    ]
+    for method, result in results.items():
+        r50, r70, ar = result.recall_at(0.5), result.recall_at(0.7), result.average_recall
+        time = "cached" if seconds.get(method) is None else f"{seconds[method]:.3f}"
+        lines.append(
+            f"{method:<9} | {result.mean_proposals:>9.0f} | {r50[-1]:6.3f} | {r70[-1]:6.3f} | "
+            f"{ar[-1]:6.3f} | {time:>8}"
+        )
+    counts = {result.counts[-1] for result in results.values()}
+    lines.append(f"(recall with at most {'/'.join(map(str, sorted(counts)))} proposals per image)")
+    return "\n".join(lines)
+
+
+def save_comparison_plot(results: dict[str, RecallResult], path: str | Path) -> None:
+    """One PNG: recall@0.5, recall@0.7 and AR against the number of proposals (log axis), three
+    curves per method, written atomically. All results must share their counts."""
+    from detect.visualize import plot_curves
+
+    counts = {result.counts for result in results.values()}
+    if len(counts) != 1:
+        raise DetectError(
+            f"recall comparison: the methods were measured at different counts {counts}"
+        )
+    curves = {}
+    for method, result in results.items():
+        curves[f"{method} R@0.5"] = result.recall_at(0.5).tolist()
+        curves[f"{method} R@0.7"] = result.recall_at(0.7).tolist()
+        curves[f"{method} AR"] = result.average_recall.tolist()
+    title = "proposal recall by method ({} objects, {} images)".format(
+        *next((r.num_gt, r.num_images) for r in results.values())
+    )
+    plot_curves(
+        counts.pop(), curves, path, "proposals per image", "recall", title, logx=True, ylim=(0, 1)
+    )

@@ -39,14 +39,14 @@ def _libc() -> ctypes.CDLL | None:
     return ctypes.CDLL(name) if name else None
 
 
-def _seed_c_rand() -> None:
+def seed_c_rand() -> None:
     libc = _libc()
     if libc is not None:
         libc.srand(RAND_SEED)
 
 
 def check_search_params(
-    mode: str, resize_long_side: int, min_size: float, max_proposals: int
+    mode: str, resize_long_side: int, min_size: float, max_proposals: int, upscale: float = 1.0
 ) -> None:
     """Raise :class:`DetectError` naming the ``proposals.*`` setting that selective search
     cannot use (arguments as :func:`selective_search`)."""
@@ -55,8 +55,33 @@ def check_search_params(
         (resize_long_side >= 0, "resize_long_side", resize_long_side, ">= 0 (0 = original size)"),
         (min_size >= 0, "min_size", min_size, ">= 0"),
         (max_proposals >= 0, "max_proposals", max_proposals, ">= 0 (0 = all)"),
+        (0 < upscale <= 8, "upscale", upscale, "in (0, 8]"),
     ]
     check_values("proposals.", checks)
+
+
+def search_long_side(height: int, width: int, resize_long_side: int, upscale: float) -> int:
+    """The longer side of the image a search runs on: ``resize_long_side`` (0 = the image's own)
+    times ``upscale``."""
+    return max(1, round((resize_long_side or max(height, width)) * upscale))
+
+
+def search_image(image: np.ndarray, resize_long_side: int, upscale: float = 1.0) -> np.ndarray:
+    """The ``(h, w, 3)`` uint8 BGR image a search runs on, from ``(H, W, 3)`` uint8 RGB
+    ``image``: resized so its longer side is :func:`search_long_side`."""
+    height, width = image.shape[:2]
+    long_side = search_long_side(height, width, resize_long_side, upscale)
+    return _resize_for_search(np.ascontiguousarray(image[:, :, ::-1]), long_side)
+
+
+def rects_to_original(rects: np.ndarray, searched: tuple[int, int], original: tuple[int, int]):
+    """OpenCV ``x, y, w, h`` rects ``(R, 4)`` on an image of size ``searched`` ``(h, w)`` as
+    ``(R, 4)`` float32 xyxy boxes in pixels of the ``original`` ``(H, W)`` image (a rect covers
+    pixels ``x .. x + w - 1``, i.e. continuous ``[x, x + w)``)."""
+    rects = np.asarray(rects, np.float32).reshape(-1, 4)
+    boxes = np.concatenate([rects[:, :2], rects[:, :2] + rects[:, 2:]], axis=1)
+    scale = [original[1] / searched[1], original[0] / searched[0]] * 2
+    return boxes * np.array(scale, dtype=np.float32)
 
 
 def _resize_for_search(image: np.ndarray, long_side: int) -> np.ndarray:
@@ -85,7 +110,7 @@ def raw_selective_search(image_bgr: np.ndarray, mode: str) -> np.ndarray:
         search.switchToSelectiveSearchFast()
     else:
         search.switchToSelectiveSearchQuality()
-    _seed_c_rand()
+    seed_c_rand()
     rects = search.process()
     return np.asarray(rects, dtype=np.int32).reshape(-1, 4)
 
@@ -118,26 +143,30 @@ def postprocess_boxes(
     return np.ascontiguousarray(boxes)
 
 
+def check_rgb_image(image: np.ndarray, where: str) -> None:
+    """Raise :class:`DetectError` naming ``where`` unless ``image`` is ``(H, W, 3)`` uint8."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise DetectError(
+            f"{where}: expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}"
+        )
+
+
 def search_boxes(
     image: np.ndarray,
     mode: str = "fast",
     resize_long_side: int = 500,
     min_size: float = 16.0,
     max_proposals: int = 2000,
+    upscale: float = 1.0,
 ) -> np.ndarray:
     """:func:`selective_search` as a numpy ``(R, 4)`` float32 array (without torch)."""
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise DetectError(
-            f"selective_search: expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}"
-        )
-    check_search_params(mode, resize_long_side, min_size, max_proposals)
+    check_rgb_image(image, "selective_search")
+    check_search_params(mode, resize_long_side, min_size, max_proposals, upscale)
     height, width = image.shape[:2]
-    resized = _resize_for_search(np.ascontiguousarray(image[:, :, ::-1]), resize_long_side)
-    # A rect (x, y, w, h) covers pixels x .. x + w - 1, i.e. continuous [x, x + w).
-    rects = raw_selective_search(resized, mode).astype(np.float32)
-    boxes = np.concatenate([rects[:, :2], rects[:, :2] + rects[:, 2:]], axis=1)
-    scale = np.array([width / resized.shape[1], height / resized.shape[0]] * 2, dtype=np.float32)
-    return postprocess_boxes(boxes * scale, height, width, min_size, max_proposals)
+    resized = search_image(image, resize_long_side, upscale)
+    rects = raw_selective_search(resized, mode)
+    boxes = rects_to_original(rects, resized.shape[:2], (height, width))
+    return postprocess_boxes(boxes, height, width, min_size, max_proposals)
 
 
 def selective_search(
@@ -146,6 +175,7 @@ def selective_search(
     resize_long_side: int = 500,
     min_size: float = 16.0,
     max_proposals: int = 2000,
+    upscale: float = 1.0,
 ) -> Tensor:
     """Selective-search proposals for one image.
 
@@ -156,10 +186,14 @@ def selective_search(
             (0 = the original size); boxes are mapped back to original pixels.
         min_size: boxes with a width or height below this (original pixels) are dropped.
         max_proposals: at most this many boxes are kept, in the method's ranking order (0 = all).
+        upscale: the search image is ``resize_long_side`` (or the original size) times this:
+            above 1 it finds objects smaller than the segmentation's smallest region.
 
     Returns:
         ``(R, 4)`` float32 xyxy boxes, 0-based continuous pixels of ``image``, clipped to it.
     """
     import torch
 
-    return torch.from_numpy(search_boxes(image, mode, resize_long_side, min_size, max_proposals))
+    return torch.from_numpy(
+        search_boxes(image, mode, resize_long_side, min_size, max_proposals, upscale)
+    )

@@ -49,6 +49,17 @@ def items_from_list(list_file: str | Path) -> list[ImageItem]:
     return items_with_unique_ids([list_file.parent / name for name in names], list_file)
 
 
+def is_voc_folder(data: Path) -> bool:
+    """A folder with ``Annotations/`` or ``ImageSets/`` (the VOC layout)."""
+    return data.is_dir() and ((data / "Annotations").is_dir() or (data / "ImageSets").is_dir())
+
+
+def is_annotated(data: str | Path) -> bool:
+    """``data`` is a VOC folder or a COCO ``.json`` file (a data set with boxes)."""
+    data = Path(data)
+    return is_voc_folder(data) or (data.suffix.lower() == ".json" and data.is_file())
+
+
 def resolve_images(
     data: str | Path, split: str, data_cfg: DataConfig, annotations: bool = True
 ) -> tuple[list[ImageItem], DetectionDataset | None]:
@@ -57,12 +68,11 @@ def resolve_images(
     as plain image folders. ``annotations=False`` lists a VOC split's images without reading
     their objects (nor importing torch), and gives no data set."""
     data = Path(data)
-    is_voc = data.is_dir() and ((data / "Annotations").is_dir() or (data / "ImageSets").is_dir())
-    if is_voc and not annotations:
+    if is_voc_folder(data) and not annotations:
         from detect.data.voc import read_voc_images
 
         return [ImageItem(image_id, path) for image_id, path in read_voc_images(data, split)], None
-    if is_voc or (data.suffix.lower() == ".json" and data.is_file()):
+    if is_annotated(data):
         from detect.data import load_dataset
 
         dataset = load_dataset(

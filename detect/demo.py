@@ -266,6 +266,8 @@ def _rcnn_row(bench: dict) -> dict:
 
 def format_summary_table(summary: DemoSummary) -> str:
     """The one summary table: data, accuracy, time per image, speed-up (Markdown)."""
+    from detect.bench import speedup_text
+
     spp, rcnn = _spp_row(summary.bench), _rcnn_row(summary.bench)
     rcnn_map = (
         f"{summary.rcnn_map:.3f} ({summary.rcnn_eval_images} test images)"
@@ -281,13 +283,14 @@ def format_summary_table(summary: DemoSummary) -> str:
         ("R-CNN VOC07 mAP", rcnn_map),
         (
             "SPP-net s/image (bench)",
-            f"{spp['total_seconds']:.4f} (conv {spp['seconds'].get('conv', 0):.4f}, "
+            f"{spp['total_s']:.4f} (conv {spp['seconds'].get('conv', 0):.4f}, "
             f"pool {spp['seconds'].get('pool', 0):.4f}, fc {spp['seconds'].get('fc', 0):.4f})",
         ),
-        ("R-CNN s/image (bench)", f"{rcnn['total_seconds']:.4f}"),
+        ("R-CNN s/image (bench)", f"{rcnn['total_s']:.4f}"),
         (
             "speed-up (same model, images, proposals)",
-            f"{spp['speedup']:.1f}x (FLOP ceiling {spp['flop_ceiling']:.1f}x)",
+            f"{speedup_text(spp)} (median (spread) of {summary.bench['repeats']} passes; "
+            f"FLOP ceiling {spp['flop_ceiling']:.1f}x)",
         ),
         ("proposals / image (bench)", f"{summary.bench['regions_per_image']:.0f}"),
     ]

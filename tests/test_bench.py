@@ -6,9 +6,20 @@ import numpy as np
 import pytest
 import torch
 
-from detect.bench import count_flops, format_bench_report, head_flops_per_region, run_bench
+import detect.bench
+from detect import bench_peers
+from detect.bench import (
+    PathTiming,
+    count_flops,
+    count_physical_cores,
+    format_bench_report,
+    head_flops_per_region,
+    physical_cores,
+    run_bench,
+    summarize,
+)
 from detect.cli import main
-from detect.config import BenchConfig, Config, ModelConfig
+from detect.config import BenchConfig, Config, ModelConfig, RuntimeConfig
 from detect.data.images import write_image
 from detect.models import build_detector
 
@@ -31,19 +42,26 @@ def test_flops_counted_from_the_modules_that_ran():
     assert flops.fc == 2 * per_region
 
 
+IMAGE = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+PROPOSALS = torch.tensor(
+    [[0, 0, 64, 64], [1, 1, 65, 65], [20, 10, 120, 90], [40, 40, 60, 60], [5, 5, 125, 95.0]]
+)
+
+
+def bench_config(precision: str = "fp32", **bench) -> Config:
+    values = dict(
+        rcnn_sample=3, rcnn_batch=2, multi_scales=(64, 128), svd_ranks=(16, 8), matmul_size=128
+    )
+    return Config(
+        model=MODEL,
+        bench=BenchConfig(**{**values, **bench}),
+        runtime=RuntimeConfig(device="cpu", precision=precision),
+    )
+
+
 def test_run_bench_report():
     model = build_detector("spp", MODEL, 3)
-    image = np.random.randint(0, 256, (96, 128, 3), dtype=np.uint8)
-    proposals = torch.tensor(
-        [[0, 0, 64, 64], [1, 1, 65, 65], [20, 10, 120, 90], [40, 40, 60, 60], [5, 5, 125, 95.0]]
-    )
-    config = Config(
-        model=MODEL,
-        bench=BenchConfig(
-            rcnn_sample=3, rcnn_batch=2, multi_scales=(64, 128), svd_ranks=(16, 8), matmul_size=128
-        ),
-    )
-    report = run_bench(model, [image], [proposals], config, svd=True)
+    report = run_bench(model, [IMAGE], [PROPOSALS], bench_config(repeats=2), svd=True)
     rows = report["rows"]
     assert [(r["path"], len(r["scales"]), r["head"]) for r in rows] == [
         ("spp", 1, "full"),
@@ -55,8 +73,13 @@ def test_run_bench_report():
     ]
     rcnn = rows[2]
     for row in rows[:2]:
-        assert row["speedup"] == pytest.approx(rcnn["total_seconds"] / row["total_seconds"])
+        ratios = [r / s for r, s in zip(rcnn["total_runs_s"], row["total_runs_s"], strict=True)]
+        assert row["speedup"] == pytest.approx(np.median(ratios))
+        assert (row["speedup_min"], row["speedup_max"]) == pytest.approx((min(ratios), max(ratios)))
         assert 1 <= row["windows"] <= 5
+    for row in rows:
+        assert row["precision"] == "fp32" and len(row["total_runs_s"]) == 2
+        assert row["total_s"] == pytest.approx(np.median(row["total_runs_s"]))
     # R-CNN conv FLOPs: every one of the 5 crops (128x128) through the backbone.
     with count_flops(model) as flops, torch.no_grad():
         model.backbone(torch.zeros(1, 3, 128, 128))
@@ -64,6 +87,57 @@ def test_run_bench_report():
     assert report["matmul_gflops_per_s"] > 0
     text = format_bench_report(report)
     assert "random sample of 3 crops" in text and "GFLOP/s" in text
+    assert "median of 2 interleaved pass(es)" in text
+
+
+def test_passes_are_interleaved_after_one_warm_up_of_each_path(monkeypatch):
+    calls = []
+    for name in ("spp_flops", "rcnn_flops", "spp_pass", "rcnn_pass"):
+        original = getattr(detect.bench, name)
+
+        def logged(*args, _name=name, _original=original, **kwargs):
+            calls.append(_name)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(detect.bench, name, logged)
+    model = build_detector("spp", MODEL, 3)
+    run_bench(model, [IMAGE], [PROPOSALS], bench_config(repeats=3, multi_scales=()))
+    warm_up = ["spp_flops", "rcnn_flops"]
+    assert calls == warm_up + ["spp_pass", "rcnn_pass"] * 3
+
+
+def test_summarize_takes_medians_and_the_spread():
+    runs = [
+        PathTiming({"conv": 1.0, "fc": 4.0}),
+        PathTiming({"conv": 3.0, "fc": 1.0}),
+        PathTiming({"conv": 2.0, "fc": 9.0}),
+    ]
+    row = summarize(runs)
+    assert row["seconds"] == {"conv": 2.0, "fc": 4.0}  # medians stage by stage
+    assert row["total_runs_s"] == [5.0, 4.0, 11.0]
+    assert (row["total_s"], row["total_min_s"], row["total_max_s"]) == (5.0, 4.0, 11.0)
+
+
+def test_bf16_runs_every_fc_layer_and_conv_of_both_paths_in_bfloat16():
+    model = build_detector("spp", MODEL, 3)
+    dtypes = set()
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+    for layer in layers:
+        layer.register_forward_hook(lambda _m, _i, out: dtypes.add(out.dtype))
+    report = run_bench(model, [IMAGE], [PROPOSALS], bench_config("bf16", multi_scales=()))
+    assert dtypes == {torch.bfloat16}
+    assert [row["precision"] for row in report["rows"]] == ["bf16", "bf16"]
+
+
+def test_physical_cores_count_hyper_threads_once():
+    # 2 sockets x 2 cores x 2 hyper-threads: 8 logical CPUs, 4 cores.
+    entries = [
+        f"processor\t: {i}\nphysical id\t: {i // 4}\ncore id\t\t: {(i // 2) % 2}\n"
+        for i in range(8)
+    ]
+    assert count_physical_cores("\n".join(entries)) == 4
+    assert count_physical_cores("processor\t: 0\n") == 0
+    assert 1 <= physical_cores() <= (torch.multiprocessing.cpu_count() or 1)
 
 
 def write_scene(path):
@@ -98,12 +172,47 @@ def test_bench_command(tmp_path, capsys):
             "40",
             "--json",
             str(tmp_path / "bench.json"),
+            "--precision",
+            "bf16",
         ]
     )
     assert status == 0
     report = json.loads((tmp_path / "bench.json").read_text())
     assert report["backbone"] == "tiny" and 0 < report["regions_per_image"] <= 40
+    assert report["threads"] == physical_cores() and report["precision"] == "bf16"
+    for row in report["rows"]:
+        assert {"path", "scales", "head", "precision", "total_s", "speedup"} <= set(row)
+        assert row["precision"] == "bf16" and row["total_s"] > 0
     assert "speed-up" in capsys.readouterr().out
+
+
+def test_peers_are_torchvision_detectors():
+    from torchvision.models import detection
+
+    assert set(bench_peers.PEERS.values()) <= set(detection.__dict__)
+
+
+@pytest.mark.slow
+def test_bench_peers_rows_end_to_end(tmp_path, capsys, monkeypatch):
+    # The MobileNetV3 peer only: the ResNet-50 one takes the same path at 5x the time.
+    monkeypatch.setattr(
+        bench_peers, "PEERS", {"frcnn-mnv3-fpn": "fasterrcnn_mobilenet_v3_large_fpn"}
+    )
+    write_scene(tmp_path / "scene.png")
+    args = ["bench", "--config", str(write_bench_config(tmp_path))]
+    args += ["--images", str(tmp_path / "scene.png"), "--proposals", "40", "--threads", "1"]
+    args += ["--set", "bench.repeats=1", "--peers", "--json", str(tmp_path / "bench.json")]
+    assert main(args) == 0
+    rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
+    spp, ours, *peers = rows[0], rows[2], *rows[3:]
+    assert ours["path"] == "spp+ss" and ours["network_s"] == spp["total_s"]
+    assert ours["total_s"] == pytest.approx(ours["proposal_s"] + spp["total_s"])
+    assert [row["path"] for row in peers] == ["frcnn-mnv3-fpn"]
+    for row in peers:
+        assert row["speedup"] == pytest.approx(row["total_s"] / ours["total_s"])
+        assert row["scales"] == [800] and row["total_s"] > 0
+    out = capsys.readouterr().out
+    assert "end to end, proposals included" in out and "frcnn-mnv3-fpn" in out
 
 
 @pytest.mark.parametrize(
@@ -112,6 +221,7 @@ def test_bench_command(tmp_path, capsys):
         (["--proposals", "0"], "bench.num_proposals must be >= 1, got 0"),
         (["--proposals", "-1"], "bench.num_proposals must be >= 1, got -1"),
         (["--threads", "0"], "--threads: expected a positive number, got 0"),
+        (["--precision", "fp16"], "fp16 needs a GPU"),
         (["--threads", "-2"], "--threads: expected a positive number, got -2"),
         (["--scales", "0"], "model.scales must be a non-empty list of positive sizes"),
         (["--multi-scales", "0", "-5"], "bench.multi_scales must be positive sizes"),

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import replace
 from pathlib import Path
 
-from detect.commands import add_config_argument, add_override_argument
+from detect.commands import add_config_argument, add_override_argument, add_runtime_arguments
 from detect.errors import DetectError
 
 
 def add_arguments(parser) -> None:
     add_config_argument(parser, "its model, bench and proposals settings are used")
-    add_override_argument(parser, "bench.rcnn_sample=128")
+    add_override_argument(parser, "bench.repeats=5")
+    add_runtime_arguments(parser)
     parser.add_argument(
         "--images",
         nargs="+",
@@ -30,7 +32,18 @@ def add_arguments(parser) -> None:
         help="multi-scale row (bench.multi_scales); give no value to skip it",
     )
     parser.add_argument("--svd", action="store_true", help="also time truncated-SVD fc6/fc7")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: the physical cores; fewer keeps the timing steady "
+        "while another process is busy)",
+    )
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="also time torchvision's Faster R-CNN (ResNet-50-FPN, MobileNetV3-Large-FPN; random "
+        "weights) and SPP-net end to end, proposals included",
+    )
     parser.add_argument("--json", help="write the report as JSON here")
 
 
@@ -56,18 +69,20 @@ def bench_proposals(image, image_id: str, path, config):
 def run(args) -> int:
     import torch
 
-    from detect.bench import check_bench_config, format_bench_report, run_bench
+    from detect.bench import check_bench_config, format_bench_report, physical_cores, run_bench
     from detect.config import load_config
     from detect.data.images import read_image
     from detect.files import atomic_write_text
     from detect.models import build_detector
     from detect.models.detection_model import check_model_config
+    from detect.runtime import resolve_runtime
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise DetectError(f"--threads: expected a positive number, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    threads = physical_cores() if args.threads is None else args.threads
+    if threads < 1:
+        raise DetectError(f"--threads: expected a positive number, got {threads}")
+    torch.set_num_threads(threads)
     config = load_config(args.config, args.overrides)
+    resolve_runtime(config.runtime)
     scorer = None
     if args.checkpoint:
         from detect.checkpoints import load_checkpoint
@@ -109,7 +124,12 @@ def run(args) -> int:
             f"note: selective search gave {[int(p.shape[0]) for p in proposals]} proposals "
             f"(fewer than the {config.bench.num_proposals} asked for); all of them are used"
         )
-    report = run_bench(model, images, proposals, config, scorer, svd=args.svd)
+    peers = None
+    if args.peers:
+        from detect.bench_peers import peer_rows
+
+        peers = functools.partial(peer_rows, images, config)
+    report = run_bench(model, images, proposals, config, scorer, svd=args.svd, extra_rows=peers)
     if args.json:
         atomic_write_text(Path(args.json), json.dumps(report, indent=1))
     print(format_bench_report(report))

@@ -17,7 +17,7 @@ path (:meth:`~detect.models.DetectionModel.detect`) does the work.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from detect.errors import DetectError
 from detect.models.detection_model import DetectionModel
 from detect.models.scoring import RegionScorer
 from detect.proposals import ProposalCache, image_proposals
+from detect.proposals.prefetch import ProposalJob, prefetch_proposals
 from detect.structures import Detections
 
 # Ranks of fc6 / fc7 for ``svd=True`` (Fast R-CNN's truncated SVD, as ``detect run --svd``).
@@ -226,9 +227,33 @@ class Detector:
         )
 
     def predict(
-        self, images: Iterable[str | Path | np.ndarray | Any], progress: bool = True
+        self,
+        images: Iterable[str | Path | np.ndarray | Any],
+        progress: bool = True,
+        workers: int | None = None,
     ) -> Iterator[DetectionResult]:
-        """:meth:`__call__` on each of ``images`` in turn (proposals computed), with a progress
-        bar on stderr unless ``progress`` is False."""
-        for image in tqdm(images, desc="detect", unit="image", disable=not progress):
-            yield self(image)
+        """:meth:`__call__` on each of ``images`` in turn, with a progress bar on stderr unless
+        ``progress`` is False. The proposals of the next images are computed in ``workers``
+        processes (default ``proposals.workers``; 0: in this process, one image after the other)
+        while the network runs on this one (:mod:`detect.proposals.prefetch`); the results are
+        those of calling the detector on each image. The workers are spawned processes, so a
+        script calling this needs the usual ``if __name__ == "__main__":`` guard."""
+        workers = self.config.proposals.workers if workers is None else workers
+        jobs = (proposal_job(image) for image in images)
+        limit = self.config.data.max_image_pixels
+        found = prefetch_proposals(jobs, self.proposal_cache, limit, workers)
+        total = len(images) if isinstance(images, Sized) else None
+        for job, boxes, error in tqdm(
+            found, total=total, desc="detect", unit="image", disable=not progress
+        ):
+            if boxes is None:
+                raise DetectError(error)
+            yield self(job.path if job.image is None else job.image, boxes, job.image_id)
+
+
+def proposal_job(image: str | Path | np.ndarray | Any) -> ProposalJob:
+    """What a proposal worker needs for ``image``: a path (the worker reads the file; id its
+    stem) or the ``(H, W, 3)`` uint8 RGB array of an array or PIL image (id ``"image"``)."""
+    if isinstance(image, (str, Path)):
+        return ProposalJob(Path(image).stem, Path(image))
+    return ProposalJob("image", None, as_rgb_array(image))

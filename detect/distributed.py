@@ -8,8 +8,9 @@ them a command is one process of rank 0 of 1, and nothing here touches ``torch.d
 * :func:`process_group` starts the process group (gloo on the CPU, nccl on CUDA) only when
   ``WORLD_SIZE`` > 1, and ends it on the way out.
 * :func:`shard_items` splits a list into ``count`` strided shards, :func:`this_shard` is this
-  rank's; :func:`gather_dict` / :func:`all_gather_object` / :func:`all_reduce_sum` /
-  :func:`barrier` combine the ranks' results (each the identity for one process).
+  rank's; :func:`gather_dict` / :func:`all_gather_object` / :func:`gather_to_main` /
+  :func:`all_reduce_sum` / :func:`barrier` combine the ranks' results (each the identity for one
+  process).
 
 Importing this module imports neither torch nor ``torch.distributed`` (``detect --help`` and a
 cached ``detect proposals`` rerun start without torch); the functions that need it import it.
@@ -18,6 +19,8 @@ cached ``detect proposals`` rerun start without torch); the functions that need 
 from __future__ import annotations
 
 import contextlib
+import datetime
+import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -28,6 +31,10 @@ if TYPE_CHECKING:
     import torch
 
 T = TypeVar("T")
+
+# How long a rank waits for the others at a collective before failing: long enough for one rank's
+# share of a large split's proposals or region features (torch's default is 30 minutes).
+TIMEOUT = datetime.timedelta(hours=3)
 
 
 def _env_int(name: str, default: int) -> int:
@@ -93,7 +100,8 @@ def process_group(device: torch.device | None = None) -> Iterator[None]:
     """Join the ranks of this command for the enclosed block when ``WORLD_SIZE`` > 1: backend
     nccl for a CUDA ``device`` (after selecting this rank's GPU), else gloo; the rendezvous is
     torchrun's (``MASTER_ADDR`` / ``MASTER_PORT``). A group already started is reused and left
-    running; one started here is destroyed on the way out. One process: does nothing."""
+    running; one started here is destroyed on the way out. Ranks other than 0 log only warnings
+    and errors meanwhile. One process: does nothing."""
     if not is_distributed() or _initialized():
         yield
         return
@@ -105,10 +113,16 @@ def process_group(device: torch.device | None = None) -> Iterator[None]:
     cuda = device is not None and device.type == "cuda"
     if cuda:
         torch.cuda.set_device(rank_device(device))
-    dist.init_process_group("nccl" if cuda else "gloo", rank=rank(), world_size=world_size())
+    backend = "nccl" if cuda else "gloo"
+    dist.init_process_group(backend, rank=rank(), world_size=world_size(), timeout=TIMEOUT)
+    root = logging.getLogger()
+    level = root.level
+    if not is_main():  # rank 0 reports; the others only say what went wrong
+        root.setLevel(max(level, logging.WARNING))
     try:
         yield
     finally:
+        root.setLevel(level)
         dist.destroy_process_group()
 
 
@@ -144,6 +158,18 @@ def all_gather_object(value: Any) -> list[Any]:
 
     gathered: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, value)
+    return gathered
+
+
+def gather_to_main(value: Any) -> list[Any] | None:
+    """Every rank's ``value`` (picklable), in rank order, on rank 0; None on the other ranks
+    (``[value]`` for one process). Unlike :func:`all_gather_object`, only rank 0 holds them all."""
+    if not _initialized():
+        return [value]
+    import torch.distributed as dist
+
+    gathered: list[Any] | None = [None] * dist.get_world_size() if is_main() else None
+    dist.gather_object(value, gathered, dst=0)
     return gathered
 
 

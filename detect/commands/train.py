@@ -34,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from detect.distributed import is_main
     from detect.training import train
 
     config = load_config(args.config, args.overrides)
@@ -42,6 +43,8 @@ def run(args) -> int:
     result = train(
         config, args.data, out, method=args.method, resume=args.resume, overwrite=args.overwrite
     )
+    if not is_main():  # under torchrun rank 0 alone reports (and wrote the run folder)
+        return 0
     files = [result.checkpoint, result.config_path, result.log_csv, result.loss_png]
     print(
         f"trained {result.method} on {result.num_images} images "

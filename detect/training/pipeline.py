@@ -22,11 +22,13 @@ import torch
 from detect.checkpoints import check_compatible, load_weights, read_checkpoint
 from detect.config import Config, check_values, config_to_dict, save_config
 from detect.config_paths import absolute_path_values, with_absolute_paths
+from detect.distributed import barrier, is_main, process_group
 from detect.errors import DetectError, Interrupted
 from detect.models.detection_model import check_model_config
 from detect.models.poolers import METHODS
 from detect.runtime import resolve_runtime
 from detect.structures import DetectionDataset
+from detect.training import ddp
 from detect.training.checkpoint import check_resume_keys, save_checkpoint
 from detect.training.finetune import FINETUNE_MODES, finetune
 from detect.training.sampling import SCALE_DRAWS
@@ -250,10 +252,19 @@ def train(
         DetectError: bad config values, a class without objects, classes or backbone that differ
             from ``finetune.init_checkpoint`` or the checkpoint being resumed, a diverging loss.
         Interrupted: Ctrl-C, saying what was kept (:func:`_what_ctrl_c_kept`).
+
+    Under torchrun the processes train together (:mod:`detect.training.ddp`): proposals and
+    region features computed in shards, fine-tuning with DistributedDataParallel on the same
+    global batches as one process; rank 0 alone writes the run folder (which every rank must
+    be able to read: a shared file system across machines).
     """
+    with process_group(resolve_runtime(config.runtime)):
+        return _train(config, data_root, out_dir, method, resume, on_iteration, overwrite)
+
+
+def _train(config, data_root, out_dir, method, resume, on_iteration, overwrite) -> TrainResult:
     from detect.data import load_dataset
     from detect.models import build_detector
-    from detect.proposals import load_or_compute_proposals
     from detect.visualize import plot_loss_curve
 
     started = time.perf_counter()
@@ -290,10 +301,8 @@ def train(
         init = read_checkpoint(config.finetune.init_checkpoint)
         check_compatible(init, config.finetune.init_checkpoint, class_names, config.model.backbone)
 
-    with _what_ctrl_c_kept("proposals", checkpoint_path):
-        proposals = load_or_compute_proposals(
-            dataset, config.proposals, max_image_pixels=data.max_image_pixels
-        )
+    with _what_ctrl_c_kept("proposals", checkpoint_path):  # every rank checked the run folder
+        proposals = ddp.shared_proposals(dataset, config.proposals, data.max_image_pixels)
 
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
@@ -304,8 +313,9 @@ def train(
     elif init is not None:
         load_weights(model, init["model"], config.finetune.init_checkpoint)
     model.use_runtime(config.runtime)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, config_path)
+    if is_main():  # under torchrun rank 0 alone writes the run folder
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, config_path)
 
     stages = ["finetune"]
     if payload is not None and payload.get("stage") == "done":
@@ -323,9 +333,11 @@ def train(
             if config.svm.enabled or config.bbox_reg.method == "ridge":
                 extras.update(_train_linear_models(model, dataset, proposals, config, out_dir))
                 stages += [s for s in ("svm", "ridge") if extras.get(s) is not None]
-            save_checkpoint(checkpoint_path, model, class_names, config, extras)
+            if is_main():
+                save_checkpoint(checkpoint_path, model, class_names, config, extras)
 
-    loss_png = plot_loss_curve(log_path, out_dir / LOSS_PLOT_NAME) if rows else None
+    plot = rows and is_main()
+    loss_png = plot_loss_curve(log_path, out_dir / LOSS_PLOT_NAME) if plot else None
     return TrainResult(
         out_dir=out_dir,
         checkpoint=checkpoint_path,
@@ -382,19 +394,28 @@ def _train_linear_models(model, dataset, proposals, config: Config, out_dir: Pat
     from detect.training.svm import train_svms
 
     folder = out_dir / REGION_FEATURES_DIR
-    shutil.rmtree(folder, ignore_errors=True)  # an interrupted run's shards
-    features = extract_region_features(
-        model,
-        dataset,
-        proposals,
-        svm_feature=config.svm.feature,
-        min_iou=config.bbox_reg.min_iou,
-        max_negatives_per_image=config.svm.max_negatives_per_image,
-        seed=config.seed,
-        max_image_pixels=config.data.max_image_pixels,
-        folder=folder,
-        num_workers=config.runtime.num_workers,
-    )
+    if is_main():
+        shutil.rmtree(folder, ignore_errors=True)  # an interrupted run's shards
+    barrier()
+
+    def extract(images: DetectionDataset, where: Path):
+        return extract_region_features(
+            model,
+            images,
+            proposals,
+            svm_feature=config.svm.feature,
+            min_iou=config.bbox_reg.min_iou,
+            max_negatives_per_image=config.svm.max_negatives_per_image,
+            seed=config.seed,
+            max_image_pixels=config.data.max_image_pixels,
+            folder=where,
+            num_workers=config.runtime.num_workers,
+        )
+
+    # under torchrun each rank extracts its shard of the images; rank 0 fits on them all
+    features = ddp.sharded_region_features(extract, dataset, folder)
+    if features is None:
+        return {}
     num_classes = len(dataset.class_names)
     extras: dict = {"svm": None, "ridge": None}
     if config.svm.enabled:

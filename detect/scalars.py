@@ -3,13 +3,14 @@
 ``pip install 'detect[tensorboard]'`` adds it. Training writes its loss terms, learning rate and
 throughput under ``<run folder>/tensorboard/`` (:class:`detect.training.hooks.TensorBoardLog`) and
 ``detect eval`` its AP under ``<eval folder>/tensorboard/``, so ``tensorboard --logdir runs/NAME``
-shows both. Without the package nothing is written and one info line says that the scalars are
-off; nothing fails. Event files are appended as they are written (like the CSV log), not replaced
+shows both. Without the package nothing is written and one info line (once per process) says that
+the scalars are off; nothing fails. Event files are appended as they are written (like the CSV log), not replaced
 atomically.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Mapping
@@ -21,13 +22,10 @@ log = logging.getLogger(__name__)
 TENSORBOARD_DIR = "tensorboard"  # the folder name under a run or eval folder
 
 
-def scalar_writer(log_dir: Path, purge_step: int | None = None) -> Any | None:
-    """A ``torch.utils.tensorboard.SummaryWriter`` on ``log_dir``, or ``None`` (with one info
-    line) when tensorboard is not installed.
-
-    ``purge_step``: TensorBoard hides the events of earlier writers of the folder at this step and
-    later (a resumed run rewrites the iterations after its checkpoint; a fresh run hides all).
-    """
+@functools.cache
+def summary_writer_class() -> Any | None:
+    """``torch.utils.tensorboard.SummaryWriter``, or ``None`` when tensorboard is not installed
+    (said in one info line, the first time)."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
@@ -36,7 +34,17 @@ def scalar_writer(log_dir: Path, purge_step: int | None = None) -> Any | None:
             "(pip install 'detect[tensorboard]')"
         )
         return None
-    return SummaryWriter(str(log_dir), purge_step=purge_step)
+    return SummaryWriter
+
+
+def scalar_writer(log_dir: Path, purge_step: int | None = None) -> Any | None:
+    """A ``SummaryWriter`` on ``log_dir``, or ``None`` when tensorboard is not installed.
+
+    ``purge_step``: TensorBoard hides the events of earlier writers of the folder at this step and
+    later (a resumed run rewrites the iterations after its checkpoint; a fresh run hides all).
+    """
+    writer_class = summary_writer_class()
+    return None if writer_class is None else writer_class(str(log_dir), purge_step=purge_step)
 
 
 def write_scalars(log_dir: Path, scalars: Mapping[str, float], step: int) -> bool:

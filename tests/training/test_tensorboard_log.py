@@ -6,7 +6,7 @@ import sys
 import pytest
 from test_hooks import steps
 
-from detect.scalars import write_scalars
+from detect.scalars import summary_writer_class, write_scalars
 from detect.training.hooks import CSVLog, IterationTimer, TensorBoardLog, empty_sums
 from detect.training.trainer import Trainer
 
@@ -27,20 +27,32 @@ def scalars(folder, tag):
     return [(event.step, round(event.value, 6)) for event in events.Scalars(tag)]
 
 
-def test_without_tensorboard_nothing_fails_and_one_line_says_so(tmp_path, monkeypatch, caplog):
+@pytest.fixture
+def fresh_import():
+    """The import of SummaryWriter tried again (it is cached per process), before and after."""
+    summary_writer_class.cache_clear()
+    yield
+    summary_writer_class.cache_clear()
+
+
+def test_without_tensorboard_nothing_fails_and_one_line_says_so(
+    tmp_path, monkeypatch, caplog, fresh_import
+):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
     with caplog.at_level("INFO", logger="detect.scalars"):
         rows = run(tmp_path, (4.0, 2.0, 1.0, 3.0))
+        assert not write_scalars(tmp_path / "eval", {"mAP": 0.5}, 1)
     assert [row["iteration"] for row in rows] == [2, 4]
-    assert caplog.messages == [
+    assert caplog.messages == [  # once, for training and evaluation together
         "TensorBoard scalars off: the tensorboard package is not installed "
         "(pip install 'detect[tensorboard]')"
     ]
-    assert not write_scalars(tmp_path / "eval", {"mAP": 0.5}, 1)
     assert not (tmp_path / "tb").exists() and not (tmp_path / "eval").exists()
 
 
-def test_training_scalars_read_back_and_a_resume_replaces_what_followed_its_checkpoint(tmp_path):
+def test_training_scalars_read_back_and_a_resume_replaces_what_followed_its_checkpoint(
+    tmp_path, fresh_import
+):
     pytest.importorskip("tensorboard")
     rows = run(tmp_path, (4.0, 2.0, 1.0, 3.0))
     assert scalars(tmp_path / "tb", "train/loss") == [(2, 3.0), (4, 2.0)]
@@ -55,7 +67,7 @@ def test_training_scalars_read_back_and_a_resume_replaces_what_followed_its_chec
     assert scalars(tmp_path / "tb", "train/loss") == [(2, 1.0), (4, 2.0)]
 
 
-def test_eval_scalars_read_back(tmp_path):
+def test_eval_scalars_read_back(tmp_path, fresh_import):
     pytest.importorskip("tensorboard")
     scores = {"eval_test/mAP": 0.75, "eval_test/AP/cat": 0.5, "eval_test/AP/dog": float("nan")}
     assert write_scalars(tmp_path / "tb", scores, 300)

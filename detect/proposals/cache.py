@@ -17,7 +17,8 @@ proposals.
 A cache without a folder (``cache_dir`` empty or None) keeps nothing: every look-up misses.
 
 Because there is one file per image, shards computed on different machines combine by copying
-their cache folders into one (``rsync``/``cp``): no merge step is needed.
+their cache folders into one (``rsync``/``cp``, or ``detect proposals --merge``, which copies
+only valid entries): no other merge step is needed.
 """
 
 from __future__ import annotations

@@ -17,7 +17,13 @@ from detect.config import ModelConfig, RuntimeConfig, TestConfig, check_values
 from detect.errors import DetectError
 from detect.models.backbones import Backbone
 from detect.models.heads import Head, HeadOutput
-from detect.models.poolers import METHODS, PooledRegions, RegionPooler, build_pooler
+from detect.models.poolers import (
+    METHODS,
+    FeatureMap,
+    PooledRegions,
+    RegionPooler,
+    build_pooler,
+)
 from detect.models.postprocess import class_boxes, postprocess
 from detect.models.scoring import RegionScorer, SoftmaxScorer
 from detect.models.spp import SpatialPyramidPool
@@ -160,11 +166,14 @@ class DetectionModel(nn.Module):
         return self.head_outputs(self.pooler.pool_map(self, feature_map, boxes))
 
     # ---- test time ---------------------------------------------------------------------------
-    def region_outputs(self, image: np.ndarray, boxes: Tensor) -> HeadOutput:
+    def region_outputs(
+        self, image: np.ndarray, boxes: Tensor, feature_map: FeatureMap | None = None
+    ) -> HeadOutput:
         """Head outputs of ``boxes (R, 4)`` (xyxy, pixels of the ``(H, W, 3)`` uint8 ``image``)
         pooled as :meth:`detect` pools them (SPP-net: each box at the scale
-        :func:`detect.models.scales.scale_groups` chooses among ``cfg.scales``), computed in
-        :meth:`autocast` on the model's device (cast them for numpy: ``out.to("cpu", float32)``)."""
+        :func:`detect.models.scales.scale_groups` chooses among ``cfg.scales``; its conv map from
+        ``feature_map(short_side, prepared)`` when given), computed in :meth:`autocast` on the
+        model's device (cast them for numpy: ``out.to("cpu", float32)``)."""
         boxes = boxes.to(self.device)
         with self.autocast():
             if boxes.shape[0] == 0:
@@ -172,7 +181,7 @@ class DetectionModel(nn.Module):
                 return self(prepared, boxes)
             parts, order = [], []
             for rows, regions in self.pooler.groups(
-                self, image, boxes, self.cfg.scales, StageTimer()
+                self, image, boxes, self.cfg.scales, StageTimer(), feature_map
             ):
                 parts.append(self.head_outputs(regions))
                 order.append(torch.arange(boxes.shape[0]) if rows is None else rows)

@@ -19,7 +19,7 @@ that each box takes its outputs from. Boxes are ``(R, 4)`` float xyxy, 0-based c
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import numpy as np
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from detect.models.detection_model import DetectionModel
 
 METHODS = ("spp", "rcnn")
+# ``(short_side, prepared image (3, H', W')) -> conv map (C, h, w)``: SPP-net's conv features.
+FeatureMap = Callable[[int, Tensor], Tensor]
 
 
 class PooledRegions(NamedTuple):
@@ -80,10 +82,12 @@ class RegionPooler(Protocol):
         boxes: Tensor,
         scales: Sequence[int],
         timer: StageTimer,
+        feature_map: FeatureMap | None = None,
     ) -> Iterator[tuple[Tensor | None, PooledRegions]]:
         """Test time: ``(rows, pooled)`` per group of ``boxes (R, 4)`` (pixels of the original
         ``(H, W, 3)`` uint8 ``image``) pooled together; ``rows (n,)`` are the boxes of the
-        group (None: all)."""
+        group (None: all). ``feature_map``: where SPP-net takes a scale's conv map from
+        (default ``model.features``; e.g. the fc-mode cache of training)."""
         ...
 
 
@@ -207,18 +211,23 @@ class SPPPooler:
         boxes: Tensor,
         scales: Sequence[int],
         timer: StageTimer,
+        feature_map: FeatureMap | None = None,
     ) -> Iterator[tuple[Tensor | None, PooledRegions]]:
         """Each box pooled at the scale :func:`scale_groups` chooses for it among ``scales``
         (shorter sides): one group per scale used, conv once per group (stage ``conv``, resizing
-        included), windows in batches of :attr:`batch`."""
+        included; ``feature_map(short_side, prepared)`` when given), windows in batches of
+        :attr:`batch`."""
         height, width = image.shape[:2]
         choice = scale_groups(boxes.cpu(), height, width, scales, model.cfg.max_size)
         for short_side, index in choice:
             with timer.section("conv"):
                 prepared, scale = model.prepare(image, short_side)
-                feature_map = model.features(prepared)
+                if feature_map is None:
+                    conv = model.features(prepared)
+                else:
+                    conv = feature_map(short_side, prepared)
             group_boxes = boxes[index.to(boxes.device)] * scale
-            yield index, self.pool_map(model, feature_map, group_boxes, self.batch, timer)
+            yield index, self.pool_map(model, conv, group_boxes, self.batch, timer)
 
 
 class CropPooler:
@@ -290,9 +299,10 @@ class CropPooler:
         boxes: Tensor,
         scales: Sequence[int],
         timer: StageTimer,
+        feature_map: FeatureMap | None = None,
     ) -> Iterator[tuple[Tensor | None, PooledRegions]]:
-        """One group: every box warped from the original image (``scales`` do not apply), in
-        batches of :attr:`batch` crops."""
+        """One group: every box warped from the original image (``scales`` and ``feature_map``
+        do not apply), in batches of :attr:`batch` crops."""
         prepared, _scale = model.prepare(image)
         yield None, self.pool(model, prepared, boxes, self.batch, timer)
 

@@ -9,8 +9,8 @@ interrupted one.
 
 A file's name is the sha256 of everything its content depends on: the image file's bytes, the
 mirror flag, the shorter side, and :func:`backbone_fingerprint` (the backbone's weights, the
-model's resize settings and the precision), so a changed image, other weights or another scale
-never read another's map. Every map served, just computed or read back, is the fp16-rounded one,
+model's resize settings, the precision and memory format), so a changed image, other weights or
+another scale never read another's map. Every map served, just computed or read back, is the fp16-rounded one,
 so an uninterrupted run and a resumed one see exactly the same numbers (docs/departures.md).
 """
 
@@ -34,12 +34,13 @@ CACHE_VERSION = "detect-conv-map-v1"
 FOLDER_NAME = "features"
 
 
-def backbone_fingerprint(model, precision: str) -> str:
+def backbone_fingerprint(model, numerics: str) -> str:
     """sha256 (hex) of the backbone's parameters and buffers (names, shapes, dtypes, values),
-    the model's ``backbone``, ``scales`` and ``max_size`` settings and ``precision``."""
+    the model's ``backbone`` and ``max_size`` settings, its method and ``numerics`` (how the
+    convs run: precision, memory format)."""
     digest = hashlib.sha256(CACHE_VERSION.encode())
     cfg = model.cfg
-    digest.update(repr((cfg.backbone, cfg.max_size, model.method, precision)).encode())
+    digest.update(repr((cfg.backbone, cfg.max_size, model.method, numerics)).encode())
     for name, tensor in model.backbone.state_dict().items():
         value = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{tuple(value.shape)}:{value.dtype}".encode())

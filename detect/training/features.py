@@ -33,7 +33,9 @@ from detect.data.images import DEFAULT_MAX_IMAGE_PIXELS
 from detect.data.loader import read_images
 from detect.files import atomic_path
 from detect.ops.boxes import box_iou, encode_deltas
+from detect.proposals.cache import image_digest
 from detect.structures import DetectionDataset
+from detect.training.feature_cache import ConvMapCache
 
 
 @dataclass
@@ -109,6 +111,15 @@ def class_ious(boxes: Tensor, gt_boxes: Tensor, gt_labels: Tensor, num_classes: 
     return result
 
 
+def _cached_maps(model, cache: ConvMapCache, digest: str):
+    """``(short_side, prepared) -> conv map`` of the unmirrored image ``digest`` from ``cache``."""
+
+    def feature_map(short_side: int, prepared: Tensor) -> Tensor:
+        return cache.get(digest, False, short_side, lambda: model.features(prepared))
+
+    return feature_map
+
+
 @torch.no_grad()
 def extract_region_features(
     model,
@@ -121,6 +132,7 @@ def extract_region_features(
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     folder: Path | None = None,
     num_workers: int = 0,
+    conv_maps: ConvMapCache | None = None,
 ) -> RegionFeatureShards:
     """Run ``model`` (a :class:`detect.models.DetectionModel`) over every image of ``dataset``,
     each region pooled as test time pools it (:meth:`~detect.models.DetectionModel.region_outputs`).
@@ -132,6 +144,9 @@ def extract_region_features(
             pool (ground-truth boxes always stay) (0 = all; bounds disk use on large data sets).
         folder: where each image's shard is written (None: kept in RAM).
         num_workers: worker processes decoding the images.
+        conv_maps: SPP-net's conv maps (unmirrored) from this cache, as fc-mode fine-tuning
+            left them (its frozen conv layers are the model's:
+            :func:`detect.training.finetune.conv_map_cache`).
     """
     model.eval()
     num_classes = len(dataset.class_names)
@@ -142,7 +157,8 @@ def extract_region_features(
         gt_boxes, gt_labels = ann.boxes[keep], ann.labels[keep]
         props = proposals[ann.image_id].reshape(-1, 4).float()
         boxes = torch.cat([gt_boxes, props])
-        out = model.region_outputs(image, boxes).to("cpu", torch.float32)  # for scikit-learn
+        maps = None if conv_maps is None else _cached_maps(model, conv_maps, image_digest(ann.path))
+        out = model.region_outputs(image, boxes, maps).to("cpu", torch.float32)  # for sklearn
         feats = out.fc7 if svm_feature == "fc7" else out.pooled
         num_gt = gt_boxes.shape[0]
 

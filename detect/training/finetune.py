@@ -146,7 +146,8 @@ def conv_map_cache(model, config: Config, run_dir: Path | None) -> ConvMapCache 
         return None
     device = next(model.parameters()).device
     folder = run_dir / FOLDER_NAME if run_dir is not None else None
-    fingerprint = backbone_fingerprint(model, config.runtime.precision)
+    runtime = config.runtime
+    fingerprint = backbone_fingerprint(model, f"{runtime.precision}|{runtime.channels_last}")
     return ConvMapCache(folder, fingerprint, cfg.feature_cache_mb, device)
 
 

@@ -391,9 +391,11 @@ def _train_linear_models(model, dataset, proposals, config: Config, out_dir: Pat
 
     from detect.training.bbox_reg import train_ridge
     from detect.training.features import extract_region_features
+    from detect.training.finetune import conv_map_cache
     from detect.training.svm import train_svms
 
     folder = out_dir / REGION_FEATURES_DIR
+    conv_maps = conv_map_cache(model, config, out_dir)  # fc mode: fine-tuning's frozen maps
     if is_main():
         shutil.rmtree(folder, ignore_errors=True)  # an interrupted run's shards
     barrier()
@@ -410,6 +412,7 @@ def _train_linear_models(model, dataset, proposals, config: Config, out_dir: Pat
             max_image_pixels=config.data.max_image_pixels,
             folder=where,
             num_workers=config.runtime.num_workers,
+            conv_maps=conv_maps,
         )
 
     # under torchrun each rank extracts its shard of the images; rank 0 fits on them all

@@ -147,3 +147,35 @@ def test_ram_budget_and_damaged_files(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger=feature_cache.__name__):
         again = cache.get("1", False, 64, lambda: maps[1])
     assert torch.equal(again, maps[1].half().float()) and "unreadable" in caplog.text
+
+
+@pytest.mark.slow
+def test_svm_and_ridge_features_reuse_the_fine_tuning_maps(data, tmp_path, monkeypatch):
+    cfg = tiny_config(data, mode="fc", allow_random_backbone=True)
+    cfg = replace(
+        cfg,
+        svm=replace(cfg.svm, enabled=True, initial_negatives=50, rounds=1),
+        bbox_reg=replace(cfg.bbox_reg, method="ridge", min_iou=0.5),
+    )
+    computed, read = [], []
+    write, load = ConvMapCache._write, ConvMapCache._read
+    monkeypatch.setattr(
+        ConvMapCache,
+        "_write",
+        lambda self, name, half: computed.append(name) or write(self, name, half),
+    )
+
+    def reading(self, name):
+        half = load(self, name)
+        if half is not None:
+            read.append(name)
+        return half
+
+    monkeypatch.setattr(ConvMapCache, "_read", reading)
+    result = train(with_workers(cfg, 0), out_dir=tmp_path / "run")
+    assert result.stages == ("finetune", "svm", "ridge")
+    # The region-feature pass reads the unmirrored maps fine-tuning stored instead of running
+    # the backbone again; no map is ever computed twice.
+    assert read and set(read) <= set(computed)
+    assert len(computed) == len(set(computed))
+    assert not (tmp_path / "run" / "region_features").exists()  # shards removed after fitting

@@ -10,8 +10,9 @@ interrupted one.
 A file's name is the sha256 of everything its content depends on: the image file's bytes, the
 mirror flag, the shorter side, and :func:`backbone_fingerprint` (the backbone's weights, the
 model's resize settings, the precision and memory format), so a changed image, other weights or
-another scale never read another's map. Every map served, just computed or read back, is the fp16-rounded one,
-so an uninterrupted run and a resumed one see exactly the same numbers (docs/departures.md).
+another scale never read another's map. Every map served, just computed or read back, is the
+fp16-rounded one, so an uninterrupted run and a resumed one see exactly the same numbers
+(docs/departures.md).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast test-gpu lint format bench clean mutation
+.PHONY: demo test test-fast test-gpu lint format bench bench-memory clean mutation
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ mutation: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/detect bench --config zf5_bench --svd --json runs/bench.json
+
+# Peak RSS of fc-mode training + SVMs + ridge + evaluation on generated VOC-sized data at 50 and 200
+# training images, each in a fresh process (target: < 10% growth, < 4 GiB; README "Memory").
+bench-memory: $(STAMP)
+	OMP_NUM_THREADS=2 $(BIN)/python tools/bench_memory.py --work runs/bench_memory
 
 clean:
 	rm -rf runs/demo .pytest_cache

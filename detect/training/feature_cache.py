@@ -57,13 +57,21 @@ class ConvMapCache:
         fingerprint: :func:`backbone_fingerprint` of the frozen backbone.
         budget_mb: RAM for maps kept in memory (fp16 bytes); 0 keeps none in RAM.
         device: where the maps are served.
+        read_only: serve the maps on disk but keep none of those computed (a single pass over
+            the data, such as the SVM / ridge features, gains nothing from storing them).
     """
 
     def __init__(
-        self, folder: Path | None, fingerprint: str, budget_mb: float, device: torch.device
+        self,
+        folder: Path | None,
+        fingerprint: str,
+        budget_mb: float,
+        device: torch.device,
+        read_only: bool = False,
     ) -> None:
         self.folder = folder
         self.device = device
+        self.read_only = read_only
         self.fingerprint = fingerprint
         self.budget = int(budget_mb * 2**20)
         self.memory: OrderedDict[str, Tensor] = OrderedDict()
@@ -89,11 +97,13 @@ class ConvMapCache:
             half = self._read(name)
             if half is None:
                 half = compute().detach().to("cpu", torch.float16)
-                self._write(name, half)
                 self.counts["computed"] += 1
+                if not self.read_only:
+                    self._write(name, half)
+                    self._remember(name, half)
             else:
                 self.counts["disk"] += 1
-            self._remember(name, half)
+                self._remember(name, half)
         return half.to(self.device).float()
 
     def _read(self, name: str) -> Tensor | None:

@@ -138,9 +138,12 @@ class _RegionForward:
         return model.forward_features(self._frozen_features(image, short_side, prepared), windows)
 
 
-def conv_map_cache(model, config: Config, run_dir: Path | None) -> ConvMapCache | None:
+def conv_map_cache(
+    model, config: Config, run_dir: Path | None, read_only: bool = False
+) -> ConvMapCache | None:
     """The cache of frozen conv maps under ``run_dir/features`` (fc-mode SPP-net with
-    ``finetune.cache_features``; None otherwise)."""
+    ``finetune.cache_features``; None otherwise); ``read_only``: a single pass over the data
+    that reads the stored maps and neither stores nor keeps in RAM those it computes."""
     cfg = config.finetune
     if cfg.mode != "fc" or model.method != "spp" or not cfg.cache_features:
         return None
@@ -148,7 +151,8 @@ def conv_map_cache(model, config: Config, run_dir: Path | None) -> ConvMapCache 
     folder = run_dir / FOLDER_NAME if run_dir is not None else None
     runtime = config.runtime
     fingerprint = backbone_fingerprint(model, f"{runtime.precision}|{runtime.channels_last}")
-    return ConvMapCache(folder, fingerprint, cfg.feature_cache_mb, device)
+    budget = 0 if read_only else cfg.feature_cache_mb
+    return ConvMapCache(folder, fingerprint, budget, device, read_only)
 
 
 @dataclass

@@ -395,7 +395,8 @@ def _train_linear_models(model, dataset, proposals, config: Config, out_dir: Pat
     from detect.training.svm import train_svms
 
     folder = out_dir / REGION_FEATURES_DIR
-    conv_maps = conv_map_cache(model, config, out_dir)  # fc mode: fine-tuning's frozen maps
+    # fc mode: the maps fine-tuning stored (one pass: none stored or kept in RAM here)
+    conv_maps = conv_map_cache(model, config, out_dir, read_only=True)
     if is_main():
         shutil.rmtree(folder, ignore_errors=True)  # an interrupted run's shards
     barrier()

@@ -148,6 +148,13 @@ def test_ram_budget_and_damaged_files(tmp_path, caplog):
         again = cache.get("1", False, 64, lambda: maps[1])
     assert torch.equal(again, maps[1].half().float()) and "unreadable" in caplog.text
 
+    read_only = ConvMapCache(tmp_path, "f", 1, torch.device("cpu"), read_only=True)
+    assert torch.equal(read_only.get("0", False, 64, never), maps[0].half().float())
+    fresh = torch.randn(4, 16, 16)
+    assert torch.equal(read_only.get("new", False, 64, lambda: fresh), fresh.half().float())
+    assert not (tmp_path / read_only.name("new", False, 64)).exists()
+    assert list(read_only.memory) == [read_only.name("0", False, 64)]
+
 
 @pytest.mark.slow
 def test_svm_and_ridge_features_reuse_the_fine_tuning_maps(data, tmp_path, monkeypatch):
@@ -178,4 +185,6 @@ def test_svm_and_ridge_features_reuse_the_fine_tuning_maps(data, tmp_path, monke
     # the backbone again; no map is ever computed twice.
     assert read and set(read) <= set(computed)
     assert len(computed) == len(set(computed))
+    # ... and stores none of its own (read only: one pass gains nothing from them).
+    assert {path.name for path in (tmp_path / "run" / "features").iterdir()} == set(computed)
     assert not (tmp_path / "run" / "region_features").exists()  # shards removed after fitting

@@ -148,8 +148,6 @@ def test_fp16_training_scales_gradients_and_resumes(data, tmp_path):
     values["runtime"] = {"device": "cuda", "precision": "fp16"}
     cfg = config_from_dict(values, "test config")
     full = train(cfg, out_dir=tmp_path / "full")
-    payload = read_checkpoint(full.checkpoint)
-    assert payload["grad_scaler"]["scale"] > 0  # the scaler's state travels with the run
 
     def interrupt_at_4(completed):
         if completed == 4:
@@ -157,7 +155,9 @@ def test_fp16_training_scales_gradients_and_resumes(data, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         train(cfg, out_dir=tmp_path / "cut", on_iteration=interrupt_at_4)
-    assert read_checkpoint(tmp_path / "cut" / "checkpoint.pt")["iteration"] == 4
+    payload = read_checkpoint(tmp_path / "cut" / "checkpoint.pt")
+    assert payload["iteration"] == 4
+    assert payload["grad_scaler"]["scale"] > 0  # the scaler's state travels with the run
     resumed = train(cfg, out_dir=tmp_path / "cut", resume=True)
     a = read_checkpoint(full.checkpoint)["model"]
     b = read_checkpoint(resumed.checkpoint)["model"]

@@ -79,16 +79,6 @@ def is_distributed() -> bool:
     return world_size() > 1
 
 
-def rank_device(device: torch.device) -> torch.device:
-    """The device of this rank: ``cuda`` without an index becomes ``cuda:LOCAL_RANK`` when
-    distributed (one GPU per process); any other device is returned unchanged."""
-    import torch
-
-    if device.type == "cuda" and device.index is None and is_distributed():
-        return torch.device("cuda", local_rank())
-    return device
-
-
 def _initialized() -> bool:
     import torch.distributed as dist
 
@@ -98,7 +88,8 @@ def _initialized() -> bool:
 @contextlib.contextmanager
 def process_group(device: torch.device | None = None) -> Iterator[None]:
     """Join the ranks of this command for the enclosed block when ``WORLD_SIZE`` > 1: backend
-    nccl for a CUDA ``device`` (after selecting this rank's GPU), else gloo; the rendezvous is
+    nccl for a CUDA ``device``, else gloo; on a machine with GPUs, ``cuda`` (no index) then means
+    GPU ``LOCAL_RANK`` (modulo the GPUs visible) in this process. The rendezvous is
     torchrun's (``MASTER_ADDR`` / ``MASTER_PORT``). A group already started is reused and left
     running; one started here is destroyed on the way out. Ranks other than 0 log only warnings
     and errors meanwhile. One process: does nothing."""
@@ -110,9 +101,9 @@ def process_group(device: torch.device | None = None) -> Iterator[None]:
 
     if not dist.is_available():
         raise DetectError("WORLD_SIZE > 1, but this torch build has no torch.distributed")
+    if torch.cuda.is_available():  # "cuda" means this rank's GPU from now on
+        torch.cuda.set_device(local_rank() % torch.cuda.device_count())
     cuda = device is not None and device.type == "cuda"
-    if cuda:
-        torch.cuda.set_device(rank_device(device))
     backend = "nccl" if cuda else "gloo"
     dist.init_process_group(backend, rank=rank(), world_size=world_size(), timeout=TIMEOUT)
     root = logging.getLogger()

@@ -39,6 +39,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from detect.distributed import process_group
+
+    # Under torchrun the ranks join before the model is placed: "cuda" is then each one's GPU.
+    with process_group():
+        return _run(args)
+
+
+def _run(args) -> int:
     from detect.distributed import is_main
     from detect.evaluation.checkpoint_eval import evaluate_checkpoint
     from detect.evaluation.error_analysis import format_error_table

@@ -71,6 +71,12 @@ def collect_images(arguments: list[str]):
 
 
 def run(args) -> int:
+    # Under torchrun the ranks join before the model is placed: "cuda" is then each one's GPU.
+    with process_group():
+        return _run(args)
+
+
+def _run(args) -> int:
     from detect.detector import Detector
     from detect.evaluation.detections_json import DETECTIONS_FILE, write_detections_json
 
@@ -97,10 +103,9 @@ def run(args) -> int:
     start = time.perf_counter()
     # Under torchrun each rank detects its shard of the images and writes their files; rank 0
     # writes OUT/detections.json with every rank's detections, in the order of the images given.
-    with process_group():
-        found, skipped = _detect_images(det, this_shard(items), out, args.draw_threshold)
-        found = gather_dict(found, [item.image_id for item in items])
-        skipped = [message for part in all_gather_object(skipped) for message in part]
+    found, skipped = _detect_images(det, this_shard(items), out, args.draw_threshold)
+    found = gather_dict(found, [item.image_id for item in items])
+    skipped = [message for part in all_gather_object(skipped) for message in part]
     if not is_main():
         return 1 if skipped else 0
     write_detections_json(out / DETECTIONS_FILE, found, det.class_names)

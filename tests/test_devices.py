@@ -4,11 +4,13 @@ one-line errors for a device or precision this machine lacks, a tiny run end to 
 checkpoint, channels_last against NCHW, float32 CPU weights in checkpoints, and a checkpoint's
 saved runtime section ignored when it is loaded."""
 
+import signal
+
 import pytest
 import torch
 import yaml
 from _tiny_model import red_box_scene, save_tiny_checkpoint
-from _train_data import make_tiny_voc, tiny_config_dict
+from _train_data import make_tiny_voc, tiny_config, tiny_config_dict
 from torchvision.ops import box_iou
 
 from detect.checkpoints import read_checkpoint
@@ -19,6 +21,7 @@ from detect.detector import Detector
 from detect.evaluation.detections_json import read_detections_json
 from detect.models import build_detector
 from detect.models.stage_timer import StageTimer
+from detect.training import train
 from detect.training.checkpoint import save_checkpoint
 
 # One past the last CUDA device: never on this machine, with or without a GPU.
@@ -174,3 +177,38 @@ def test_channels_last_off_gives_nchw_convs_and_the_same_scores(tmp_path):
             red_box_scene(), proposals, det.scorer, det.model.cfg.scales, StageTimer()
         )
     torch.testing.assert_close(scores[True], scores[False], rtol=1e-5, atol=1e-6)
+
+
+def test_gradient_scaler_steps_save_and_resume(data, tmp_path, monkeypatch):
+    """fp16's loss scaling, exercised on the CPU: an enabled scaler in place of fp32's disabled
+    one. Scaling the loss by a power of two and unscaling the gradients is exact, so the weights
+    are those of a run without it; the scaler's state (its scale doubled every 2 steps) is saved
+    with the run and restored on resume."""
+    import detect.training.finetune as finetune_module
+
+    scalers = []
+
+    def enabled_scaler(device, precision):
+        scalers.append(torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=2))
+        return scalers[-1]
+
+    cfg = tiny_config(data)  # 6 iterations, checkpoint every 3
+    plain = read_checkpoint(train(cfg, out_dir=tmp_path / "plain").checkpoint)["model"]
+    monkeypatch.setattr(finetune_module, "grad_scaler", enabled_scaler)
+    scaled = read_checkpoint(train(cfg, out_dir=tmp_path / "scaled").checkpoint)["model"]
+    assert scalers[-1].get_scale() == 2.0**13  # 6 finite steps: 3 doublings
+    for key in plain:
+        assert torch.equal(plain[key], scaled[key]), key
+
+    def interrupt_at_4(completed):
+        if completed == 4:
+            signal.raise_signal(signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, out_dir=tmp_path / "cut", on_iteration=interrupt_at_4)
+    payload = read_checkpoint(tmp_path / "cut" / "checkpoint.pt")
+    assert payload["iteration"] == 4 and payload["grad_scaler"]["scale"] == 2.0**12
+    resumed = read_checkpoint(train(cfg, out_dir=tmp_path / "cut", resume=True).checkpoint)
+    assert scalers[-1].get_scale() == 2.0**13  # from 2**12, not from the initial 2**10
+    for key in plain:
+        assert torch.equal(plain[key], resumed["model"][key]), key

@@ -69,14 +69,14 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
         action=_AppendOverride,
         key="runtime.device",
         metavar="auto|cpu|cuda|cuda:N|mps",
-        help="where the network runs (default: the config's runtime.device, auto: CUDA, then "
-        "Apple's MPS, then the CPU)",
+        help="where the network runs; auto: CUDA, then Apple's MPS, then the CPU (default: "
+        "runtime.device of the config and --set, else auto; a checkpoint's is not used)",
     )
     parser.add_argument(
         "--precision",
         action=_AppendOverride,
         key="runtime.precision",
         choices=PRECISIONS,
-        help="fp32, or autocast to bf16 (CPU and GPU) or fp16 (GPU, gradient scaler in "
-        "training) (default: the config's runtime.precision, fp32)",
+        help="fp32, or autocast to bf16 (CPU and GPU) or fp16 (GPU; gradient scaler in "
+        "training) (default: runtime.precision of the config and --set, else fp32)",
     )

@@ -2,8 +2,8 @@
 
 Usage: ``detect eval --checkpoint CK [--data PATH] [--split test] [--method spp|rcnn]
 [--metric voc07|voc07_numpy|voc10|coco] [--out DIR] [--max-images N] [--proposal-cache DIR]
-[--set section.key=value ...]``. Writes ``detections.json``, comp4 files (or
-``coco_results.json``), ``metrics.json``, ``pr_curves.png``, the false-positive analysis
+[--set section.key=value ...] [--device D] [--precision P]``. Writes ``detections.json``, comp4
+files (or ``coco_results.json``), ``metrics.json``, ``pr_curves.png``, the false-positive analysis
 ``error_analysis.{json,md,png}`` (VOC metrics), TensorBoard scalars ``tensorboard/`` (when
 installed) and the proposal cache ``proposals/`` into ``--out`` (default
 ``<checkpoint folder>/eval_<split>``); ``--proposal-cache`` names another cache folder. Prints the

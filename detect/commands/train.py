@@ -1,9 +1,10 @@
 """`detect train`: fine-tune a detector (then SVMs / ridge box regression) from a YAML config.
 
 Usage: ``detect train --config X.yaml|NAME [--data PATH] [--out runs/NAME] [--method spp|rcnn]
-[--resume | --overwrite] [--set section.key=value ...]``. The run folder gets ``checkpoint.pt``,
-``config.yaml``, ``train_log.csv`` and ``loss.png``. A folder that already holds a run is refused
-unless ``--resume`` (continue it) or ``--overwrite`` (replace it) is given.
+[--resume | --overwrite] [--set section.key=value ...] [--device D] [--precision P]``. The run
+folder gets ``checkpoint.pt``, ``config.yaml``, ``train_log.csv`` and ``loss.png``. A folder that
+already holds a run is refused unless ``--resume`` (continue it) or ``--overwrite`` (replace it)
+is given.
 """
 
 from __future__ import annotations

@@ -52,6 +52,9 @@ def runs(tmp_path_factory):
     config["svm"] = {"enabled": True, "rounds": 2}
     config["bbox_reg"] = {"method": "ridge"}
     (root / "train.yaml").write_text(yaml.safe_dump(config))
+    # One image per iteration: rank 1 never has a window and joins DDP's averaging with zeros.
+    single = tiny_config_dict(data, iterations=3, images_per_batch=1, checkpoint_every=2)
+    (root / "single.yaml").write_text(yaml.safe_dump(single))
     proposals = ["--set", f"proposals.import_file={data / 'proposals.json'}"]
 
     def commands(name: str) -> list[list[str]]:
@@ -61,7 +64,8 @@ def runs(tmp_path_factory):
         run += ["--proposal-cache", str(root / name / "cache"), "--out", str(root / name / "run")]
         run += ["--set", "proposals.resize_long_side=64"]  # selective search at the images' size
         train = ["train", "--config", str(root / "train.yaml"), "--out", str(root / name / "tr")]
-        return [eval_, run, train]
+        single = ["train", "--config", str(root / "single.yaml"), "--out", str(root / name / "tr1")]
+        return [eval_, run, train, single]
 
     for argv in commands("one"):
         assert main(argv) == 0
@@ -92,7 +96,7 @@ def test_run_sharded_over_two_ranks_equals_one_process(runs):
 
 def test_train_on_two_ranks_ends_with_one_process_weights(runs):
     root, done = runs
-    assert done.stdout.count("trained spp on 5 images") == 1  # rank 0 alone reports
+    assert done.stdout.count("trained spp on 5 images") == 2  # rank 0 alone, of both runs
     one = read_checkpoint(root / "one" / "tr" / "checkpoint.pt")
     two = read_checkpoint(root / "two" / "tr" / "checkpoint.pt")
     assert one["model"].keys() == two["model"].keys()
@@ -121,3 +125,11 @@ def test_train_on_two_ranks_ends_with_one_process_weights(runs):
                 assert other == pytest.approx(value, rel=1e-4), (name, key)
             else:
                 assert other == value, (name, key)
+
+
+def test_train_with_more_ranks_than_images_per_batch(runs):
+    root, _ = runs
+    one = read_checkpoint(root / "one" / "tr1" / "checkpoint.pt")["model"]
+    two = read_checkpoint(root / "two" / "tr1" / "checkpoint.pt")["model"]
+    for key, value in one.items():
+        assert torch.allclose(two[key], value, rtol=1e-4, atol=1e-6), key

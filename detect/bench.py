@@ -22,12 +22,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import os
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -86,31 +84,6 @@ def head_flops_per_region(head: nn.Module) -> int:
     return sum(
         2 * m.in_features * m.out_features for m in head.modules() if isinstance(m, nn.Linear)
     )
-
-
-def count_physical_cores(cpuinfo: str) -> int:
-    """Distinct ``(physical id, core id)`` pairs of a Linux ``/proc/cpuinfo`` text (0 when it
-    names none): hyper-threads of one core count once."""
-    cores, physical = set(), "0"
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "physical id":
-            physical = value.strip()
-        elif key.strip() == "core id":
-            cores.add((physical, value.strip()))
-    return len(cores)
-
-
-def physical_cores() -> int:
-    """Physical CPU cores this process may use, the default of ``detect bench --threads``: the
-    cores of ``/proc/cpuinfo`` (Linux), at most the CPUs this process may run on; elsewhere the
-    logical CPU count."""
-    logical = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    try:
-        cores = count_physical_cores(Path("/proc/cpuinfo").read_text())
-    except OSError:
-        cores = 0
-    return max(1, min(logical or 1, cores or logical or 1))
 
 
 def synchronize(device: torch.device) -> None:

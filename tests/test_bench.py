@@ -1,25 +1,25 @@
 """`detect bench` on a tiny backbone, a small image and a few proposals."""
 
 import json
+import os
 
 import numpy as np
 import pytest
 import torch
 
 import detect.bench
-from detect import bench_peers
+from detect import bench_peers, cpu_threads
 from detect.bench import (
     PathTiming,
     count_flops,
-    count_physical_cores,
     format_bench_report,
     head_flops_per_region,
-    physical_cores,
     run_bench,
     summarize,
 )
 from detect.cli import main
 from detect.config import BenchConfig, Config, ModelConfig, RuntimeConfig
+from detect.cpu_threads import count_physical_cores, physical_cores
 from detect.data.images import write_image
 from detect.models import build_detector
 
@@ -242,3 +242,10 @@ def test_bench_bad_input_fails_before_timing(tmp_path, capsys, monkeypatch, extr
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1].startswith("detect bench: error:") and message in err
     assert "Traceback" not in err and not (tmp_path / "cache").exists()
+
+
+def test_free_cores_leave_out_the_cores_the_load_average_says_are_busy(monkeypatch):
+    monkeypatch.setattr(cpu_threads, "physical_cores", lambda: 4)
+    for load, free in [(0.2, 4), (1.4, 3), (2.6, 1), (9.0, 1)]:
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, 0.0, 0.0))
+        assert cpu_threads.free_cores() == free

@@ -69,8 +69,9 @@ def bench_proposals(image, image_id: str, path, config):
 def run(args) -> int:
     import torch
 
-    from detect.bench import check_bench_config, format_bench_report, physical_cores, run_bench
+    from detect.bench import check_bench_config, format_bench_report, run_bench
     from detect.config import load_config
+    from detect.cpu_threads import physical_cores
     from detect.data.images import read_image
     from detect.files import atomic_write_text
     from detect.models import build_detector

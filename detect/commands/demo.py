@@ -12,11 +12,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_argument(parser, "default: demo")
     add_override_argument(parser, "finetune.iterations=200")
     add_runtime_arguments(parser)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads (default: $OMP_NUM_THREADS if set, else the physical cores "
+        "other processes leave free, by the load average: threads on busy cores slow every "
+        "operation down)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from detect.demo import format_summary_table, run_demo
+    import os
 
+    import torch
+
+    from detect.cpu_threads import free_cores
+    from detect.demo import format_summary_table, run_demo
+    from detect.errors import DetectError
+
+    if args.threads is not None and args.threads < 1:
+        raise DetectError(f"--threads: expected a positive number, got {args.threads}")
+    if args.threads is not None or "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(args.threads or free_cores())
     summary = run_demo(args.out, args.config, args.overrides)
     total = sum(summary.stage_seconds.values())
     print()

@@ -25,10 +25,11 @@ and sample its windows (:mod:`detect.training.batches`) while the network trains
 one.
 
 Determinism / resume: the images of iteration ``i`` are a function of (seed, i) (a fresh
-permutation per epoch), and the flips and window sampling of iteration ``i`` use a generator
-seeded from (seed, i), whatever the number of workers. Checkpoints store the model, the optimizer, the lr scheduler, the
-iteration, the torch / numpy / python RNG states (dropout) and the log, so a resumed run ends
-with exactly the weights of an uninterrupted one.
+permutation per epoch), and each image's flip, window sampling and dropout are drawn from
+generators seeded from (seed, i, its position in the iteration), whatever the number of workers
+or of torchrun processes (:mod:`detect.training.ddp`). Checkpoints store the model, the
+optimizer, the lr scheduler, the iteration, the torch / numpy / python RNG states and the log, so
+a resumed run ends with exactly the weights of an uninterrupted one.
 """
 
 from __future__ import annotations

@@ -66,6 +66,11 @@ def test_device_and_precision_options_fold_into_the_overrides_in_order():
         "test.nms_iou=0.4",
     ]
     assert parser.parse_args(["eval", "--checkpoint", "c.pt"]).overrides == []
+    required = {"train": [], "run": ["--checkpoint", "c.pt", "x.jpg"], "demo": []}
+    for command, args in required.items():
+        options = ["--device", "cuda:1", "--precision", "fp16"]
+        parsed = build_parser([command]).parse_args([command, *args, *options])
+        assert parsed.overrides == ["runtime.device=cuda:1", "runtime.precision=fp16"], command
     with pytest.raises(SystemExit) as exit_info:
         parser.parse_args(["eval", "--checkpoint", "c.pt", "--precision", "fp8"])
     assert exit_info.value.code == 2

@@ -203,6 +203,18 @@ def _config_differences(saved: dict, current: dict, prefix: str = "") -> list[st
     return differences
 
 
+def _with_defaults(saved: dict, defaults: dict) -> dict:
+    """``saved`` with every key it lacks taken from ``defaults`` (nested): a checkpoint written
+    before a config key existed ran with that key's default behaviour."""
+    merged = dict(saved)
+    for key, value in defaults.items():
+        if key not in merged:
+            merged[key] = value
+        elif isinstance(value, dict) and isinstance(merged[key], dict):
+            merged[key] = _with_defaults(merged[key], value)
+    return merged
+
+
 def _resume_payload(path: Path, config: Config, method: str) -> dict:
     if not path.is_file():
         raise DetectError(f"--resume: no checkpoint to resume at {path}")
@@ -214,7 +226,8 @@ def _resume_payload(path: Path, config: Config, method: str) -> dict:
         )
     # Both with absolute paths: a relative one saved by an older version means the same here
     # only when resumed from the same folder.
-    saved, current = absolute_path_values(payload["config"]), config_to_dict(config)
+    saved = _with_defaults(absolute_path_values(payload["config"]), config_to_dict(Config()))
+    current = config_to_dict(config)
     differences = [
         difference
         for difference in _config_differences(saved, current)

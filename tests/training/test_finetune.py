@@ -307,3 +307,21 @@ def test_flips_and_images_are_used(data, tmp_path, monkeypatch):
     monkeypatch.setattr(batches_module, "hflip_example", spy)
     train(tiny_config(data, iterations=6), out_dir=tmp_path / "run")
     assert 0 < seen["flip"] < 12  # about half of the 12 image visits
+
+
+def test_resume_of_a_checkpoint_older_than_a_config_key(data, tmp_path):
+    """A key missing from the saved config (written before the key existed) means its default."""
+    from detect.files import atomic_torch_save
+
+    first = train(tiny_config(data, iterations=1), out_dir=tmp_path / "run")
+    payload = read_checkpoint(first.checkpoint)
+    assert payload["config"]["finetune"].pop("fg_fraction") == 0.25
+    del payload["config"]["runtime"]
+    atomic_torch_save(payload, first.checkpoint)
+    resumed = train(tiny_config(data, iterations=1), out_dir=tmp_path / "run", resume=True)
+    a, b = payload["model"], read_checkpoint(resumed.checkpoint)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(DetectError, match=r"finetune.fg_fraction: 0.25 -> 0.3"):
+        cfg = tiny_config(data, iterations=1)
+        changed = replace(cfg, finetune=replace(cfg.finetune, fg_fraction=0.3))
+        train(changed, out_dir=tmp_path / "run", resume=True)

@@ -27,6 +27,7 @@ COMMANDS = {
     "score": "score detection files against ground truth (VOC07, VOC10, COCO)",
     "bench": "time SPP-net against R-CNN on the same images, model and proposals",
     "demo": "the whole pipeline on built-in data: train, evaluate, draw, compare speed",
+    "classify": "image classification with image-level SPP at any size: train, eval, predict",
 }
 
 

@@ -64,17 +64,17 @@ class ProposalConfig:
     # ss-multi: one hierarchy per colour space x graph-segmentation k (x the two fast strategies)
     # with initial regions of at least multi_min_region pixels (OpenCV's presets: 100); merged by
     # rank, a box overlapping a better-ranked one by IoU > multi_dedup_iou dropped.
-    multi_color_spaces: tuple[str, ...] = ("hsv", "lab")
-    multi_ks: tuple[float, ...] = (150.0, 300.0)
-    multi_min_region: int = 100
+    multi_color_spaces: tuple[str, ...] = ("hsv", "lab", "rgb")
+    multi_ks: tuple[float, ...] = (100.0, 200.0)
+    multi_min_region: int = 30
     multi_dedup_iou: float = 0.95
     # dense: window (width, height) shapes in pixels; empty = the k-means centres of the training
     # boxes' shapes (dense_num_shapes of them), fitted when proposals are computed.
     dense_shapes: tuple[tuple[float, ...], ...] = ()
-    dense_num_shapes: int = 24
-    dense_stride: float = 0.12  # window step, a fraction of the window's width / height
-    dense_ring: float = 0.08  # objectness surround width, a fraction of the window's size
-    dense_nms_iou: float = 0.6  # a window overlapping a better-ranked one by more is dropped
+    dense_num_shapes: int = 16
+    dense_stride: float = 0.08  # window step, a fraction of the window's width / height
+    dense_ring: float = 0.03  # objectness surround width, a fraction of the side (at least 1 px)
+    dense_nms_iou: float = 0.65  # a window overlapping a better-ranked one by more is dropped
 
 
 @dataclass(frozen=True)
@@ -210,6 +210,52 @@ class DemoConfig:
     rcnn_eval_images: int = 20  # test images R-CNN is evaluated on (it is slow); 0 = skip R-CNN
     bench_images: int = 3
     draw_images: int = 8
+    # Image classification (detect.classify.demo): the generated set (classify.root) and the
+    # modes trained on it, compared on centre crop, warp and full image (docs/classification.md).
+    classify_modes: tuple[str, ...] = ("fixed", "single", "multi")  # empty = skip
+    classify_train: int = 400
+    classify_test: int = 200
+    classify_side_range: tuple[int, ...] = (160, 288)  # image heights and widths drawn in it
+    classify_class_colour: float = 0.0  # fraction of objects in their class's colour (else any)
+    # SPP pretraining for detection: model.backbone first trained as an SPP classifier on crops
+    # of the training objects (their boxes scaled by pretrain_context) with pretrain_overrides,
+    # then a second detector fine-tuned from it with pretrained_overrides; false = skip.
+    pretrain: bool = True
+    pretrain_context: float = 1.5
+    pretrain_overrides: tuple[str, ...] = ()
+    pretrained_overrides: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ClassifyConfig:
+    """``detect classify``: an image classifier = ``model.backbone`` (with ``model.weights``) +
+    image-level SPP over ``model.pyramid_levels`` + fc layers (``model.fc_dims``,
+    ``model.dropout``) + softmax, trained on whole images (docs/classification.md)."""
+
+    # ImageFolder layout: <root>/<split>/<class name>/<image files>, one sub-folder per class.
+    root: str = "data/classify"
+    train_split: str = "train"
+    test_split: str = "test"
+    # fixed: (a) sizes[0] inputs and a fixed max-pool (fixed_pool) instead of SPP; single: (b)
+    # SPP at sizes[0]; multi: (c) SPP, the sizes in turn, one per epoch (the paper: 224, 180);
+    # variable: (d) SPP, each batch at a random size in variable_range.
+    mode: str = "multi"
+    bins: str = "sliding"  # sliding: the paper's window ceil(a/n), stride floor(a/n) | adaptive
+    sizes: tuple[int, ...] = (224, 180)
+    variable_range: tuple[int, ...] = (180, 224)  # [low, high] input sizes of the variable mode
+    # Training region: a random square of this fraction of the shorter side (the paper's 224
+    # crop of an image resized to 256), resized to the epoch's size; flipped at random.
+    crop_fraction: float = 0.875
+    flip: bool = True
+    fixed_pool: tuple[int, ...] = (3, 2)  # (a)'s pool5 window and stride (ZF-5's 3x3/2)
+    test_size: int = 224  # the centre-crop and warp views of ``detect classify eval``
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 0.01
+    lr_steps: tuple[int, ...] = ()  # epochs after which lr is multiplied by lr_gamma
+    lr_gamma: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
 
 
 # runtime.precision: float32, or autocast to bfloat16 / float16 (detect.runtime.autocast).
@@ -246,6 +292,7 @@ class Config:
     bench: BenchConfig = field(default_factory=BenchConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    classify: ClassifyConfig = field(default_factory=ClassifyConfig)
 
 
 def check_values(prefix: str, checks: list[tuple[bool, str, Any, str]]) -> None:

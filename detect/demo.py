@@ -221,6 +221,12 @@ def run_demo(
             max_images=cfg.demo.rcnn_eval_images,
         )
 
+    from detect.classify.demo import run_classify_stages
+
+    classify = run_classify_stages(
+        stages, cfg, out, splits[cfg.data.train_split][0], _train_and_evaluate
+    )
+
     bench = stages.run("bench", _bench, cfg, spp_run.checkpoint, test_dataset, test_proposals, out)
     grid = stages.run("draw", _draw, cfg, test_dataset, spp_eval, out)
 
@@ -250,9 +256,11 @@ def run_demo(
     )
     if rcnn_eval is not None:
         summary.files += [rcnn_eval.metrics_path]
+    summary.files += classify.files
     summary.report = out / "report.md"
     summary.files.append(summary.report)
-    atomic_write_text(summary.report, format_demo_report(summary, cfg))
+    classify_report = classify.report(spp_eval.mAP, summary.rcnn_map)
+    atomic_write_text(summary.report, format_demo_report(summary, cfg) + classify_report)
     return summary
 
 

@@ -30,6 +30,8 @@ def reduced_overrides(tmp_path):
         "bench.rcnn_sample=8",
         "bench.matmul_size=256",
         "model.fc_dims=[32, 32]",
+        "demo.classify_modes=[]",  # the classification stages: tests/classify/test_demo_stages.py
+        "demo.pretrain=false",
     ]
 
 
@@ -96,6 +98,8 @@ def test_spp_net_learns_to_detect_the_synthetic_shapes(tmp_path):
         "finetune.lr_steps=[240]",
         "bench.rcnn_sample=8",
         "bench.matmul_size=256",
+        "demo.classify_modes=[]",
+        "demo.pretrain=false",
     ]
     summary = run_demo(tmp_path / "run", overrides=overrides)
     assert summary.spp_map >= 0.70, summary.spp_ap

@@ -1,0 +1,188 @@
+"""The demo's classification stages (:func:`detect.demo.run_demo` calls them).
+
+* :func:`classify_modes`: the generated classification set, then modes (a) fixed, (b) single and
+  (c) multi trained briefly (``runs/demo/classify/<mode>/``) and each tested on the centre crop,
+  the warp and the full image at its own size: the paper's table (error of (c) <= (b) < (a)).
+* :func:`pretrain_backbone`: the detection backbone trained first as an SPP classifier on
+  object-centred crops of the demo's training objects (``runs/demo/classify/pretrain/``), and
+  :func:`pretrained_config`: the detector's config fine-tuned from it (SPP-net's recipe).
+
+A rerun reuses finished checkpoints trained with the same config.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from detect.config import Config, apply_overrides, config_to_dict
+from detect.errors import DetectError
+
+log = logging.getLogger(__name__)
+
+MODE_LABELS = {
+    "fixed": "(a) no SPP, 224",
+    "single": "(b) SPP, 224",
+    "multi": "(c) SPP, 224/180",
+    "variable": "(d) SPP, variable",
+}
+
+
+@dataclass
+class ModeResult:
+    """One trained mode: ``errors[view]["top1"]`` (views of
+    :func:`detect.classify.evaluate.evaluate_classifier`), its checkpoint and training time."""
+
+    mode: str
+    errors: dict[str, dict[str, float]]
+    checkpoint: Path
+    train_seconds: float
+
+
+def _with(cfg: Config, overrides: list[str], source: str) -> Config:
+    return apply_overrides(config_to_dict(cfg), overrides, source)
+
+
+def _train_or_reuse(cfg: Config, out: Path, samples=None, class_names=None):
+    """Train into ``out``, or reuse its finished run of the same config (resume)."""
+    from detect.classify.train import train_classifier
+
+    resume = (out / "checkpoint.pt").is_file()
+    try:
+        return train_classifier(cfg, out, samples, class_names, resume=resume, progress=False)
+    except DetectError as exc:
+        if not resume:
+            raise
+        log.warning("demo: cannot reuse %s (%s); training again", out, exc)
+        return train_classifier(cfg, out, samples, class_names, overwrite=True, progress=False)
+
+
+def classify_modes(cfg: Config, out_dir: Path) -> list[ModeResult]:
+    """Generate (or reuse) the classification set, train and test each of
+    ``demo.classify_modes``."""
+    import time
+
+    from detect.classify.evaluate import evaluate_classifier, load_classifier
+    from detect.data.synthetic_classification import generate_classification_set, is_complete
+
+    params = dict(
+        num_train=cfg.demo.classify_train,
+        num_test=cfg.demo.classify_test,
+        side_range=tuple(cfg.demo.classify_side_range),
+        class_colour=cfg.demo.classify_class_colour,
+        seed=cfg.seed,
+    )
+    if not is_complete(cfg.classify.root, **params):
+        generate_classification_set(cfg.classify.root, progress=False, **params)
+    results = []
+    for mode in cfg.demo.classify_modes:
+        mode_cfg = _with(cfg, [f"classify.mode={mode}"], "demo.classify_modes")
+        start = time.perf_counter()
+        run = _train_or_reuse(mode_cfg, out_dir / mode)
+        seconds = time.perf_counter() - start
+        errors = evaluate_classifier(load_classifier(run.checkpoint), progress=False)
+        log.info("demo: classify %s: %s", mode, errors)
+        results.append(ModeResult(mode, errors, run.checkpoint, seconds))
+    return results
+
+
+def format_modes_table(results: list[ModeResult], test_size: int, num_test: int) -> str:
+    """Markdown: top-1 error (%) per mode and test view (the fixed network has no full view: its
+    full image is the warp)."""
+    from detect.classify.evaluate import view_names
+
+    names = view_names(test_size)
+    lines = [
+        "| training | " + " | ".join(names.values()) + " | train s |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for result in results:
+        cells = [
+            f"{100 * result.errors[view]['top1']:.1f}" if view in result.errors else "n/a"
+            for view in names
+        ]
+        label = MODE_LABELS[result.mode]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {result.train_seconds:.1f} |")
+    return (
+        f"Top-1 error (%) on {num_test} generated test images (4 shapes in random colours, "
+        "varied sizes and aspect ratios):\n\n" + "\n".join(lines)
+    )
+
+
+def pretrain_backbone(cfg: Config, train_dataset, out_dir: Path) -> Path:
+    """Train ``model.backbone`` as an SPP classifier on object-centred crops of
+    ``train_dataset``'s objects (``demo.pretrain_context`` x their boxes), with
+    ``demo.pretrain_overrides``; returns the checkpoint (``model.weights`` reads its backbone)."""
+    from detect.classify.data import object_crops
+
+    pre_cfg = _with(cfg, list(cfg.demo.pretrain_overrides), "demo.pretrain_overrides")
+    samples = object_crops(train_dataset.annotations, cfg.demo.pretrain_context)
+    run = _train_or_reuse(pre_cfg, out_dir, samples, list(train_dataset.class_names))
+    log.info("demo: pretrained on %d object crops: %s", len(samples), run.rows[-1])
+    return run.checkpoint
+
+
+def pretrained_config(cfg: Config, backbone_checkpoint: Path) -> Config:
+    """The detector's config started from the pretrained backbone, with
+    ``demo.pretrained_overrides``."""
+    overrides = [f"model.weights={backbone_checkpoint.resolve()}", *cfg.demo.pretrained_overrides]
+    return _with(cfg, overrides, "demo.pretrained_overrides")
+
+
+@dataclass
+class ClassifyDemo:
+    """What the demo's classification stages measured (empty when skipped)."""
+
+    modes: list[ModeResult]
+    test_size: int
+    num_test: int
+    pretrained_map: float | None = None
+    pretrained_ap: dict[str, float] | None = None
+    files: list[Path] | None = None
+
+    def report(self, scratch_map: float, rcnn_map: float | None) -> str:
+        """The ``report.md`` section: the modes table and the detection mAPs (Markdown)."""
+        parts = []
+        if self.modes:
+            parts.append(
+                "## Image classification with SPP (docs/classification.md)\n\n"
+                + format_modes_table(self.modes, self.test_size, self.num_test)
+            )
+        if self.pretrained_map is not None:
+            rcnn = f"{rcnn_map:.3f}" if rcnn_map is not None else "skipped"
+            parts.append(
+                "## SPP pretraining for detection\n\n"
+                "| detector | VOC07 mAP |\n| --- | --- |\n"
+                f"| SPP-net, backbone from scratch | {scratch_map:.3f} |\n"
+                f"| SPP-net, backbone pretrained as an SPP classifier | "
+                f"{self.pretrained_map:.3f} |\n"
+                f"| R-CNN (from the scratch SPP-net) | {rcnn} |"
+            )
+        return "".join(f"\n{part}\n" for part in parts)
+
+
+def run_classify_stages(stages, cfg: Config, out: Path, train_dataset, train_and_evaluate):
+    """The demo's classification stages, timed by ``stages`` (``detect.demo._Stages``):
+    the modes (``demo.classify_modes``; checkpoints in ``out/classify/<mode>``), then, with
+    ``demo.pretrain``, the backbone pretraining (``out/classify/pretrain``) and a detector
+    fine-tuned from it by ``train_and_evaluate`` (``out/spp_pretrained``)."""
+    modes = []
+    if cfg.demo.classify_modes:
+        modes = stages.run("classify (a)-(c)", classify_modes, cfg, out / "classify")
+    result = ClassifyDemo(modes, cfg.classify.test_size, cfg.demo.classify_test)
+    result.files = [mode.checkpoint for mode in modes]
+    if cfg.demo.pretrain:
+        checkpoint = stages.run(
+            "pretrain backbone", pretrain_backbone, cfg, train_dataset, out / "classify/pretrain"
+        )
+        _, evaluation = train_and_evaluate(
+            stages,
+            "SPP-net (pretrained)",
+            pretrained_config(cfg, checkpoint),
+            out / "spp_pretrained",
+            "spp",
+        )
+        result.pretrained_map, result.pretrained_ap = evaluation.mAP, evaluation.ap
+        result.files += [checkpoint, evaluation.metrics_path]
+    return result

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from detect.structures import DetectionDataset
 
 KMEANS_ITERATIONS = 300
+# Only the best-scoring CANDIDATES_PER_PROPOSAL * max_proposals windows enter the suppression.
+CANDIDATES_PER_PROPOSAL = 4
 
 
 def check_dense_params(
@@ -154,9 +156,9 @@ def local_maxima(scores: np.ndarray) -> np.ndarray:
 def dense_boxes(
     image: np.ndarray,
     shapes: tuple,
-    stride: float = 0.12,
-    ring: float = 0.08,
-    nms_iou: float = 0.6,
+    stride: float = 0.08,
+    ring: float = 0.03,
+    nms_iou: float = 0.65,
     max_proposals: int = 2000,
 ) -> np.ndarray:
     """Dense proposals for ``image`` ``(H, W, 3)`` uint8 RGB.
@@ -185,6 +187,8 @@ def dense_boxes(
         boxes.append(grid[peaks])
         scores.append(score[peaks])
     order = np.argsort(-np.concatenate(scores), kind="stable")
+    if max_proposals > 0:  # the suppression's cost grows with its input: the best few suffice
+        order = order[: CANDIDATES_PER_PROPOSAL * max_proposals]
     ranked = np.concatenate(boxes)[order].astype(np.float32)
     return np.ascontiguousarray(ranked[suppress_overlaps(ranked, nms_iou, max_proposals)])
 

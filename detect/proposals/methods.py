@@ -27,16 +27,16 @@ RECORDED_NAMES = {"ss": "opencv_selective_search", "ss-multi": "ss-multi", "dens
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "ss": {"mode": "fast", "resize_long_side": 500, "min_size": 16.0, "max_proposals": 2000},
     "ss-multi": {
-        "color_spaces": ["hsv", "lab"],
-        "ks": [150.0, 300.0],
-        "min_region": 100,
+        "color_spaces": ["hsv", "lab", "rgb"],
+        "ks": [100.0, 200.0],
+        "min_region": 30,
         "dedup_iou": 0.95,
         "resize_long_side": 500,
         "upscale": 1.0,
         "min_size": 16.0,
         "max_proposals": 2000,
     },
-    "dense": {"shapes": [], "stride": 0.12, "ring": 0.08, "nms_iou": 0.6, "max_proposals": 2000},
+    "dense": {"shapes": [], "stride": 0.08, "ring": 0.03, "nms_iou": 0.65, "max_proposals": 2000},
 }
 _FLOATS = {"min_size", "dedup_iou", "upscale", "stride", "ring", "nms_iou"}
 _INTS = {"resize_long_side", "max_proposals", "min_region"}

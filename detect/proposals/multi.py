@@ -90,13 +90,13 @@ def _hierarchy(image_bgr: np.ndarray, color_space: str, k: float, min_region: in
 
 def multi_search_boxes(
     image: np.ndarray,
-    color_spaces: tuple = ("hsv", "lab"),
+    color_spaces: tuple = ("hsv", "lab", "rgb"),
     ks: tuple = (100.0, 200.0),
     min_region: int = 30,
-    dedup_iou: float = 0.9,
-    resize_long_side: int = 0,
+    dedup_iou: float = 0.95,
+    resize_long_side: int = 500,
     upscale: float = 1.0,
-    min_size: float = 6.0,
+    min_size: float = 16.0,
     max_proposals: int = 2000,
 ) -> np.ndarray:
     """The ``ss-multi`` proposals of ``image`` ``(H, W, 3)`` uint8 RGB.

@@ -130,6 +130,7 @@ def test_proposals_cli_compares_methods(tmp_path, capsys):
     args = ["proposals", "--data", str(root), "--split", "test", "--classes", "box"]
     args += ["--out", str(tmp_path / "c"), "--set", "proposals.resize_long_side=160"]
     args += ["--set", "proposals.multi_ks=[100]", "--set", "proposals.dense_num_shapes=3"]
+    args += ["--set", "proposals.dense_stride=0.03"]
     assert main([*args, "--method", "ss,ss-multi,dense", "--recall"]) == 0
     out = capsys.readouterr().out
     assert "dense window shapes (k-means of the boxes of" in out

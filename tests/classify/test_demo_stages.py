@@ -1,0 +1,78 @@
+"""The demo's classification stages, reduced: the modes table, and SPP pretraining whose
+backbone a detector's ``model.weights`` loads."""
+
+import pytest
+import torch
+
+from detect.classify.demo import (
+    classify_modes,
+    format_modes_table,
+    pretrain_backbone,
+    pretrained_config,
+)
+from detect.classify.train import read_classifier_checkpoint
+from detect.config import load_config
+from detect.data import load_dataset
+from detect.data.synthetic import SYNTHETIC_CLASSES, generate_synthetic_dataset
+from detect.models.weights import load_backbone
+
+
+def _cfg(tmp_path, *extra):
+    return load_config(
+        "demo",
+        [
+            f"classify.root={tmp_path / 'classify'}",
+            "classify.sizes=[48,40]",
+            "classify.test_size=48",
+            "classify.epochs=1",
+            "classify.batch_size=8",
+            "model.fc_dims=[16]",
+            "runtime.device=cpu",
+            "demo.classify_train=8",
+            "demo.classify_test=4",
+            "demo.classify_side_range=[48,64]",
+            *extra,
+        ],
+    )
+
+
+@pytest.mark.slow
+def test_modes_table(tmp_path):
+    cfg = _cfg(tmp_path, "demo.classify_modes=[fixed, single]")
+    results = classify_modes(cfg, tmp_path / "runs")
+    assert [r.mode for r in results] == ["fixed", "single"]
+    assert set(results[0].errors) == {"crop", "warp"}  # the fixed-size network has no full view
+    assert set(results[1].errors) == {"crop", "warp", "full"}
+    table = format_modes_table(results, 48, 4).splitlines()
+    assert table[-2].startswith("| (a) no SPP, 224 |") and "| n/a |" in table[-2]
+    assert table[-1].startswith("| (b) SPP, 224 |") and "n/a" not in table[-1]
+    # A rerun reuses the finished checkpoints.
+    mtime = results[1].checkpoint.stat().st_mtime_ns
+    assert classify_modes(cfg, tmp_path / "runs")[1].checkpoint.stat().st_mtime_ns == mtime
+
+
+@pytest.mark.slow
+def test_pretrained_backbone_is_what_the_detector_loads(tmp_path):
+    root = tmp_path / "det"
+    generate_synthetic_dataset(
+        root, progress=False, num_train=3, num_val=0, num_test=1, image_size=(96, 128)
+    )
+    dataset = load_dataset(root, "train", SYNTHETIC_CLASSES)
+    cfg = _cfg(
+        tmp_path,
+        "demo.pretrain_overrides=[classify.mode=variable, classify.bins=adaptive, "
+        "'classify.variable_range=[32, 48]', classify.crop_fraction=1.0]",
+        "demo.pretrained_overrides=[finetune.iterations=7]",
+    )
+    checkpoint = pretrain_backbone(cfg, dataset, tmp_path / "pretrain")
+    payload = read_classifier_checkpoint(checkpoint)
+    assert payload["class_names"] == list(SYNTHETIC_CLASSES)
+    assert payload["config"]["classify"]["mode"] == "variable"
+    detector_cfg = pretrained_config(cfg, checkpoint)
+    assert detector_cfg.model.weights == str(checkpoint.resolve())
+    assert detector_cfg.finetune.iterations == 7
+    backbone = load_backbone(detector_cfg.model.backbone, detector_cfg.model.weights)
+    state = backbone.state_dict()
+    assert state.keys() == {k[len("backbone.") :] for k in payload["model"] if "backbone." in k}
+    for key, value in state.items():
+        assert torch.equal(value, payload["model"][f"backbone.{key}"]), key

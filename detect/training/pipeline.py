@@ -278,6 +278,7 @@ def train(
 def _train(config, data_root, out_dir, method, resume, on_iteration, overwrite) -> TrainResult:
     from detect.data import load_dataset
     from detect.models import build_detector
+    from detect.proposals.dense import with_window_shapes
     from detect.visualize import plot_loss_curve
 
     started = time.perf_counter()
@@ -293,7 +294,6 @@ def _train(config, data_root, out_dir, method, resume, on_iteration, overwrite) 
     checkpoint_path = out_dir / CHECKPOINT_NAME
     check_run_folder_use(checkpoint_path, resume, overwrite)
     log_path, config_path = out_dir / LOG_NAME, out_dir / CONFIG_NAME
-    payload = _resume_payload(checkpoint_path, config, method) if resume else None
 
     data = config.data
     dataset = load_dataset(
@@ -306,6 +306,10 @@ def _train(config, data_root, out_dir, method, resume, on_iteration, overwrite) 
     )
     counts = check_class_coverage(dataset)
     log.info("training on %d images of %s: %s", len(dataset), data.root, counts)
+    # dense proposals: window shapes fitted to the training boxes, kept in the saved config
+    proposal_cfg = with_window_shapes(config.proposals, dataset, config.seed)
+    config = dataclasses.replace(config, proposals=proposal_cfg)
+    payload = _resume_payload(checkpoint_path, config, method) if resume else None
     class_names = dataset.class_names
     init = None
     if payload is not None:

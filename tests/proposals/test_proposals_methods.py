@@ -145,3 +145,26 @@ def test_proposals_cli_compares_methods(tmp_path, capsys):
     assert main([*args, "--method", "ss,dense"]) == 2
     assert "several methods only with --recall" in capsys.readouterr().err
     assert main([*args, "--method", "edges", "--recall"]) == 2
+
+
+@pytest.mark.slow
+def test_detect_train_fits_dense_shapes_into_the_saved_config(tmp_path):
+    import yaml
+    from _train_data import make_tiny_voc, tiny_config_dict
+
+    root = make_tiny_voc(tmp_path / "tiny")
+    values = tiny_config_dict(root, iterations=1)
+    values["proposals"] = {
+        "method": "dense",
+        "dense_num_shapes": 2,
+        "max_proposals": 50,
+        "cache_dir": str(tmp_path / "cache"),
+    }
+    config = tmp_path / "dense.yaml"
+    config.write_text(yaml.safe_dump(values))
+    args = ["train", "--config", str(config), "--out", str(tmp_path / "run")]
+    assert main(args) == 0
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["proposals"]
+    assert saved["method"] == "dense" and len(saved["dense_shapes"]) == 2
+    assert len(list((tmp_path / "cache").glob("*.npz"))) > 0
+    assert main([*args, "--resume"]) == 0  # the shapes are fitted alike: the configs agree

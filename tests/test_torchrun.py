@@ -62,7 +62,8 @@ def runs(tmp_path_factory):
         eval_ += ["--set", "test.score_threshold=0.0", "--out", str(root / name / "eval")]
         run = ["run", str(data / "voc" / "JPEGImages"), "--checkpoint", str(checkpoint)]
         run += ["--proposal-cache", str(root / name / "cache"), "--out", str(root / name / "run")]
-        run += ["--set", "proposals.resize_long_side=64"]  # selective search at the images' size
+        # selective search at the images' size, in this process (a worker pool takes seconds)
+        run += ["--set", "proposals.resize_long_side=64", "--set", "proposals.workers=0"]
         train = ["train", "--config", str(root / "train.yaml"), "--out", str(root / name / "tr")]
         single = ["train", "--config", str(root / "single.yaml"), "--out", str(root / name / "tr1")]
         return [eval_, run, train, single]

@@ -61,7 +61,7 @@ def test_multi_size_training_learns_and_every_view_is_far_above_chance(small_set
     errors = json.loads(errors_json.read_text())
     assert errors["num_images"] == 40
     for view in ("crop", "warp", "full"):
-        assert errors[view]["top1"] <= 0.4, errors  # chance: 0.75; measured 0.20-0.23
+        assert errors[view]["top1"] <= 0.4, errors  # chance: 0.75; measured 0.225-0.275
     image = next((small_set / "test" / "star").iterdir())
     assert (
         main(["classify", "predict", "--checkpoint", str(checkpoint), str(image), "--top", "2"])

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from detect.classify.data import TEST_VIEWS, Sample, eval_view, read_image_folder, to_tensor
 from detect.classify.model import ImageClassifier, build_classifier
 from detect.classify.train import read_classifier_checkpoint
-from detect.config import Config, config_from_dict
+from detect.config import Config, RuntimeConfig, config_from_dict
 from detect.runtime import autocast, resolve_device
 
 
@@ -65,16 +65,16 @@ class LoadedClassifier:
 def load_classifier(
     path: str | Path, device: str | None = None, precision: str | None = None
 ) -> LoadedClassifier:
-    """The classifier saved in ``path``; ``device`` / ``precision`` default to the checkpoint's
-    ``runtime`` section."""
+    """The classifier saved in ``path``, run on ``device`` in ``precision`` (default: the
+    ``runtime`` section's defaults, auto and fp32: a checkpoint does not bring its own)."""
     payload = read_classifier_checkpoint(path)
     cfg = config_from_dict(payload["config"], f"classifier checkpoint {path}")
     model = build_classifier(cfg, len(payload["class_names"]), weights="none")
     model.load_state_dict(payload["model"])
-    resolved = resolve_device(device or cfg.runtime.device)
+    resolved = resolve_device(device or RuntimeConfig.device)
     model.to(resolved).eval()
     return LoadedClassifier(
-        model, list(payload["class_names"]), cfg, resolved, precision or cfg.runtime.precision
+        model, list(payload["class_names"]), cfg, resolved, precision or RuntimeConfig.precision
     )
 
 

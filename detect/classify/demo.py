@@ -81,7 +81,8 @@ def classify_modes(cfg: Config, out_dir: Path) -> list[ModeResult]:
         start = time.perf_counter()
         run = _train_or_reuse(mode_cfg, out_dir / mode)
         seconds = time.perf_counter() - start
-        errors = evaluate_classifier(load_classifier(run.checkpoint), progress=False)
+        loaded = load_classifier(run.checkpoint, cfg.runtime.device, cfg.runtime.precision)
+        errors = evaluate_classifier(loaded, progress=False)
         log.info("demo: classify %s: %s", mode, errors)
         results.append(ModeResult(mode, errors, run.checkpoint, seconds))
     return results

@@ -191,7 +191,9 @@ def compute_proposals(
     if todo:
         tasks = [(item, cache, max_image_pixels) for item in todo]
         paths = {item.image_id: str(item.path) for item in todo}
-        bar = tqdm(total=len(todo), desc=f"proposals ({cache.method})", unit="img", disable=not progress)
+        bar = tqdm(
+            total=len(todo), desc=f"proposals ({cache.method})", unit="img", disable=not progress
+        )
         with bar, _interrupt_says_what_is_cached(run, cache, len(items)):
             for image_id, boxes, seconds, error in _run_tasks(tasks, workers):
                 bar.update()

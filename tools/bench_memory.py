@@ -83,7 +83,7 @@ def make_data(root: Path, num_train: int, num_test: int) -> None:
     write_proposals(root / "proposals.npz", {**train_boxes, **test_boxes})
 
 
-def config_values(root: Path, workers: int) -> dict:
+def config_values(root: Path, workers: int, max_active: int) -> dict:
     """fc-mode ZF-5 with fc 4096, SVMs and ridge; few iterations (memory, not accuracy)."""
     return {
         "seed": 0,
@@ -107,20 +107,20 @@ def config_values(root: Path, workers: int) -> dict:
             "log_every": 10,
             "checkpoint_every": 1000,
         },
-        "svm": {"enabled": True, "rounds": 2, "max_active_negatives": 6000},
+        "svm": {"enabled": True, "rounds": 2, "max_active_negatives": max_active},
         "bbox_reg": {"method": "ridge"},
         "test": {"classifier": "svm"},
         "runtime": {"device": "cpu", "num_workers": workers},
     }
 
 
-def child(root: Path, workers: int) -> None:
+def child(root: Path, workers: int, max_active: int) -> None:
     """Train and evaluate on ``root``'s data; print the stage times as one json line."""
     from detect.config import config_from_dict
     from detect.evaluation.checkpoint_eval import evaluate_checkpoint
     from detect.training import train
 
-    config = config_from_dict(config_values(root, workers), "bench_memory")
+    config = config_from_dict(config_values(root, workers, max_active), "bench_memory")
     started = time.perf_counter()
     result = train(config, out_dir=root / "run", overwrite=True)
     trained = time.perf_counter()
@@ -137,9 +137,10 @@ def child(root: Path, workers: int) -> None:
     )
 
 
-def measure(root: Path, workers: int) -> tuple[float, dict]:
+def measure(root: Path, workers: int, max_active: int) -> tuple[float, dict]:
     """Run :func:`child` in a fresh interpreter: ``(peak RSS in bytes, its json line)``."""
     command = [sys.executable, __file__, "--child", str(root), "--workers", str(workers)]
+    command += ["--max-active-negatives", str(max_active)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     output = process.stdout.read()
     _, status, usage = os.wait4(process.pid, 0)
@@ -153,17 +154,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs=2, default=[50, 200], metavar=("SMALL", "LARGE"))
     parser.add_argument("--work", type=Path, default=Path("runs/bench_memory"))
     parser.add_argument("--workers", type=int, default=2, help="runtime.num_workers")
+    parser.add_argument(
+        "--max-active-negatives",
+        type=int,
+        default=6000,
+        help="svm.max_active_negatives (0: no cap)",
+    )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
-        child(args.child, args.workers)
+        child(args.child, args.workers, args.max_active_negatives)
         return 0
     peaks = []
     for size in args.sizes:
         root = args.work / f"train{size}"
         shutil.rmtree(root, ignore_errors=True)
         make_data(root, size, max(1, size // 5))
-        peak, info = measure(root, args.workers)
+        peak, info = measure(root, args.workers, args.max_active_negatives)
         peaks.append(peak)
         print(
             f"{size:4d} training images ({max(1, size // 5)} test): peak RSS "

@@ -15,6 +15,7 @@ network runs on CUDA.
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -39,9 +40,12 @@ def _start_method() -> str:
 
 def _init_worker(_worker_id: int) -> None:
     """One thread each for OpenCV and torch in a worker (torch sets its own; OpenCV's pool would
-    otherwise start one thread per core in every worker)."""
+    otherwise start one thread per core in every worker). Ctrl-C is the main process's to handle
+    (training saves a checkpoint after the iteration): a worker ignores it and ends with the
+    loader."""
     import cv2
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
 

@@ -45,7 +45,7 @@ class DataConfig:
 @dataclass(frozen=True)
 class ProposalConfig:
     """Selective search proposals ("fast" mode, about 2,000 boxes per image, as the paper), or one
-    of the methods for small, dense objects (docs/method.md, "Proposals for small objects")."""
+    of the methods for small, dense objects (docs/method.md §5)."""
 
     # ss: selective search (the paper) | ss-multi: its diversification ensemble | dense: sliding
     # windows ranked by objectness (detect.proposals.methods).

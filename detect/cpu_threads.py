@@ -5,12 +5,15 @@ PyTorch's CPU kernels split each operation over their threads and wait for the s
 another process keeps a core busy, a thread on that core is descheduled for whole time slices and
 every operation waits for it (on this project's 2-core machine one busy core made 2-thread
 fine-tuning 14x slower than 1 thread). :func:`free_cores` leaves out the cores the load average
-says are busy.
+says are busy, and :func:`beside_workers` the cores taken by this program's own proposal
+workers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -47,3 +50,19 @@ def free_cores() -> int:
     except (AttributeError, OSError):  # not on this platform
         load = 0.0
     return max(1, physical_cores() - round(load))
+
+
+@contextlib.contextmanager
+def beside_workers(workers: int) -> Iterator[int]:
+    """Within the block torch uses at most the physical cores ``workers`` busy worker processes
+    leave (at least 1), so that its threads and the workers do not take turns on the same cores;
+    the previous setting is restored after. Yields the thread count."""
+    import torch
+
+    previous = torch.get_num_threads()
+    threads = min(previous, max(1, physical_cores() - workers)) if workers > 0 else previous
+    torch.set_num_threads(threads)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(previous)

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from detect.checkpoints import load_checkpoint
 from detect.config import Config
+from detect.cpu_threads import beside_workers
 from detect.errors import DetectError
 from detect.models.detection_model import DetectionModel
 from detect.models.scoring import RegionScorer
@@ -236,19 +237,22 @@ class Detector:
         ``progress`` is False. The proposals of the next images are computed in ``workers``
         processes (default ``proposals.workers``; 0: in this process, one image after the other)
         while the network runs on this one (:mod:`detect.proposals.prefetch`); the results are
-        those of calling the detector on each image. The workers are spawned processes, so a
-        script calling this needs the usual ``if __name__ == "__main__":`` guard."""
+        those of calling the detector on each image. Meanwhile torch uses at most the physical
+        cores the workers leave (:func:`detect.cpu_threads.beside_workers`). The workers are
+        spawned processes, so a script calling this needs the usual
+        ``if __name__ == "__main__":`` guard."""
         workers = self.config.proposals.workers if workers is None else workers
         jobs = (proposal_job(image) for image in images)
         limit = self.config.data.max_image_pixels
         found = prefetch_proposals(jobs, self.proposal_cache, limit, workers)
         total = len(images) if isinstance(images, Sized) else None
-        for job, boxes, error in tqdm(
-            found, total=total, desc="detect", unit="image", disable=not progress
-        ):
-            if boxes is None:
-                raise DetectError(error)
-            yield self(job.path if job.image is None else job.image, boxes, job.image_id)
+        with beside_workers(workers):
+            for job, boxes, error in tqdm(
+                found, total=total, desc="detect", unit="image", disable=not progress
+            ):
+                if boxes is None:
+                    raise DetectError(error)
+                yield self(job.path if job.image is None else job.image, boxes, job.image_id)
 
 
 def proposal_job(image: str | Path | np.ndarray | Any) -> ProposalJob:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from _tiny_model import red_box_scene, save_tiny_checkpoint
 
-from detect import Detector
+from detect import Detector, cpu_threads
 from detect.cli import main
 from detect.data.images import write_image
 
@@ -67,3 +67,19 @@ def test_detect_run_with_workers_writes_each_images_own_detections(setup, tmp_pa
         assert len(written) == len(alone.scores)
         np.testing.assert_allclose([d["score"] for d in written], alone.scores, rtol=1e-6)
         np.testing.assert_allclose([d["box"] for d in written], alone.boxes, atol=1e-4)
+
+
+def test_torch_threads_leave_the_workers_cores_and_come_back(monkeypatch):
+    monkeypatch.setattr(cpu_threads, "physical_cores", lambda: 4)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        for workers, inside in [(0, 4), (1, 3), (2, 2), (6, 1)]:
+            with cpu_threads.beside_workers(workers) as threads:
+                assert threads == inside == torch.get_num_threads()
+            assert torch.get_num_threads() == 4
+        torch.set_num_threads(2)  # never more threads than before
+        with cpu_threads.beside_workers(1):
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)

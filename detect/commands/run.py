@@ -124,17 +124,28 @@ def _run(args) -> int:
 def _detect_images(det, items, out: Path, draw_threshold: float) -> tuple[dict, list[str]]:
     """Detect objects in ``items``, writing ``OUT/<id>.json`` and ``OUT/<id>.jpg`` for each:
     ``({image id: Detections}, [one line per image that could not be read])``."""
-    from detect.files import atomic_write_text
+    from detect.cpu_threads import beside_workers
     from detect.proposals.prefetch import ProposalJob, prefetch_proposals
 
-    found, skipped = {}, []
     # The next images' proposals are computed in proposals.workers processes while the network
-    # runs on this one; each image's boxes are those computed in this process would be.
+    # runs on this one (on the cores they leave); each image's boxes are those computed in this
+    # process would be.
     jobs = (ProposalJob(item.image_id, item.path) for item in items)
     limit, workers = det.config.data.max_image_pixels, det.config.proposals.workers
     prefetched = prefetch_proposals(jobs, det.proposal_cache, limit, workers)
     bar = tqdm(prefetched, total=len(items), desc="detect", unit="image", disable=not is_main())
-    for item, proposals, error in bar:
+    with beside_workers(workers):
+        return _write_each(det, bar, out, draw_threshold)
+
+
+def _write_each(det, prefetched, out: Path, draw_threshold: float) -> tuple[dict, list[str]]:
+    """Detect objects in each ``(item, proposals or None, error)`` of ``prefetched`` and write
+    ``OUT/<id>.json`` and ``OUT/<id>.jpg``: ``({image id: Detections}, [one line per image that
+    could not be read])``."""
+    from detect.files import atomic_write_text
+
+    found, skipped = {}, []
+    for item, proposals, error in prefetched:
         path = item.path
         try:
             if proposals is None:

@@ -21,23 +21,27 @@ from detect.errors import DetectError
 
 log = logging.getLogger(__name__)
 
-MODE_LABELS = {
-    "fixed": "(a) no SPP, 224",
-    "single": "(b) SPP, 224",
-    "multi": "(c) SPP, 224/180",
-    "variable": "(d) SPP, variable",
-}
+
+def mode_label(mode: str, cfg: Config) -> str:
+    """How a mode is named in the table, with its sizes, e.g. ``(c) SPP, 112/90``."""
+    c = cfg.classify
+    sizes = {
+        "fixed": f"(a) no SPP, {c.sizes[0]}",
+        "single": f"(b) SPP, {c.sizes[0]}",
+        "multi": "(c) SPP, " + "/".join(map(str, c.sizes)),
+        "variable": f"(d) SPP, {c.variable_range[0]}-{c.variable_range[1]}",
+    }
+    return sizes[mode]
 
 
 @dataclass
 class ModeResult:
     """One trained mode: ``errors[view]["top1"]`` (views of
-    :func:`detect.classify.evaluate.evaluate_classifier`), its checkpoint and training time."""
+    :func:`detect.classify.evaluate.evaluate_classifier`) and its checkpoint."""
 
     mode: str
     errors: dict[str, dict[str, float]]
     checkpoint: Path
-    train_seconds: float
 
 
 def _with(cfg: Config, overrides: list[str], source: str) -> Config:
@@ -61,8 +65,6 @@ def _train_or_reuse(cfg: Config, out: Path, samples=None, class_names=None):
 def classify_modes(cfg: Config, out_dir: Path) -> list[ModeResult]:
     """Generate (or reuse) the classification set, train and test each of
     ``demo.classify_modes``."""
-    import time
-
     from detect.classify.evaluate import evaluate_classifier, load_classifier
     from detect.data.synthetic_classification import generate_classification_set, is_complete
 
@@ -78,36 +80,33 @@ def classify_modes(cfg: Config, out_dir: Path) -> list[ModeResult]:
     results = []
     for mode in cfg.demo.classify_modes:
         mode_cfg = _with(cfg, [f"classify.mode={mode}"], "demo.classify_modes")
-        start = time.perf_counter()
         run = _train_or_reuse(mode_cfg, out_dir / mode)
-        seconds = time.perf_counter() - start
         loaded = load_classifier(run.checkpoint, cfg.runtime.device, cfg.runtime.precision)
         errors = evaluate_classifier(loaded, progress=False)
         log.info("demo: classify %s: %s", mode, errors)
-        results.append(ModeResult(mode, errors, run.checkpoint, seconds))
+        results.append(ModeResult(mode, errors, run.checkpoint))
     return results
 
 
-def format_modes_table(results: list[ModeResult], test_size: int, num_test: int) -> str:
-    """Markdown: top-1 error (%) per mode and test view (the fixed network has no full view: its
-    full image is the warp)."""
+def format_modes_table(results: list[ModeResult], cfg: Config) -> str:
+    """Markdown: top-1 error (%) per mode and test view. The fixed-size network has no full
+    view: the whole image reaches it only warped (its warp column)."""
     from detect.classify.evaluate import view_names
 
-    names = view_names(test_size)
-    lines = [
-        "| training | " + " | ".join(names.values()) + " | train s |",
-        "| --- | --- | --- | --- | --- |",
-    ]
+    names = view_names(cfg.classify.test_size)
+    lines = ["| training | " + " | ".join(names.values()) + " |", "| --- | --- | --- | --- |"]
     for result in results:
         cells = [
             f"{100 * result.errors[view]['top1']:.1f}" if view in result.errors else "n/a"
             for view in names
         ]
-        label = MODE_LABELS[result.mode]
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {result.train_seconds:.1f} |")
+        lines.append(f"| {mode_label(result.mode, cfg)} | " + " | ".join(cells) + " |")
+    d = cfg.demo
     return (
-        f"Top-1 error (%) on {num_test} generated test images (4 shapes in random colours, "
-        "varied sizes and aspect ratios):\n\n" + "\n".join(lines)
+        f"Top-1 error (%) on {d.classify_test} generated test images (4 shapes, "
+        f"{100 * d.classify_class_colour:.0f}% in their class's colour, sides "
+        f"{d.classify_side_range[0]}-{d.classify_side_range[1]} px), {d.classify_train} "
+        f"training images, {cfg.classify.epochs} epochs:\n\n" + "\n".join(lines)
     )
 
 
@@ -136,8 +135,7 @@ class ClassifyDemo:
     """What the demo's classification stages measured (empty when skipped)."""
 
     modes: list[ModeResult]
-    test_size: int
-    num_test: int
+    config: Config
     pretrained_map: float | None = None
     pretrained_ap: dict[str, float] | None = None
     files: list[Path] | None = None
@@ -148,7 +146,7 @@ class ClassifyDemo:
         if self.modes:
             parts.append(
                 "## Image classification with SPP (docs/classification.md)\n\n"
-                + format_modes_table(self.modes, self.test_size, self.num_test)
+                + format_modes_table(self.modes, self.config)
             )
         if self.pretrained_map is not None:
             rcnn = f"{rcnn_map:.3f}" if rcnn_map is not None else "skipped"
@@ -171,7 +169,7 @@ def run_classify_stages(stages, cfg: Config, out: Path, train_dataset, train_and
     modes = []
     if cfg.demo.classify_modes:
         modes = stages.run("classify (a)-(c)", classify_modes, cfg, out / "classify")
-    result = ClassifyDemo(modes, cfg.classify.test_size, cfg.demo.classify_test)
+    result = ClassifyDemo(modes, cfg)
     result.files = [mode.checkpoint for mode in modes]
     if cfg.demo.pretrain:
         checkpoint = stages.run(

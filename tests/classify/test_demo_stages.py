@@ -43,9 +43,9 @@ def test_modes_table(tmp_path):
     assert [r.mode for r in results] == ["fixed", "single"]
     assert set(results[0].errors) == {"crop", "warp"}  # the fixed-size network has no full view
     assert set(results[1].errors) == {"crop", "warp", "full"}
-    table = format_modes_table(results, 48, 4).splitlines()
-    assert table[-2].startswith("| (a) no SPP, 224 |") and "| n/a |" in table[-2]
-    assert table[-1].startswith("| (b) SPP, 224 |") and "n/a" not in table[-1]
+    table = format_modes_table(results, cfg).splitlines()
+    assert table[-2].startswith("| (a) no SPP, 48 |") and "| n/a |" in table[-2]
+    assert table[-1].startswith("| (b) SPP, 48 |") and "n/a" not in table[-1]
     # A rerun reuses the finished checkpoints.
     mtime = results[1].checkpoint.stat().st_mtime_ns
     assert classify_modes(cfg, tmp_path / "runs")[1].checkpoint.stat().st_mtime_ns == mtime

@@ -61,7 +61,8 @@ def prefetch_proposals(
 ) -> Iterator[tuple[ProposalJob, np.ndarray | None, str]]:
     """``(job, boxes or None, error message)`` for each of ``jobs``, in order, computed by
     ``workers`` processes at most ``ahead`` jobs (default ``workers + 1``) ahead of the one
-    yielded (``workers=0``: each in this process when its turn comes, no overlap). ``jobs`` is
+    yielded (``workers=0``: each in this process when its turn comes, no overlap; otherwise the
+    first is computed in this process while the workers start). ``jobs`` is
     consumed lazily, so a generator of large arrays holds only the jobs in flight. The pool is
     shut down (pending jobs cancelled) when the iteration ends or stops."""
     if workers < 0:
@@ -73,14 +74,25 @@ def prefetch_proposals(
     ahead = max(1, ahead or workers + 1)
     pending: collections.deque[tuple[ProposalJob, Future]] = collections.deque()
     source = iter(jobs)
+    first = next(source, None)
+    if first is None:
+        return
     pool = ProcessPoolExecutor(workers, mp_context=_pool_context(), initializer=_init_worker)
+
+    def fill() -> None:
+        while len(pending) < ahead:
+            job = next(source, None)
+            if job is None:
+                return
+            pending.append((job, pool.submit(job_boxes, job, cache, max_image_pixels)))
+
     try:
+        # The first image is searched here while the workers start (spawning and importing
+        # take a second or more); they take the following ones.
+        fill()
+        yield first, *job_boxes(first, cache, max_image_pixels)
         while True:
-            while len(pending) < ahead:
-                job = next(source, None)
-                if job is None:
-                    break
-                pending.append((job, pool.submit(job_boxes, job, cache, max_image_pixels)))
+            fill()
             if not pending:
                 return
             job, future = pending.popleft()

@@ -48,7 +48,7 @@ class ProposalConfig:
     of the methods for small, dense objects (docs/method.md §5)."""
 
     # ss: selective search (the paper) | ss-multi: its diversification ensemble | dense: sliding
-    # windows ranked by objectness (detect.proposals.methods).
+    # windows ranked by objectness | rpn: a learned proposal network (detect.proposals.methods).
     method: str = "ss"
     mode: str = "fast"  # fast | quality
     resize_long_side: int = 500  # image resized so its longer side is this before the search
@@ -75,6 +75,14 @@ class ProposalConfig:
     dense_stride: float = 0.08  # window step, a fraction of the window's width / height
     dense_ring: float = 0.03  # objectness surround width, a fraction of the side (at least 1 px)
     dense_nms_iou: float = 0.65  # a window overlapping a better-ranked one by more is dropped
+    # rpn: a region proposal network on the backbone's conv map (docs/method.md §5), trained by
+    # detect train (before the detection head) into RUN/rpn.pt, or read from rpn_weights when set.
+    rpn_weights: str = ""  # an RPN weights file; empty = the one detect train writes
+    rpn_iterations: int = 2000  # training images (one per iteration)
+    rpn_lr: float = 0.001  # Faster R-CNN's; divided by 10 after 3/4 of the iterations
+    rpn_num_anchors: int = 9  # anchor shapes: k-means of the training boxes' (log w, log h)
+    rpn_pre_nms: int = 6000  # best-scoring anchors decoded before NMS (0 = all)
+    rpn_nms_iou: float = 0.7
 
 
 @dataclass(frozen=True)

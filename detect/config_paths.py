@@ -26,6 +26,7 @@ PATH_SETTINGS = {
     ("data", "image_dir"): (),
     ("proposals", "cache_dir"): (),
     ("proposals", "import_file"): (),
+    ("proposals", "rpn_weights"): (),
     ("finetune", "init_checkpoint"): (),
     ("model", "weights"): ("none", "imagenet"),
 }

@@ -186,3 +186,18 @@ def load_torch_file(path: str | Path, what: str) -> Any:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             reason = f"torch.load (weights only) failed: {type(exc).__name__}: {first}"
         raise DetectError(f"{what} {path}: cannot read: {reason}") from exc
+
+
+def file_sha256(path: str | Path, what: str) -> str:
+    """sha256 (hex) of the bytes of the file ``path``; a one-line :class:`DetectError`
+    ``"<what> <path>: cannot read: ..."`` when it cannot be read."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    except OSError as exc:
+        raise DetectError(f"{what} {path}: cannot read: {exc.strerror or exc}") from exc
+    return digest.hexdigest()

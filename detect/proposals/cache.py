@@ -36,7 +36,7 @@ import numpy as np
 from detect.config import ProposalConfig
 from detect.data.images import header_size
 from detect.errors import DetectError
-from detect.files import atomic_path
+from detect.files import atomic_path, file_sha256
 from detect.proposals.methods import RECORDED_NAMES, config_params, method_params
 
 if TYPE_CHECKING:
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CACHE_FORMAT = "detect-proposals-v2"
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -65,15 +64,9 @@ class CacheLookup:
 def image_digest(image_path: str | Path | None = None, image: np.ndarray | None = None) -> str:
     """sha256 (hex) of the image file's bytes, or, when there is no file, of the decoded pixels
     ``image`` ``(H, W, 3)`` uint8 and their shape: what a cache entry is keyed by."""
-    digest = hashlib.sha256()
     if image_path is not None:
-        try:
-            with open(image_path, "rb") as handle:
-                while chunk := handle.read(_CHUNK):
-                    digest.update(chunk)
-        except OSError as exc:
-            raise DetectError(f"image {image_path}: cannot read: {exc.strerror or exc}") from exc
-        return digest.hexdigest()
+        return file_sha256(image_path, "image")
+    digest = hashlib.sha256()
     if image is None:
         raise ValueError("image_digest needs an image file or the decoded image")
     digest.update(repr(image.shape).encode())

@@ -171,6 +171,8 @@ def compute_proposals(
     skipped; the run goes on."""
     if workers < 1:
         raise DetectError(f"proposals.workers must be >= 1, got {workers}")
+    if cache.method == "rpn":
+        workers = 1  # the network runs in this process, with torch's threads
     start = time.perf_counter()
     ids = [item.image_id for item in items]
     duplicates = [image_id for image_id, n in Counter(ids).items() if n > 1]

@@ -2,10 +2,11 @@
 
 ``ss`` is selective search (:mod:`detect.proposals.search`), ``ss-multi`` its diversification
 ensemble (:mod:`detect.proposals.multi`), ``dense`` sliding windows ranked by objectness
-(:mod:`detect.proposals.dense`). A method's parameters are a json-like dict (lists, not tuples,
+(:mod:`detect.proposals.dense`), ``rpn`` a trained region proposal network
+(:mod:`detect.proposals.learned`; its parameters name the weights file and its sha256). A method's parameters are a json-like dict (lists, not tuples,
 so a cache entry's recorded parameters compare equal after a round trip through json); every one
 that changes the boxes is in it, so a cache never serves boxes computed with other settings.
-Numpy and OpenCV only: proposal workers import this module.
+Numpy and OpenCV only: proposal workers import this module (``rpn`` loads torch when it runs).
 """
 
 from __future__ import annotations
@@ -20,9 +21,14 @@ from detect.errors import DetectError
 if TYPE_CHECKING:
     from detect.config import ProposalConfig
 
-METHODS = ("ss", "ss-multi", "dense")
+METHODS = ("ss", "ss-multi", "dense", "rpn")
 # What cache entries record as the method (selective search's name predates the other methods).
-RECORDED_NAMES = {"ss": "opencv_selective_search", "ss-multi": "ss-multi", "dense": "dense"}
+RECORDED_NAMES = {
+    "ss": "opencv_selective_search",
+    "ss-multi": "ss-multi",
+    "dense": "dense",
+    "rpn": "rpn",
+}
 
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "ss": {"mode": "fast", "resize_long_side": 500, "min_size": 16.0, "max_proposals": 2000},
@@ -37,9 +43,16 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
         "max_proposals": 2000,
     },
     "dense": {"shapes": [], "stride": 0.08, "ring": 0.03, "nms_iou": 0.65, "max_proposals": 2000},
+    "rpn": {
+        "weights": "",
+        "pre_nms": 6000,
+        "nms_iou": 0.7,
+        "min_size": 16.0,
+        "max_proposals": 2000,
+    },
 }
 _FLOATS = {"min_size", "dedup_iou", "upscale", "stride", "ring", "nms_iou"}
-_INTS = {"resize_long_side", "max_proposals", "min_region"}
+_INTS = {"resize_long_side", "max_proposals", "min_region", "pre_nms"}
 
 
 def check_method(method: str) -> None:
@@ -57,6 +70,8 @@ def _plain(key: str, value: Any) -> Any:
         return [str(c) for c in value]
     if key == "shapes":
         return [[float(v) for v in shape] for shape in value]
+    if key == "weights":
+        return str(value)
     return value
 
 
@@ -69,6 +84,8 @@ def method_params(method: str, given: dict[str, Any]) -> dict[str, Any]:
         DetectError: an unknown method or a parameter the method cannot use.
     """
     check_method(method)
+    if method == "rpn":  # recomputed below from the file, whatever was recorded
+        given = {key: value for key, value in given.items() if key != "weights_sha256"}
     unknown = sorted(
         set(given) - set(_DEFAULTS[method]) - ({"upscale"} if method == "ss" else set())
     )
@@ -78,6 +95,10 @@ def method_params(method: str, given: dict[str, Any]) -> dict[str, Any]:
     if method == "ss" and params.get("upscale", 1.0) == 1.0:
         params.pop("upscale", None)
     _check(method, params)
+    if method == "rpn":  # the weights' content is part of the key: never boxes of other weights
+        from detect.proposals.learned import weights_sha256
+
+        params["weights_sha256"] = weights_sha256(params["weights"])
     return params
 
 
@@ -90,6 +111,10 @@ def _check(method: str, params: dict[str, Any]) -> None:
         from detect.proposals.multi import check_multi_params
 
         check_multi_params(**params)
+    elif method == "rpn":
+        from detect.proposals.learned import check_rpn_params
+
+        check_rpn_params(**params)
     else:
         from detect.proposals.dense import check_dense_params
 
@@ -110,6 +135,8 @@ def config_params(cfg: ProposalConfig) -> dict[str, Any]:
             "resize_long_side": cfg.resize_long_side,
             "upscale": cfg.upscale,
         }
+    elif cfg.method == "rpn":
+        keys = {"weights": cfg.rpn_weights, "pre_nms": cfg.rpn_pre_nms, "nms_iou": cfg.rpn_nms_iou}
     else:
         if not cfg.dense_shapes:
             raise DetectError(
@@ -139,6 +166,10 @@ def propose(image: np.ndarray, method: str, params: dict[str, Any]) -> np.ndarra
         from detect.proposals.multi import multi_search_boxes
 
         return multi_search_boxes(image, **params)
+    if method == "rpn":
+        from detect.proposals.learned import rpn_boxes
+
+        return rpn_boxes(image, **params)
     from detect.proposals.dense import dense_boxes
 
     return dense_boxes(image, **params)

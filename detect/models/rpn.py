@@ -1,0 +1,255 @@
+"""A region proposal network (Faster R-CNN's RPN, kept small) on a backbone's conv map.
+
+At every feature cell centre (the backbone's declared geometry: cell ``(i, j)`` is centred at
+``(offset + S * j, offset + S * i)`` prepared-image pixels, docs/method.md §3) sit ``A`` anchors,
+the ``(w, h)`` shapes fitted to the training boxes by k-means
+(:func:`detect.proposals.dense.fit_window_shapes`). :class:`RPNHead` predicts per anchor an
+objectness logit and box deltas (:func:`detect.ops.boxes.encode_deltas`); at test time the best
+``pre_nms`` anchors are decoded, clipped, stripped of tiny boxes and thinned by NMS.
+
+Training targets (:func:`assign_targets`, :func:`sample_anchors`, :func:`rpn_loss`): an anchor
+is positive at IoU >= 0.7 with a ground-truth box or when it is a box's best anchor, negative
+below 0.3, ignored otherwise; 256 anchors per image, at most half positive; binary cross-entropy
+on objectness plus smooth-L1 on the positives' deltas. Anchors crossing the image border are kept
+(as torchvision does), so objects at the border have anchors.
+
+Boxes are ``(N, 4)`` float xyxy, 0-based continuous pixels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torchvision
+from torch import Tensor, nn
+
+from detect.errors import DetectError
+from detect.models.backbones import Backbone, build_backbone
+from detect.models.scales import resize_scale
+from detect.ops.boxes import box_iou, clip_boxes, decode_deltas, encode_deltas
+
+RPN_FORMAT = "detect-rpn-v1"
+POSITIVE_IOU = 0.7
+NEGATIVE_IOU = 0.3
+ANCHORS_PER_IMAGE = 256
+POSITIVE_FRACTION = 0.5
+SMOOTH_L1_BETA = 1.0 / 9.0  # Faster R-CNN's sigma 3
+
+
+def grid_anchors(shapes: Tensor, map_size: tuple[int, int], stride: float, offset: float) -> Tensor:
+    """``(h * w * A, 4)`` xyxy anchors: every ``(w, h)`` of ``shapes`` ``(A, 2)`` centred at every
+    cell of an ``map_size = (h, w)`` map, cell ``(i, j)`` at ``(offset + stride * j, offset +
+    stride * i)``; ordered by row, column, then shape (the order of :class:`RPNHead`'s outputs)."""
+    rows, cols = map_size
+    ys = offset + stride * torch.arange(rows, dtype=torch.float32)
+    xs = offset + stride * torch.arange(cols, dtype=torch.float32)
+    cy, cx = torch.meshgrid(ys, xs, indexing="ij")
+    centres = torch.stack([cx, cy], dim=-1).reshape(-1, 1, 2)
+    half = shapes.to(torch.float32).reshape(1, -1, 2) / 2
+    return torch.cat([centres - half, centres + half], dim=-1).reshape(-1, 4)
+
+
+class RPNHead(nn.Module):
+    """3x3 conv + ReLU, then a 1x1 conv to ``A`` objectness logits and one to ``4A`` deltas.
+
+    ``forward(features (N, C, h, w)) -> (logits (N, h * w * A), deltas (N, h * w * A, 4))``,
+    in :func:`grid_anchors`' order."""
+
+    def __init__(self, channels: int, num_anchors: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.objectness = nn.Conv2d(channels, num_anchors, 1)
+        self.deltas = nn.Conv2d(channels, 4 * num_anchors, 1)
+        for layer in (self.conv, self.objectness, self.deltas):
+            nn.init.normal_(layer.weight, std=0.01)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        hidden = torch.relu(self.conv(features))
+        count = features.shape[0]
+        logits = self.objectness(hidden).permute(0, 2, 3, 1).reshape(count, -1)
+        deltas = self.deltas(hidden).permute(0, 2, 3, 1).reshape(count, -1, 4)
+        return logits, deltas
+
+
+def assign_targets(
+    anchors: Tensor,
+    gt_boxes: Tensor,
+    positive_iou: float = POSITIVE_IOU,
+    negative_iou: float = NEGATIVE_IOU,
+) -> tuple[Tensor, Tensor]:
+    """``(labels (M,) int64, matched (M,) int64)`` for ``anchors`` ``(M, 4)`` and ``gt_boxes``
+    ``(G, 4)``: label 1 (IoU >= ``positive_iou`` with some box, or the best anchor of some box:
+    every anchor tying for a box's largest IoU > 0), 0 (best IoU < ``negative_iou``), -1 ignored;
+    ``matched`` is the box each anchor regresses to (its best box; for a box's best anchor, that
+    box)."""
+    labels = torch.full((anchors.shape[0],), -1, dtype=torch.int64)
+    if gt_boxes.shape[0] == 0:
+        return labels.zero_(), torch.zeros_like(labels)
+    iou = box_iou(anchors, gt_boxes.to(anchors))
+    best_iou, matched = iou.max(dim=1)
+    labels[best_iou < negative_iou] = 0
+    labels[best_iou >= positive_iou] = 1
+    box_best = iou.max(dim=0).values
+    rows, cols = torch.nonzero((iou == box_best[None]) & (box_best[None] > 0), as_tuple=True)
+    labels[rows] = 1
+    matched[rows] = cols
+    return labels, matched
+
+
+def sample_anchors(
+    labels: Tensor,
+    generator: torch.Generator,
+    batch: int = ANCHORS_PER_IMAGE,
+    positive_fraction: float = POSITIVE_FRACTION,
+) -> Tensor:
+    """``labels`` ``(M,)`` with all but ``batch`` anchors set to -1: at most ``positive_fraction
+    * batch`` random positives, negatives filling the rest."""
+    sampled = torch.full_like(labels, -1)
+    positives = torch.nonzero(labels == 1).flatten()
+    negatives = torch.nonzero(labels == 0).flatten()
+    take = min(positives.numel(), int(batch * positive_fraction))
+    positives = positives[torch.randperm(positives.numel(), generator=generator)[:take]]
+    take = min(negatives.numel(), batch - take)
+    negatives = negatives[torch.randperm(negatives.numel(), generator=generator)[:take]]
+    sampled[positives] = 1
+    sampled[negatives] = 0
+    return sampled
+
+
+def rpn_loss(
+    logits: Tensor,
+    deltas: Tensor,
+    anchors: Tensor,
+    gt_boxes: Tensor,
+    labels: Tensor,
+    matched: Tensor,
+) -> Tensor:
+    """Binary cross-entropy of ``logits`` ``(M,)`` on the sampled anchors (``labels`` ``(M,)``
+    0/1, -1 not sampled) plus the smooth-L1 loss of the positives' ``deltas`` ``(M, 4)`` against
+    :func:`encode_deltas` of their ``matched`` boxes, summed over the positives and divided by
+    the number of sampled anchors (Faster R-CNN)."""
+    sampled = labels >= 0
+    count = max(int(sampled.sum()), 1)
+    objectness = nn.functional.binary_cross_entropy_with_logits(
+        logits[sampled], labels[sampled].to(logits.dtype), reduction="sum"
+    )
+    positive = labels == 1
+    if not positive.any():
+        return objectness / count
+    targets = encode_deltas(anchors[positive], gt_boxes.to(anchors)[matched[positive]])
+    box = nn.functional.smooth_l1_loss(
+        deltas[positive], targets, beta=SMOOTH_L1_BETA, reduction="sum"
+    )
+    return (objectness + box) / count
+
+
+class RegionProposalNetwork(nn.Module):
+    """A backbone and an :class:`RPNHead` with ``anchor_shapes`` ``(A, 2)`` ``(w, h)`` in
+    original-image pixels; images resized as the detector resizes them (shorter side
+    ``short_side``, longer side at most ``max_size``)."""
+
+    def __init__(
+        self, backbone: Backbone, anchor_shapes: Tensor, short_side: int, max_size: int
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = RPNHead(backbone.out_channels, int(anchor_shapes.shape[0]))
+        self.register_buffer("anchor_shapes", torch.as_tensor(anchor_shapes, dtype=torch.float32))
+        self.short_side, self.max_size = int(short_side), int(max_size)
+
+    @property
+    def device(self) -> torch.device:
+        return self.anchor_shapes.device
+
+    def prepare(self, image: np.ndarray) -> tuple[Tensor, float]:
+        """``(H, W, 3)`` uint8 RGB -> ``((3, H', W') normalised float, scale)``."""
+        height, width = image.shape[:2]
+        scale = resize_scale(height, width, self.short_side, self.max_size)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        if size != (width, height):
+            image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
+        mean = torch.tensor(self.backbone.mean).reshape(3, 1, 1)
+        std = torch.tensor(self.backbone.std).reshape(3, 1, 1)
+        return ((tensor - mean) / std).to(self.device), scale
+
+    def forward(self, images: Tensor, scale: float) -> tuple[Tensor, Tensor, Tensor]:
+        """``images`` ``(N, 3, H', W')`` prepared at ``scale`` -> ``(logits (N, M), deltas (N, M,
+        4), anchors (M, 4))``, anchors in prepared-image pixels."""
+        features = self.backbone(images)
+        logits, deltas = self.head(features)
+        anchors = grid_anchors(
+            self.anchor_shapes.cpu() * scale,
+            tuple(features.shape[-2:]),
+            self.backbone.stride,
+            self.backbone.offsets[0],
+        ).to(images.device)
+        return logits, deltas, anchors
+
+    @torch.no_grad()
+    def propose(
+        self,
+        image: np.ndarray,
+        pre_nms: int = 6000,
+        nms_iou: float = 0.7,
+        min_size: float = 16.0,
+        max_proposals: int = 2000,
+    ) -> np.ndarray:
+        """Proposals of ``image`` ``(H, W, 3)`` uint8 RGB: the ``pre_nms`` best-scoring anchors
+        (0 = all) decoded, clipped to the image, those with a side under ``min_size`` original
+        pixels dropped, NMS at ``nms_iou``, at most ``max_proposals`` (0 = all). Returns ``(R,
+        4)`` float32 xyxy original pixels by decreasing objectness (eval mode for the call)."""
+        was_training = self.training
+        self.eval()
+        try:
+            tensor, scale = self.prepare(image)
+            logits, deltas, anchors = self(tensor[None], scale)
+        finally:
+            self.train(was_training)
+        scores, deltas = logits[0].float(), deltas[0].float()
+        if pre_nms > 0 and scores.numel() > pre_nms:
+            top = scores.topk(pre_nms).indices
+            scores, deltas, anchors = scores[top], deltas[top], anchors[top]
+        boxes = clip_boxes(decode_deltas(anchors, deltas) / scale, *image.shape[:2])
+        sides = torch.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+        big = sides >= min_size
+        boxes, scores = boxes[big], scores[big]
+        keep = torchvision.ops.nms(boxes, scores, nms_iou)
+        if max_proposals > 0:
+            keep = keep[:max_proposals]
+        return boxes[keep].cpu().numpy().astype(np.float32)
+
+    def payload(self) -> dict:
+        """What :func:`load_rpn` reads back: format, backbone name, anchors, sizes and weights
+        (on the CPU, float32)."""
+        return {
+            "format": RPN_FORMAT,
+            "backbone": self.backbone.name,
+            "anchor_shapes": self.anchor_shapes.cpu().tolist(),
+            "short_side": self.short_side,
+            "max_size": self.max_size,
+            "state": {key: value.detach().cpu() for key, value in self.state_dict().items()},
+        }
+
+
+def load_rpn(path: str | Path) -> RegionProposalNetwork:
+    """The :class:`RegionProposalNetwork` saved in ``path`` (:meth:`RegionProposalNetwork.payload`
+    written by ``detect train``), on the CPU in eval mode."""
+    from detect.checkpoints import load_weights
+    from detect.files import load_torch_file
+
+    payload = load_torch_file(path, "RPN weights")
+    if not isinstance(payload, dict) or payload.get("format") != RPN_FORMAT:
+        raise DetectError(f"RPN weights {path}: not a {RPN_FORMAT} file (detect train writes one)")
+    rpn = RegionProposalNetwork(
+        build_backbone(payload["backbone"]),
+        torch.tensor(payload["anchor_shapes"], dtype=torch.float32),
+        payload["short_side"],
+        payload["max_size"],
+    )
+    load_weights(rpn, payload["state"], path)
+    return rpn.eval()

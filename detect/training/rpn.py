@@ -1,0 +1,122 @@
+"""Training the region proposal network (:mod:`detect.models.rpn`) on a data set's boxes: the
+stage ``detect train`` runs before the detection head when ``proposals.method`` is ``rpn``.
+
+One image per iteration (shuffled, horizontally flipped at random), SGD with momentum 0.9 and
+weight decay 5e-4, the learning rate divided by 10 after three quarters of the iterations (Faster
+R-CNN's schedule), in float32 on ``runtime.device``. Backbone and head are trained together.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from detect.config import Config, check_values
+from detect.data.images import DEFAULT_MAX_IMAGE_PIXELS, read_image
+from detect.files import atomic_torch_save
+from detect.models.rpn import RegionProposalNetwork, assign_targets, rpn_loss, sample_anchors
+from detect.ops.boxes import hflip_boxes
+from detect.proposals.dense import fit_window_shapes
+from detect.runtime import resolve_device
+from detect.structures import DetectionDataset
+
+log = logging.getLogger(__name__)
+
+RPN_WEIGHTS_NAME = "rpn.pt"
+
+
+def training_boxes(dataset: DetectionDataset) -> list[torch.Tensor]:
+    """The non-difficult boxes ``(G_i, 4)`` xyxy original pixels of every image."""
+    return [
+        torch.as_tensor(a.boxes, dtype=torch.float32)[
+            ~torch.as_tensor(a.difficult, dtype=torch.bool)
+        ]
+        for a in dataset.annotations
+    ]
+
+
+def build_rpn(config: Config, dataset: DetectionDataset) -> RegionProposalNetwork:
+    """A fresh RPN on ``config.model.backbone`` (weights per ``model.weights``) with
+    ``proposals.rpn_num_anchors`` anchor shapes fitted to ``dataset``'s boxes, resizing images as
+    the detector does (``model.scales[0]``, ``model.max_size``)."""
+    from detect.models.weights import load_backbone
+
+    cfg = config.proposals
+    check_values(
+        "proposals.", [(cfg.rpn_num_anchors >= 1, "rpn_num_anchors", cfg.rpn_num_anchors, ">= 1")]
+    )
+    boxes = torch.cat([torch.zeros((0, 4)), *training_boxes(dataset)]).numpy()
+    shapes = fit_window_shapes(boxes[:, 2:] - boxes[:, :2], cfg.rpn_num_anchors, config.seed)
+    backbone = load_backbone(config.model.backbone, config.model.weights)
+    return RegionProposalNetwork(
+        backbone, torch.from_numpy(shapes).float(), config.model.scales[0], config.model.max_size
+    )
+
+
+def train_rpn(
+    rpn: RegionProposalNetwork,
+    dataset: DetectionDataset,
+    iterations: int,
+    lr: float,
+    seed: int = 0,
+    device: str = "cpu",
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    log_every: int = 50,
+) -> list[float]:
+    """Train ``rpn`` for ``iterations`` images of ``dataset`` (images without boxes included: all
+    their anchors are negatives). Returns the loss of every iteration; ``rpn`` ends on the CPU in
+    eval mode."""
+    check_values(
+        "proposals.",
+        [(iterations >= 1, "rpn_iterations", iterations, ">= 1"), (lr > 0, "rpn_lr", lr, "> 0")],
+    )
+    rng = np.random.default_rng(seed)
+    generator = torch.Generator().manual_seed(seed)
+    rpn.to(resolve_device(device)).train()
+    params = [p for p in rpn.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [max(1, iterations * 3 // 4)])
+    boxes = training_boxes(dataset)
+    order: list[int] = []
+    losses = []
+    for iteration in range(iterations):
+        if not order:
+            order = rng.permutation(len(dataset)).tolist()
+        index = order.pop()
+        image = read_image(dataset.annotations[index].path, max_image_pixels)
+        gt = boxes[index]
+        if rng.random() < 0.5:
+            image = np.ascontiguousarray(image[:, ::-1])
+            gt = hflip_boxes(gt, image.shape[1])
+        tensor, scale = rpn.prepare(image)
+        logits, deltas, anchors = rpn(tensor[None], scale)
+        labels, matched = assign_targets(anchors.cpu(), gt * scale)
+        labels = sample_anchors(labels, generator).to(anchors.device)
+        loss = rpn_loss(
+            logits[0], deltas[0], anchors, gt * scale, labels, matched.to(anchors.device)
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(float(loss))
+        if (iteration + 1) % log_every == 0:
+            log.info(
+                "rpn iteration %d/%d: loss %.4f",
+                iteration + 1,
+                iterations,
+                np.mean(losses[-log_every:]),
+            )
+    rpn.cpu().eval()
+    return losses
+
+
+def save_rpn(rpn: RegionProposalNetwork, path: str | Path) -> Path:
+    """Write ``rpn`` (:meth:`~detect.models.rpn.RegionProposalNetwork.payload`) atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save(rpn.payload(), path)
+    return path

@@ -11,6 +11,8 @@ Examples::
     detect proposals --data data/VOC2007 --split test --import voc_2007_test.mat --recall
     detect proposals --data photos/ --export photos_proposals.json
     detect proposals --data data/small --split test --method ss,ss-multi,dense --recall --out c/
+    detect proposals --data data/small --split test --method ss,dense,rpn --recall \
+        --rpn-weights runs/small/checkpoint.pt --out c/   # the RPN detect train trained
 
 Under ``torchrun`` each process computes the shard ``RANK`` of ``WORLD_SIZE`` (as ``--shard
 RANK/WORLD_SIZE``; see :mod:`detect.distributed`), all into the one ``--out`` folder.
@@ -19,7 +21,7 @@ Exit status: 0 when every image has proposals, 1 when some image failed (or, wit
 ``--merge``, is missing from the cache), 2 for bad input.
 
 Computing and caching import no torch (a fully cached rerun starts in a fraction of a second);
-``--import``, ``--export`` and ``--recall`` load it.
+``--import``, ``--export``, ``--recall`` and the ``rpn`` method load it.
 """
 
 from __future__ import annotations
@@ -62,6 +64,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "a comma-separated list compares them",
     )
     parser.add_argument("--mode", choices=("fast", "quality"), help="selective search preset")
+    parser.add_argument(
+        "--rpn-weights",
+        metavar="FILE",
+        help="rpn method: the RPN weights (RUN/rpn.pt), or the checkpoint.pt of a run trained "
+        "with proposals.method=rpn (its RPN); implies --method rpn when --method is not given",
+    )
     parser.add_argument("--workers", type=int, help="parallel processes (default: config, 1)")
     parser.add_argument(
         "--shard",
@@ -97,7 +105,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _methods(args: argparse.Namespace, cfg: ProposalConfig) -> list[str]:
-    methods = [m.strip() for m in args.method.split(",")] if args.method else [cfg.method]
+    default = "rpn" if args.rpn_weights else cfg.method
+    methods = [m.strip() for m in args.method.split(",")] if args.method else [default]
     for method in methods:
         check_method(method)
     if len(methods) > 1 and not args.recall:
@@ -142,6 +151,8 @@ def _selection(args: argparse.Namespace):
         for key, value in (("mode", args.mode), ("workers", args.workers), ("cache_dir", args.out))
         if value is not None
     }
+    if args.rpn_weights:
+        changes["rpn_weights"] = _rpn_weights(args.rpn_weights)
     cfg = dataclasses.replace(cfg, **changes)
     split = args.split or config.data.train_split
     items, dataset = resolve_images(args.data, split, config.data, annotations=args.recall)
@@ -150,6 +161,23 @@ def _selection(args: argparse.Namespace):
     if shard is not None:
         items = shard_items(items, *shard)
     return config, cfg, split, items, dataset, total
+
+
+def _rpn_weights(given: str) -> str:
+    """The RPN weights file of ``--rpn-weights``: the file itself, or for a run's checkpoint the
+    ``proposals.rpn_weights`` its saved config names."""
+    from detect.files import load_torch_file
+
+    payload = load_torch_file(given, "--rpn-weights")
+    if not isinstance(payload, dict) or "config" not in payload:
+        return given  # an RPN weights file (or not: loading it says so)
+    weights = payload["config"].get("proposals", {}).get("rpn_weights", "")
+    if not weights:
+        raise DetectError(
+            f"--rpn-weights {given}: a checkpoint trained without an RPN (proposals.method "
+            f"{payload['config'].get('proposals', {}).get('method', 'ss')!r})"
+        )
+    return weights
 
 
 def _shard(args: argparse.Namespace) -> tuple[int, int] | None:
@@ -269,6 +297,8 @@ def _describe(cache: ProposalCache) -> str:
             f"{'+'.join(params['color_spaces'])} x k {'/'.join(f'{k:g}' for k in params['ks'])}, "
             f"long side {params['resize_long_side']} x{params['upscale']:g}"
         )
+    elif cache.method == "rpn":
+        detail = f"{params['weights']} (sha256 {params['weights_sha256'][:12]})"
     else:
         detail = f"{len(params['shapes'])} window shapes, stride {params['stride']:g}"
     return f"{cache.method} {detail}, at most {params['max_proposals']}"

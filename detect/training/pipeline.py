@@ -1,9 +1,10 @@
 """``train``: the whole training recipe of one run folder (the paper's, see docs/departures.md).
 
-Stages: fine-tuning (:mod:`detect.training.finetune`), then the SVMs when ``svm.enabled``, then
-ridge box regression when ``bbox_reg.method == "ridge"``. The run folder gets ``config.yaml``
-(the merged config), ``checkpoint.pt`` (rewritten atomically during and after training),
-``train_log.csv`` and ``loss.png``.
+Stages: with ``proposals.method: rpn`` first the region proposal network
+(:mod:`detect.training.rpn`), then fine-tuning (:mod:`detect.training.finetune`), then the SVMs
+when ``svm.enabled``, then ridge box regression when ``bbox_reg.method == "ridge"``. The run
+folder gets ``config.yaml`` (the merged config), ``checkpoint.pt`` (rewritten atomically during
+and after training), ``train_log.csv``, ``loss.png`` and, for ``rpn``, ``rpn.pt``.
 """
 
 from __future__ import annotations
@@ -279,6 +280,7 @@ def _train(config, data_root, out_dir, method, resume, on_iteration, overwrite) 
     from detect.data import load_dataset
     from detect.models import build_detector
     from detect.proposals.dense import with_window_shapes
+    from detect.training.rpn import ensure_rpn, with_rpn_weights
     from detect.visualize import plot_loss_curve
 
     started = time.perf_counter()
@@ -308,6 +310,8 @@ def _train(config, data_root, out_dir, method, resume, on_iteration, overwrite) 
     log.info("training on %d images of %s: %s", len(dataset), data.root, counts)
     # dense proposals: window shapes fitted to the training boxes, kept in the saved config
     proposal_cfg = with_window_shapes(config.proposals, dataset, config.seed)
+    # rpn proposals: the network trained into the run folder (or the given file), in the config
+    proposal_cfg = with_rpn_weights(proposal_cfg, out_dir)
     config = dataclasses.replace(config, proposals=proposal_cfg)
     payload = _resume_payload(checkpoint_path, config, method) if resume else None
     class_names = dataset.class_names
@@ -318,6 +322,10 @@ def _train(config, data_root, out_dir, method, resume, on_iteration, overwrite) 
         init = read_checkpoint(config.finetune.init_checkpoint)
         check_compatible(init, config.finetune.init_checkpoint, class_names, config.model.backbone)
 
+    rpn = None
+    if config.proposals.method == "rpn":  # the RPN stage: before the proposals it computes
+        with _what_ctrl_c_kept("rpn", checkpoint_path):
+            rpn = ensure_rpn(config, dataset, out_dir, resume)
     with _what_ctrl_c_kept("proposals", checkpoint_path):  # every rank checked the run folder
         proposals = ddp.shared_proposals(dataset, config.proposals, data.max_image_pixels)
 
@@ -325,6 +333,9 @@ def _train(config, data_root, out_dir, method, resume, on_iteration, overwrite) 
     np.random.seed(config.seed)
     random.seed(config.seed)
     model = build_detector(method, config.model, len(class_names))
+    if rpn is not None and rpn.backbone.name == config.model.backbone:
+        # the detector starts from the RPN-trained conv layers (docs/method.md §5)
+        model.backbone.load_state_dict(rpn.backbone.state_dict())
     if payload is not None:
         load_weights(model, payload["model"], checkpoint_path)
     elif init is not None:
@@ -373,13 +384,18 @@ def _train(config, data_root, out_dir, method, resume, on_iteration, overwrite) 
 
 @contextlib.contextmanager
 def _what_ctrl_c_kept(stage: str, checkpoint_path: Path):
-    """Turn Ctrl-C during ``stage`` (``proposals``, ``finetune`` or ``linear``: the SVMs / ridge)
-    into :class:`Interrupted` saying truthfully what is on disk and how to continue."""
+    """Turn Ctrl-C during ``stage`` (``rpn``, ``proposals``, ``finetune`` or ``linear``: the SVMs /
+    ridge) into :class:`Interrupted` saying truthfully what is on disk and how to continue."""
     try:
         yield
     except KeyboardInterrupt as exc:
         said = f" ({exc})" if isinstance(exc, Interrupted) and str(exc) else ""
-        if stage == "proposals":
+        if stage == "rpn":
+            kept = (
+                "while training the RPN, before the detector; no checkpoint was written by this "
+                "run: run the same command again to train the RPN and the detector"
+            )
+        elif stage == "proposals":
             kept = (
                 f"while computing proposals, before any training{said}; no checkpoint was "
                 "written by this run: run the same command again to finish the proposals and train"

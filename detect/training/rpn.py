@@ -8,13 +8,14 @@ R-CNN's schedule), in float32 on ``runtime.device``. Backbone and head are train
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from detect.config import Config, check_values
+from detect.config import Config, ProposalConfig, check_values
 from detect.data.images import DEFAULT_MAX_IMAGE_PIXELS, read_image
 from detect.files import atomic_torch_save
 from detect.models.rpn import RegionProposalNetwork, assign_targets, rpn_loss, sample_anchors
@@ -102,7 +103,7 @@ def train_rpn(
         loss.backward()
         optimizer.step()
         scheduler.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if (iteration + 1) % log_every == 0:
             log.info(
                 "rpn iteration %d/%d: loss %.4f",
@@ -120,3 +121,44 @@ def save_rpn(rpn: RegionProposalNetwork, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_torch_save(rpn.payload(), path)
     return path
+
+
+def with_rpn_weights(cfg: ProposalConfig, out_dir: str | Path) -> ProposalConfig:
+    """``cfg`` with ``rpn_weights`` set to the run folder's ``rpn.pt`` (absolute) when the method
+    is ``rpn`` and no weights file is given: the file :func:`ensure_rpn` trains into, recorded in
+    the saved config so ``detect eval`` and ``detect run`` use the same network."""
+    if cfg.method != "rpn" or cfg.rpn_weights:
+        return cfg
+    return dataclasses.replace(cfg, rpn_weights=str(Path(out_dir).resolve() / RPN_WEIGHTS_NAME))
+
+
+def ensure_rpn(
+    config: Config, dataset: DetectionDataset, out_dir: str | Path, resume: bool
+) -> RegionProposalNetwork:
+    """The RPN of ``config.proposals.rpn_weights`` (see :func:`with_rpn_weights`): trained on
+    ``dataset`` for ``proposals.rpn_iterations`` and saved there when it is the run folder's
+    ``rpn.pt`` (unless resuming a run that already saved it); a file given by the user is only
+    read. Under torchrun rank 0 trains, the other ranks wait and read the file."""
+    from detect.distributed import barrier, is_main
+    from detect.models.rpn import load_rpn
+
+    cfg = config.proposals
+    path = Path(cfg.rpn_weights)
+    trained_here = path == Path(out_dir).resolve() / RPN_WEIGHTS_NAME
+    if trained_here and not (resume and path.is_file()):
+        if is_main():
+            log.info("training the RPN for %d iterations", cfg.rpn_iterations)
+            torch.manual_seed(config.seed)
+            rpn = build_rpn(config, dataset)
+            train_rpn(
+                rpn,
+                dataset,
+                cfg.rpn_iterations,
+                cfg.rpn_lr,
+                config.seed,
+                config.runtime.device,
+                config.data.max_image_pixels,
+            )
+            save_rpn(rpn, path)
+        barrier()
+    return load_rpn(path)

@@ -20,7 +20,7 @@ from detect.errors import DetectError, Interrupted
 # command name -> one-line help. The module detect.commands.<name> implements it.
 COMMANDS = {
     "synth": "generate the built-in synthetic data set (VOC layout)",
-    "proposals": "compute, cache, import/export and measure proposals (selective search, ss-multi, dense)",
+    "proposals": "compute, cache, import/export and measure proposals (selective search, ss-multi, dense, rpn)",
     "train": "train a detector (fine-tuning, SVMs, box regression) from a YAML config",
     "eval": "run a trained detector over a split and score it (VOC / COCO metrics)",
     "run": "detect objects in images with a trained checkpoint",

@@ -1,5 +1,5 @@
 """``detect proposals``: compute, cache, import/export and measure proposals (selective search by
-default; ``--method`` ss-multi or dense for small, dense objects).
+default; ``--method`` ss-multi, dense or rpn for small, dense objects).
 
 Examples::
 

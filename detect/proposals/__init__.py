@@ -1,5 +1,5 @@
 """Region proposals: selective search and the methods for small, dense objects (``ss-multi``,
-``dense``: :mod:`detect.proposals.methods`), a per-image cache, parallel/sharded computation,
+``dense``, ``rpn``: :mod:`detect.proposals.methods`), a per-image cache, parallel/sharded computation,
 import and export (Fast R-CNN ``.mat``, ``.npz``, ``.json``) and recall measurement.
 
 Boxes are ``(R, 4)`` float32 xyxy, 0-based continuous pixels of the original image, in the

@@ -6,17 +6,16 @@ process, the same code either way).
 None: one item per key, in exactly that order whatever the number of workers), so what a caller
 gets is a function of the key alone: fine-tuning indexes its dataset by iteration
 (:mod:`detect.training.batches`), evaluation and region-feature extraction by image
-(:class:`ImageReader`, :func:`read_images`). Workers start by ``fork`` on Linux (cheap, nothing
-is pickled; they never touch the GPU) and by ``spawn`` elsewhere; each is limited to one
-OpenCV / torch thread so workers do not oversubscribe the cores. Pinned memory when the
-network runs on CUDA.
+(:class:`ImageReader`, :func:`read_images`). Workers start from a fork server on Linux and by
+``spawn`` elsewhere (never by a plain ``fork`` of this process: :func:`_context`), so the
+dataset must pickle; each is limited to one OpenCV / torch thread so workers do not
+oversubscribe the cores. Pinned memory when the network runs on CUDA.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import signal
-import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -32,10 +31,16 @@ from detect.structures import Annotation
 PREFETCH_FACTOR = 2
 
 
-def _start_method() -> str:
-    """``fork`` where the platform has it and it is safe with torch (Linux), else ``spawn``."""
-    methods = multiprocessing.get_all_start_methods()
-    return "fork" if "fork" in methods and sys.platform.startswith("linux") else "spawn"
+def _context() -> multiprocessing.context.BaseContext:
+    """``forkserver`` where the platform has it (Linux): workers are forked from a clean
+    single-threaded server that has imported torch, not from this process, whose threads (logging,
+    TensorBoard writers, progress bars) may hold locks a forked child would wait on forever;
+    ``spawn`` elsewhere."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["torch", "detect.data.loader"])
+    return context
 
 
 def _init_worker(_worker_id: int) -> None:
@@ -83,7 +88,7 @@ def load(
     extra = {}
     if num_workers > 0:
         extra = {
-            "multiprocessing_context": _start_method(),
+            "multiprocessing_context": _context(),
             "worker_init_fn": _init_worker,
             "prefetch_factor": PREFETCH_FACTOR,
         }

@@ -2,7 +2,8 @@
 
 Usage: ``detect train --config X.yaml|NAME [--data PATH] [--out runs/NAME] [--method spp|rcnn]
 [--resume | --overwrite] [--set section.key=value ...] [--device D] [--precision P]``. The run
-folder gets ``checkpoint.pt``, ``config.yaml``, ``train_log.csv`` and ``loss.png``. A folder that
+folder gets ``checkpoint.pt``, ``config.yaml``, ``train_log.csv``, ``loss.png`` and, with
+``proposals.method: rpn``, the region proposal network ``rpn.pt`` trained first. A folder that
 already holds a run is refused unless ``--resume`` (continue it) or ``--overwrite`` (replace it)
 is given.
 """
@@ -37,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from detect.distributed import is_main
     from detect.training import train
+    from detect.training.rpn import RPN_WEIGHTS_NAME
 
     config = load_config(args.config, args.overrides)
     out = args.out or Path("runs") / (args.config.stem if args.config else "train")
@@ -47,6 +49,8 @@ def run(args) -> int:
     if not is_main():  # under torchrun rank 0 alone reports (and wrote the run folder)
         return 0
     files = [result.checkpoint, result.config_path, result.log_csv, result.loss_png]
+    rpn_weights = result.out_dir / RPN_WEIGHTS_NAME  # proposals.method rpn: the trained RPN
+    files.append(rpn_weights if rpn_weights.is_file() else None)
     print(
         f"trained {result.method} on {result.num_images} images "
         f"({len(result.class_names)} classes: {', '.join(result.class_names)}) "

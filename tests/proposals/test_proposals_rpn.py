@@ -62,7 +62,7 @@ def test_missing_weights_are_one_line_errors(data, tmp_path, capsys):
 
 
 def test_train_with_rpn_then_proposals_and_eval(data, tmp_path, capsys):
-    values = tiny_config_dict(data, iterations=2)
+    values = tiny_config_dict(data, iterations=0)  # the detector as initialised
     values["proposals"] = {
         "method": "rpn",
         "cache_dir": str(tmp_path / "cache"),
@@ -76,12 +76,15 @@ def test_train_with_rpn_then_proposals_and_eval(data, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--config", str(config_file), "--out", str(run)]) == 0
     assert (run / "rpn.pt").is_file() and (run / "checkpoint.pt").is_file()
+    assert "rpn.pt" in capsys.readouterr().out  # the run folder's files listed
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["proposals"]["rpn_weights"] == str((run / "rpn.pt").resolve())
-    # The detector starts from the RPN-trained conv layers (then fine-tunes them).
+    # The detector starts from the RPN-trained conv layers.
     rpn = load_rpn(run / "rpn.pt")
     assert rpn.anchor_shapes.shape[1] == 2 and rpn.backbone.name == "tiny"
-    capsys.readouterr()
+    detector = torch.load(run / "checkpoint.pt", weights_only=True)["model"]
+    for key, value in rpn.backbone.state_dict().items():
+        assert torch.equal(detector[f"backbone.{key}"], value), key
 
     out_dir = tmp_path / "props"
     args = ["proposals", "--data", str(data / "voc"), "--classes", "red,blue", "--split", "test"]

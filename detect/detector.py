@@ -34,7 +34,7 @@ from detect.errors import DetectError
 from detect.models.detection_model import DetectionModel
 from detect.models.scoring import RegionScorer
 from detect.proposals import ProposalCache, image_proposals
-from detect.proposals.prefetch import ProposalJob, prefetch_proposals
+from detect.proposals.prefetch import ProposalJob, prefetch_proposals, proposal_workers
 from detect.structures import Detections
 
 # Ranks of fc6 / fc7 for ``svd=True`` (Fast R-CNN's truncated SVD, as ``detect run --svd``).
@@ -242,6 +242,7 @@ class Detector:
         spawned processes, so a script calling this needs the usual
         ``if __name__ == "__main__":`` guard."""
         workers = self.config.proposals.workers if workers is None else workers
+        workers = proposal_workers(self.proposal_cache, workers)
         jobs = (proposal_job(image) for image in images)
         limit = self.config.data.max_image_pixels
         found = prefetch_proposals(jobs, self.proposal_cache, limit, workers)

@@ -125,13 +125,14 @@ def _detect_images(det, items, out: Path, draw_threshold: float) -> tuple[dict, 
     """Detect objects in ``items``, writing ``OUT/<id>.json`` and ``OUT/<id>.jpg`` for each:
     ``({image id: Detections}, [one line per image that could not be read])``."""
     from detect.cpu_threads import beside_workers
-    from detect.proposals.prefetch import ProposalJob, prefetch_proposals
+    from detect.proposals.prefetch import ProposalJob, prefetch_proposals, proposal_workers
 
     # The next images' proposals are computed in proposals.workers processes while the network
     # runs on this one (on the cores they leave); each image's boxes are those computed in this
     # process would be.
     jobs = (ProposalJob(item.image_id, item.path) for item in items)
-    limit, workers = det.config.data.max_image_pixels, det.config.proposals.workers
+    limit = det.config.data.max_image_pixels
+    workers = proposal_workers(det.proposal_cache, det.config.proposals.workers)
     prefetched = prefetch_proposals(jobs, det.proposal_cache, limit, workers)
     bar = tqdm(prefetched, total=len(items), desc="detect", unit="image", disable=not is_main())
     with beside_workers(workers):

@@ -52,6 +52,12 @@ def job_boxes(
         return None, str(exc).strip()
 
 
+def proposal_workers(cache: ProposalCache, workers: int) -> int:
+    """The worker processes to prefetch ``cache``'s proposals with: ``workers``, or 0 for the
+    ``rpn`` method, whose network runs in this process (torch, never in the workers)."""
+    return 0 if cache.method == "rpn" else workers
+
+
 def prefetch_proposals(
     jobs: Iterable[ProposalJob],
     cache: ProposalCache,

@@ -11,6 +11,7 @@ from detect.data import load_dataset
 from detect.data.images import read_image
 from detect.models.rpn import load_rpn
 from detect.proposals.cache import ProposalCache
+from detect.proposals.prefetch import proposal_workers
 from detect.training.rpn import build_rpn, save_rpn
 
 
@@ -43,6 +44,8 @@ def test_cache_key_changes_with_the_weights(data, tmp_path):
     assert retrained.params["weights_sha256"] != cache.params["weights_sha256"]
     assert retrained.path_for("x") != cache.path_for("x")
     assert retrained.get(image=image) is None
+    # The network runs in the calling process, never in the numpy-only proposal workers.
+    assert proposal_workers(retrained, 2) == 0 and proposal_workers(ProposalCache(None), 2) == 2
 
 
 def test_missing_weights_are_one_line_errors(data, tmp_path, capsys):
@@ -105,3 +108,9 @@ def test_train_with_rpn_then_proposals_and_eval(data, tmp_path, capsys):
     assert "mean" in capsys.readouterr().out
     cached = list((evaluated / "proposals").glob("*.npz"))
     assert len(cached) == 6  # eval computed the test images' proposals with the run's RPN
+
+    # detect run with a run's RPN (in this process, whatever proposals.workers says)
+    images = data / "voc" / "JPEGImages"
+    args = ["run", str(images), "--checkpoint", str(run / "checkpoint.pt"), "--out"]
+    assert main([*args, str(tmp_path / "found"), "--set", "proposals.workers=2"]) == 0
+    assert "6 image(s) processed, 0 skipped" in capsys.readouterr().out

@@ -15,6 +15,7 @@ oversubscribe the cores. Pinned memory when the network runs on CUDA.
 from __future__ import annotations
 
 import multiprocessing
+import pickle
 import signal
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -65,6 +66,14 @@ class _Guarded(Dataset):
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
+
+    # Sent to the workers by value (plain pickle): torch's sharing would pass one file
+    # descriptor per tensor (proposals, boxes of every image), over the fork server's limit.
+    def __getstate__(self) -> dict:
+        return {"dataset": pickle.dumps(self.dataset)}
+
+    def __setstate__(self, state: dict) -> None:
+        self.dataset = pickle.loads(state["dataset"])
 
     def __getitem__(self, key: int):
         try:

@@ -45,3 +45,9 @@ def test_keys_are_served_in_the_order_given_and_negative_workers_refused():
     assert [int(x) for x in load(squares, [3, 1, 4, 1, 5], num_workers=2)] == [9, 1, 16, 1, 25]
     with pytest.raises(DetectError, match="runtime.num_workers must be >= 0, got -1"):
         next(load(squares, [0], num_workers=-1))
+
+
+def test_a_dataset_of_many_tensors_reaches_the_workers():
+    # One tensor per image (proposals, boxes) must not cost the fork server one descriptor each.
+    tensors = [torch.full((2, 4), float(i)) for i in range(400)]
+    assert [float(t.sum()) for t in load(tensors, [0, 399, 7], num_workers=2)] == [0, 3192, 56]

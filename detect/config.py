@@ -223,8 +223,12 @@ class DemoConfig:
     classify_modes: tuple[str, ...] = ("fixed", "single", "multi")  # empty = skip
     classify_train: int = 400
     classify_test: int = 200
-    classify_side_range: tuple[int, ...] = (160, 288)  # image heights and widths drawn in it
+    classify_side_range: tuple[int, ...] = (160, 288)  # the images' shorter sides drawn in it
+    classify_max_aspect: float = 2.0  # longer / shorter side, log-uniform in [1, max_aspect]
+    classify_object_size: tuple[float, ...] = (0.2, 0.55)  # object size / shorter side, range
+    classify_background_contrast: float = 1.0  # 1: the detection set's texture; lower: flatter
     classify_class_colour: float = 0.0  # fraction of objects in their class's colour (else any)
+    classify_overrides: tuple[str, ...] = ()  # section.key=value changes for the modes only
     # SPP pretraining for detection: model.backbone first trained as an SPP classifier on crops
     # of the training objects (their boxes scaled by pretrain_context) with pretrain_overrides,
     # then a second detector fine-tuned from it with pretrained_overrides; false = skip.

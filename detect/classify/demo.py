@@ -13,6 +13,7 @@ A rerun reuses finished checkpoints trained with the same config.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,23 +64,28 @@ def _train_or_reuse(cfg: Config, out: Path, samples=None, class_names=None):
 
 
 def classify_modes(cfg: Config, out_dir: Path) -> list[ModeResult]:
-    """Generate (or reuse) the classification set, train and test each of
-    ``demo.classify_modes``."""
+    """Generate (or reuse) the classification set (``demo.classify_*``), train and test each
+    of ``demo.classify_modes`` with ``demo.classify_overrides``."""
     from detect.classify.evaluate import evaluate_classifier, load_classifier
     from detect.data.synthetic_classification import generate_classification_set, is_complete
 
+    d = cfg.demo
     params = dict(
-        num_train=cfg.demo.classify_train,
-        num_test=cfg.demo.classify_test,
-        side_range=tuple(cfg.demo.classify_side_range),
-        class_colour=cfg.demo.classify_class_colour,
+        num_train=d.classify_train,
+        num_test=d.classify_test,
+        side_range=tuple(d.classify_side_range),
+        max_aspect=d.classify_max_aspect,
+        object_size=tuple(d.classify_object_size),
+        background_contrast=d.classify_background_contrast,
+        class_colour=d.classify_class_colour,
         seed=cfg.seed,
     )
     if not is_complete(cfg.classify.root, **params):
         generate_classification_set(cfg.classify.root, progress=False, **params)
     results = []
-    for mode in cfg.demo.classify_modes:
-        mode_cfg = _with(cfg, [f"classify.mode={mode}"], "demo.classify_modes")
+    for mode in d.classify_modes:
+        overrides = [*d.classify_overrides, f"classify.mode={mode}"]
+        mode_cfg = _with(cfg, overrides, "demo.classify_overrides")
         run = _train_or_reuse(mode_cfg, out_dir / mode)
         loaded = load_classifier(run.checkpoint, cfg.runtime.device, cfg.runtime.precision)
         errors = evaluate_classifier(loaded, progress=False)
@@ -88,25 +94,47 @@ def classify_modes(cfg: Config, out_dir: Path) -> list[ModeResult]:
     return results
 
 
+def _verdict(results: list[ModeResult]) -> str:
+    """Whether the paper's ordering holds: full-image error of (c) <= (b) < (a)'s better view
+    (the fixed-size network has no full view); empty unless fixed, single and multi were run."""
+    by_mode = {result.mode: result.errors for result in results}
+    if not {"fixed", "single", "multi"} <= set(by_mode):
+        return ""
+    a = min(by_mode["fixed"][view]["top1"] for view in ("crop", "warp"))
+    b, c = by_mode["single"]["full"]["top1"], by_mode["multi"]["full"]["top1"]
+    holds = "holds" if c <= b < a else "does not hold"
+    return (
+        f"\n\nThe paper's ordering, full-image error of (c) <= (b) < (a)'s better view (crop or "
+        f"warp): {100 * c:.1f} / {100 * b:.1f} / {100 * a:.1f}, {holds}."
+    )
+
+
 def format_modes_table(results: list[ModeResult], cfg: Config) -> str:
-    """Markdown: top-1 error (%) per mode and test view. The fixed-size network has no full
-    view: the whole image reaches it only warped (its warp column)."""
+    """Markdown: top-1 error (%) +- its standard error per mode and test view, and whether the
+    paper's ordering holds. The fixed-size network has no full view: the whole image reaches it
+    only warped (its warp column)."""
     from detect.classify.evaluate import view_names
 
+    d = cfg.demo
     names = view_names(cfg.classify.test_size)
     lines = ["| training | " + " | ".join(names.values()) + " |", "| --- | --- | --- | --- |"]
     for result in results:
-        cells = [
-            f"{100 * result.errors[view]['top1']:.1f}" if view in result.errors else "n/a"
-            for view in names
-        ]
+        cells = []
+        for view in names:
+            if view not in result.errors:
+                cells.append("n/a")
+                continue
+            error = result.errors[view]["top1"]
+            spread = math.sqrt(error * (1 - error) / d.classify_test)
+            cells.append(f"{100 * error:.1f} ± {100 * spread:.1f}")
         lines.append(f"| {mode_label(result.mode, cfg)} | " + " | ".join(cells) + " |")
-    d = cfg.demo
+    extra = f", {', '.join(d.classify_overrides)}" if d.classify_overrides else ""
     return (
-        f"Top-1 error (%) on {d.classify_test} generated test images (4 shapes, "
-        f"{100 * d.classify_class_colour:.0f}% in their class's colour, sides "
-        f"{d.classify_side_range[0]}-{d.classify_side_range[1]} px), {d.classify_train} "
-        f"training images, {cfg.classify.epochs} epochs:\n\n" + "\n".join(lines)
+        f"Top-1 error (%) ± its standard error on {d.classify_test} generated test images (4 "
+        f"shapes, {100 * d.classify_class_colour:.0f}% in their class's colour, shorter sides "
+        f"{d.classify_side_range[0]}-{d.classify_side_range[1]} px, up to {d.classify_max_aspect:g}"
+        f" x as long), {d.classify_train} training images, {cfg.classify.epochs} epochs{extra}:"
+        "\n\n" + "\n".join(lines) + _verdict(results)
     )
 
 

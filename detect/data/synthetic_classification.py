@@ -2,9 +2,11 @@
 
 Each image holds one object of :data:`~detect.data.synthetic.SYNTHETIC_CLASSES`, drawn with the
 detection generator's shapes, rim and textured background (:mod:`detect.data.synthetic`), but in
-a random colour: the class is the shape alone. Images have varied sizes and aspect ratios
-(sides drawn independently in ``side_range``), and the object a varied scale (its nominal size
-20-55% of the shorter side), aspect ratio, rotation and position (wholly inside the image).
+a random colour: the class is the shape alone. Images have varied sizes and aspect ratios (the
+shorter side drawn in ``side_range``, the longer up to ``max_aspect`` times it, landscape or
+portrait), and the object a varied scale (its nominal size drawn log-uniformly in
+``object_size``, fractions of the shorter side), aspect ratio, rotation and position (wholly
+inside the image, anywhere along the longer side).
 
 Layout: ``<root>/<split>/<class name>/<index>.jpg`` (``train`` and ``test`` splits), the layout
 ``detect classify`` reads (:mod:`detect.classify.data`). Image ``i`` of a split is rendered from
@@ -38,9 +40,8 @@ from detect.errors import DetectError
 from detect.files import atomic_write_text
 
 INFO_FILE = "classification.json"
-INFO_FORMAT = "detect-synthetic-classification-v1"
+INFO_FORMAT = "detect-synthetic-classification-v2"
 SPLITS = ("train", "test")
-OBJECT_SIZE = (0.2, 0.55)  # nominal object size, as fractions of the image's shorter side
 OBJECT_ASPECT = 1.6  # nominal width / height within [1 / OBJECT_ASPECT, OBJECT_ASPECT]
 
 
@@ -50,7 +51,14 @@ class ClassificationParams:
 
     Attributes:
         num_train, num_test: images per split, spread evenly over the classes.
-        side_range: ``(low, high)``: each image's height and width are drawn in it.
+        side_range: ``(low, high)``: each image's shorter side is drawn in it.
+        max_aspect: the longer side / the shorter, drawn log-uniformly in ``[1, max_aspect]``;
+            the longer side is the width or the height with equal chance.
+        object_size: ``(low, high)``: the object's nominal size, drawn log-uniformly in it, as
+            fractions of the image's shorter side.
+        background_contrast: the textured background's deviations from its mean colour are
+            scaled by it (1: the detection generator's texture; lower: flatter, the shape
+            stands out).
         class_colour: the fraction of objects drawn in their class's colour (0: the class is
             the shape alone; 1: the colour gives it away).
         seed: the same seed gives the same images.
@@ -59,6 +67,9 @@ class ClassificationParams:
     num_train: int = 400
     num_test: int = 200
     side_range: tuple[int, int] = (160, 288)
+    max_aspect: float = 2.0
+    object_size: tuple[float, float] = (0.2, 0.55)
+    background_contrast: float = 1.0
     class_colour: float = 0.0
     seed: int = 0
 
@@ -68,6 +79,22 @@ class ClassificationParams:
         if not 48 <= low <= high:
             raise DetectError(
                 f"synthetic classification: side_range must be 48 <= low <= high, got {low}, {high}"
+            )
+        if not self.max_aspect >= 1.0:
+            raise DetectError(
+                f"synthetic classification: max_aspect must be >= 1, got {self.max_aspect}"
+            )
+        small, large = (float(v) for v in self.object_size)
+        object.__setattr__(self, "object_size", (small, large))
+        if not 0.05 <= small <= large <= 0.8:
+            raise DetectError(
+                "synthetic classification: object_size must be 0.05 <= low <= high <= 0.8, got "
+                f"{small}, {large}"
+            )
+        if not 0.0 <= self.background_contrast <= 1.0:
+            raise DetectError(
+                "synthetic classification: background_contrast must be in [0, 1], got "
+                f"{self.background_contrast}"
             )
         if not 0.0 <= self.class_colour <= 1.0:
             raise DetectError(
@@ -81,14 +108,24 @@ class ClassificationParams:
 
 
 def render_object_image(
-    rng: np.random.Generator, label: int, height: int, width: int, class_colour: float = 0.0
+    rng: np.random.Generator,
+    label: int,
+    height: int,
+    width: int,
+    class_colour: float = 0.0,
+    object_size: tuple[float, float] = (0.2, 0.55),
+    background_contrast: float = 1.0,
 ) -> np.ndarray:
-    """``(H, W, 3)`` uint8 RGB: one object of class ``label``, wholly inside the image, on the
-    detection generator's textured background; in its class's colour with probability
-    ``class_colour``, else in another colour."""
+    """``(H, W, 3)`` uint8 RGB: one object of class ``label`` (nominal size drawn log-uniformly
+    in ``object_size`` x the shorter side), wholly inside the image, on the detection generator's
+    textured background with its deviations from the mean colour scaled by
+    ``background_contrast``; in its class's colour with probability ``class_colour``, else in
+    another colour."""
     image = _background(rng, height, width)
+    mean = image.mean(axis=(0, 1), keepdims=True)
+    image = mean + background_contrast * (image - mean)
     short = min(height, width)
-    size = short * np.exp(rng.uniform(*np.log(OBJECT_SIZE)))
+    size = short * np.exp(rng.uniform(*np.log(object_size)))
     aspect = np.exp(rng.uniform(-np.log(OBJECT_ASPECT), np.log(OBJECT_ASPECT)))
     points = _unit_polygon(label, rng) * [size * np.sqrt(aspect) / 2, size / np.sqrt(aspect) / 2]
     angle = rng.uniform(-0.3, 0.3) if SYNTHETIC_CLASSES[label] == "square" else rng.uniform(0, 7)
@@ -110,6 +147,16 @@ def render_object_image(
     image[mask & ~inner] = colour * RIM_SHADE
     image += PIXEL_NOISE * rng.standard_normal(image.shape, dtype=np.float32)
     return np.clip(np.round(image), 0, 255).astype(np.uint8)
+
+
+def image_size(rng: np.random.Generator, spec: ClassificationParams) -> tuple[int, int]:
+    """``(height, width)``: the shorter side drawn in ``spec.side_range``, the longer
+    ``aspect`` x it (``aspect`` log-uniform in ``[1, spec.max_aspect]``), landscape or portrait
+    with equal chance."""
+    low, high = spec.side_range
+    short = int(rng.integers(low, high + 1))
+    long = int(round(short * np.exp(rng.uniform(0.0, np.log(spec.max_aspect)))))
+    return (short, long) if rng.random() < 0.5 else (long, short)
 
 
 def is_complete(root: str | Path, **params) -> bool:
@@ -143,7 +190,6 @@ def generate_classification_set(root: str | Path, progress: bool = True, **param
         for split in SPLITS:
             shutil.rmtree(root / split, ignore_errors=True)
     counts = {"train": spec.num_train, "test": spec.num_test}
-    low, high = spec.side_range
     with tqdm(
         total=sum(counts.values()), desc="classification images", disable=not progress
     ) as bar:
@@ -151,8 +197,16 @@ def generate_classification_set(root: str | Path, progress: bool = True, **param
             for index in range(count):
                 rng = np.random.default_rng([spec.seed, split_number, index])
                 label = index % len(SYNTHETIC_CLASSES)
-                height, width = (int(v) for v in rng.integers(low, high + 1, 2))
-                image = render_object_image(rng, label, height, width, spec.class_colour)
+                height, width = image_size(rng, spec)
+                image = render_object_image(
+                    rng,
+                    label,
+                    height,
+                    width,
+                    spec.class_colour,
+                    spec.object_size,
+                    spec.background_contrast,
+                )
                 name = SYNTHETIC_CLASSES[label]
                 write_image(root / split / name / f"{index:05d}.jpg", image)
                 bar.update()

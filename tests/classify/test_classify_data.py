@@ -8,7 +8,13 @@ import torch
 from detect.classify.data import eval_view, object_crops, read_image_folder, training_view
 from detect.data.images import read_image, write_image
 from detect.data.synthetic import SYNTHETIC_CLASSES
-from detect.data.synthetic_classification import generate_classification_set, is_complete
+from detect.data.synthetic_classification import (
+    ClassificationParams,
+    generate_classification_set,
+    image_size,
+    is_complete,
+    render_object_image,
+)
 from detect.errors import DetectError
 from detect.structures import Annotation
 
@@ -98,7 +104,7 @@ def test_generated_set(tmp_path):
     names, samples = read_image_folder(root, "train")
     assert names == sorted(SYNTHETIC_CLASSES) and len(samples) == 8
     sizes = {read_image(s.path).shape[:2] for s in samples}
-    assert len(sizes) > 4 and all(min(s) >= 64 and max(s) <= 96 for s in sizes)
+    assert len(sizes) > 4 and all(64 <= min(s) <= 96 and max(s) <= 2 * min(s) for s in sizes)
     again = generate_classification_set(tmp_path / "again", progress=False, **params)
     first = read_image(root / "test" / "circle" / "00000.jpg")
     assert np.array_equal(first, read_image(again / "test" / "circle" / "00000.jpg"))
@@ -106,3 +112,33 @@ def test_generated_set(tmp_path):
     (tmp_path / "other" / "keep.txt").write_text("x")
     with pytest.raises(DetectError, match="refusing to overwrite"):
         generate_classification_set(tmp_path / "other", progress=False, **params)
+
+
+def test_generated_image_sizes_objects_and_background():
+    spec = ClassificationParams(side_range=(48, 56), max_aspect=2.5, object_size=(0.2, 0.3))
+    sizes = [image_size(np.random.default_rng(i), spec) for i in range(200)]
+    aspects = [max(s) / min(s) for s in sizes]
+    assert all(48 <= min(s) <= 56 for s in sizes) and max(aspects) <= 2.5 + 1 / 48
+    assert max(aspects) > 2.2 and min(aspects) < 1.1  # log-uniform over [1, 2.5]
+    portrait = sum(h > w for h, w in sizes)
+    assert 70 < portrait < 130  # landscape or portrait with equal chance
+    largest = 0
+    for i in range(20):
+        rng = np.random.default_rng(i)
+        image = render_object_image(rng, i % 4, 60, 90, object_size=(0.2, 0.3))
+        flat = render_object_image(
+            np.random.default_rng(i), i % 4, 60, 90, object_size=(0.2, 0.3), background_contrast=0
+        )
+        # contrast 0: a flat background up to the pixel grain, the object drawn on it
+        distance = np.abs(flat.astype(float) - np.median(flat, axis=(0, 1))).max(axis=2)
+        area = int((distance > 25).sum())
+        assert area <= 1.15 * (0.3 * 60) ** 2  # at most a square of the largest nominal size
+        largest = max(largest, area)
+        assert image.std() > flat[distance <= 25].std() + 5  # the texture is gone
+    assert largest > 0.5 * (0.2 * 60) ** 2
+    with pytest.raises(DetectError, match="max_aspect"):
+        ClassificationParams(max_aspect=0.5)
+    with pytest.raises(DetectError, match="object_size"):
+        ClassificationParams(object_size=(0.5, 0.9))
+    with pytest.raises(DetectError, match="background_contrast"):
+        ClassificationParams(background_contrast=1.5)

@@ -177,8 +177,9 @@ def check_class_coverage(dataset: DetectionDataset) -> dict[str, int]:
 
 
 # Config sections that do not change what training computes: a resumed run may differ in them.
-# runtime (device, precision, workers) too, so that a run can be resumed on another machine.
-SECTIONS_NOT_TRAINED = ("test", "bench", "demo", "runtime")
+# runtime (device, precision, workers) too, so that a run can be resumed on another machine;
+# classify (the image classifier's; a detector reads a pretrained backbone via model.weights).
+SECTIONS_NOT_TRAINED = ("test", "bench", "demo", "runtime", "classify")
 
 
 def check_run_folder_use(checkpoint_path: Path, resume: bool, overwrite: bool) -> None:

@@ -40,6 +40,7 @@ from detect.errors import DetectError
 from detect.proposals.cache import ProposalCache
 from detect.proposals.compute import check_cache, compute_proposals, parse_shard, shard_items
 from detect.proposals.methods import METHODS, check_method
+from detect.proposals.prefetch import proposal_workers
 from detect.proposals.sources import is_annotated, resolve_images
 
 
@@ -252,9 +253,10 @@ def run(args: argparse.Namespace) -> int:
             f"({result.recomputed} replaced stale/corrupt cache files), {len(failures)} failed"
         )
         if result.computed:
+            workers = max(1, proposal_workers(cache, cfg.workers))  # rpn: in this process
             print(
                 f"seconds per image: {result.search_seconds / result.computed:.3f} per worker, "
-                f"{result.wall_seconds / result.computed:.3f} wall with {cfg.workers} worker(s)"
+                f"{result.wall_seconds / result.computed:.3f} wall with {workers} worker(s)"
             )
     if proposals:
         counts = np.array([boxes.shape[0] for boxes in proposals.values()])

@@ -80,6 +80,9 @@ def test_train_with_rpn_then_proposals_and_eval(data, tmp_path, capsys):
     assert main(["train", "--config", str(config_file), "--out", str(run)]) == 0
     assert (run / "rpn.pt").is_file() and (run / "checkpoint.pt").is_file()
     assert "rpn.pt" in capsys.readouterr().out  # the run folder's files listed
+    trained = (run / "rpn.pt").stat().st_mtime_ns
+    assert main(["train", "--config", str(config_file), "--out", str(run), "--resume"]) == 0
+    assert (run / "rpn.pt").stat().st_mtime_ns == trained  # resuming does not train it again
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["proposals"]["rpn_weights"] == str((run / "rpn.pt").resolve())
     # The detector starts from the RPN-trained conv layers.

@@ -144,7 +144,7 @@ class PathTiming:
         )
 
 
-def summarize(runs: Sequence[PathTiming]) -> dict:
+def timing_summary(runs: Sequence[PathTiming]) -> dict:
     """The JSON row fields of repeated passes: per-stage medians, the median total ``total_s``,
     its spread (``total_min_s``, ``total_max_s``, every pass in ``total_runs_s``), FLOPs and
     GFLOP/s of the median pass."""
@@ -355,7 +355,7 @@ def run_bench(
                     "scales": list(scales),
                     "head": name,
                     "precision": precision,
-                    **summarize(runs),
+                    **timing_summary(runs),
                     **ratio_spread(rcnn_totals, [run.total for run in runs]),
                     "flop_ceiling": (rcnn_runs[0].conv_flops + fc_all)
                     / max(runs[0].conv_flops + fc_all, 1.0),
@@ -367,7 +367,7 @@ def run_bench(
                 "scales": [],
                 "head": name,
                 "precision": precision,
-                **summarize(rcnn_runs),
+                **timing_summary(rcnn_runs),
                 **ratio_spread(rcnn_totals, rcnn_totals),
             }
         )

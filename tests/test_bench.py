@@ -15,7 +15,7 @@ from detect.bench import (
     format_bench_report,
     head_flops_per_region,
     run_bench,
-    summarize,
+    timing_summary,
 )
 from detect.cli import main
 from detect.config import BenchConfig, Config, ModelConfig, RuntimeConfig
@@ -112,7 +112,7 @@ def test_summarize_takes_medians_and_the_spread():
         PathTiming({"conv": 3.0, "fc": 1.0}),
         PathTiming({"conv": 2.0, "fc": 9.0}),
     ]
-    row = summarize(runs)
+    row = timing_summary(runs)
     assert row["seconds"] == {"conv": 2.0, "fc": 4.0}  # medians stage by stage
     assert row["total_runs_s"] == [5.0, 4.0, 11.0]
     assert (row["total_s"], row["total_min_s"], row["total_max_s"]) == (5.0, 4.0, 11.0)

@@ -45,7 +45,7 @@ from detect.runtime import autocast, grad_scaler, resolve_device
 log = logging.getLogger(__name__)
 
 CLASSIFIER_FORMAT = "detect-classifier-v1"
-LOG_FIELDS = ("epoch", "sizes", "loss", "train_error", "lr", "seconds")
+EPOCH_LOG_FIELDS = ("epoch", "sizes", "loss", "train_error", "lr", "seconds")
 
 
 CACHE_BYTES = 512 * 2**20  # decoded training images kept in memory (per process), at most
@@ -106,7 +106,7 @@ class ClassifierRun:
 
 def _log_text(rows: list[dict]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=LOG_FIELDS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=EPOCH_LOG_FIELDS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()

@@ -39,7 +39,7 @@ from detect.distributed import is_distributed, rank, world_size
 from detect.errors import DetectError
 from detect.proposals.cache import ProposalCache
 from detect.proposals.compute import check_cache, compute_proposals, parse_shard, shard_items
-from detect.proposals.methods import METHODS, check_method
+from detect.proposals.methods import PROPOSAL_METHODS, check_method
 from detect.proposals.prefetch import proposal_workers
 from detect.proposals.sources import is_annotated, resolve_images
 
@@ -61,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classes", help="comma-separated class names (VOC/COCO reading)")
     parser.add_argument(
         "--method",
-        help=f"{' | '.join(METHODS)} (default: the config's proposals.method, ss); with --recall "
+        help=f"{' | '.join(PROPOSAL_METHODS)} (default: the config's proposals.method, ss); with --recall "
         "a comma-separated list compares them",
     )
     parser.add_argument("--mode", choices=("fast", "quality"), help="selective search preset")

@@ -92,7 +92,7 @@ class ProposalCache:
     """Proposals of one method and parameter set, one file per image under ``cache_dir`` (no
     folder: nothing is kept).
 
-    ``method`` is a name of :data:`detect.proposals.methods.METHODS` and ``params`` its
+    ``method`` is a name of :data:`detect.proposals.methods.PROPOSAL_METHODS` and ``params`` its
     parameters (defaults for those not given: :func:`detect.proposals.methods.method_params`),
     e.g. ``ProposalCache(folder, mode="quality", max_proposals=1000)`` for selective search.
 

@@ -21,7 +21,7 @@ from detect.errors import DetectError
 if TYPE_CHECKING:
     from detect.config import ProposalConfig
 
-METHODS = ("ss", "ss-multi", "dense", "rpn")
+PROPOSAL_METHODS = ("ss", "ss-multi", "dense", "rpn")
 # What cache entries record as the method (selective search's name predates the other methods).
 RECORDED_NAMES = {
     "ss": "opencv_selective_search",
@@ -56,7 +56,10 @@ _INTS = {"resize_long_side", "max_proposals", "min_region", "pre_nms"}
 
 
 def check_method(method: str) -> None:
-    check_values("proposals.", [(method in METHODS, "method", method, f"one of {list(METHODS)}")])
+    check_values(
+        "proposals.",
+        [(method in PROPOSAL_METHODS, "method", method, f"one of {list(PROPOSAL_METHODS)}")],
+    )
 
 
 def _plain(key: str, value: Any) -> Any:

@@ -4,7 +4,7 @@ Each iteration's global batch is the images of :func:`~detect.training.batches.i
 ``(seed, i)``; rank ``r`` of ``W`` trains on those at positions ``r, r + W, ...``
 (:class:`~detect.training.batches.IterationBatches` ``shard``). What an image contributes depends
 only on ``(seed, i, position)``: its flip, windows and scale draws come from a generator seeded by
-them, and so does its dropout (:func:`image_rng`). The loss of one process is the sum over the
+them, and so does its dropout (:func:`image_dropout_rng`). The loss of one process is the sum over the
 batch's windows divided by their number; a rank's loss is the sum over its own windows divided by
 the number of windows of all ranks, times ``W`` (:class:`BatchLoss`), so that DDP's averaging of
 the gradients over the ranks gives exactly the single-process gradient of the same global batch,
@@ -63,7 +63,9 @@ DROPOUT_KEY = 3  # a random stream of its own, derived from the seed (batches us
 
 
 @contextlib.contextmanager
-def image_rng(seed: int, iteration: int, position: int, device: torch.device) -> Iterator[None]:
+def image_dropout_rng(
+    seed: int, iteration: int, position: int, device: torch.device
+) -> Iterator[None]:
     """Run the enclosed forward pass (its dropout) with torch's default generator of ``device``
     seeded from ``(seed, iteration, position)``; the generator's state is restored afterwards."""
     value = int(derived_generator(seed, DROPOUT_KEY, iteration, position).initial_seed())
@@ -145,7 +147,7 @@ class BatchLoss(nn.Module):
             pass of the fine-tuning mode.
         loss: ``(out, labels, targets, num_windows) -> (total, cls, bbox)``, each a sum over the
             given windows divided by ``num_windows``.
-        seed: the run's seed (dropout per image: :func:`image_rng`).
+        seed: the run's seed (dropout per image: :func:`image_dropout_rng`).
     """
 
     def __init__(self, model: nn.Module, forward, loss, seed: int) -> None:
@@ -162,7 +164,7 @@ class BatchLoss(nn.Module):
         with stats.iteration():
             for image in images:
                 stats.at(image.position)
-                with image_rng(self.seed, iteration, image.position, model.device):
+                with image_dropout_rng(self.seed, iteration, image.position, model.device):
                     for group in image.groups:
                         prepared = model.normalise(group.image.numpy())
                         forward = self.region_forward(

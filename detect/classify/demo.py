@@ -133,7 +133,7 @@ def format_modes_table(results: list[ModeResult], cfg: Config) -> str:
         f"Top-1 error (%) ± its standard error on {d.classify_test} generated test images (4 "
         f"shapes, {100 * d.classify_class_colour:.0f}% in their class's colour, shorter sides "
         f"{d.classify_side_range[0]}-{d.classify_side_range[1]} px, up to {d.classify_max_aspect:g}"
-        f" x as long), {d.classify_train} training images, {cfg.classify.epochs} epochs{extra}:"
+        f"x as long), {d.classify_train} training images, {cfg.classify.epochs} epochs{extra}:"
         "\n\n" + "\n".join(lines) + _verdict(results)
     )
 

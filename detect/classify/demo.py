@@ -67,7 +67,10 @@ def classify_modes(cfg: Config, out_dir: Path) -> list[ModeResult]:
     """Generate (or reuse) the classification set (``demo.classify_*``), train and test each
     of ``demo.classify_modes`` with ``demo.classify_overrides``."""
     from detect.classify.evaluate import evaluate_classifier, load_classifier
-    from detect.data.synthetic_classification import generate_classification_set, is_complete
+    from detect.data.synthetic_classification import (
+        generate_classification_set,
+        is_complete_classification_set,
+    )
 
     d = cfg.demo
     params = dict(
@@ -80,7 +83,7 @@ def classify_modes(cfg: Config, out_dir: Path) -> list[ModeResult]:
         class_colour=d.classify_class_colour,
         seed=cfg.seed,
     )
-    if not is_complete(cfg.classify.root, **params):
+    if not is_complete_classification_set(cfg.classify.root, **params):
         generate_classification_set(cfg.classify.root, progress=False, **params)
     results = []
     for mode in d.classify_modes:

@@ -18,7 +18,7 @@ from detect.data.synthetic import (
 )
 from detect.errors import DetectError
 
-SPLITS = ("train", "val", "trainval", "test")
+SUMMARY_SPLITS = ("train", "val", "trainval", "test")
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def format_summary(summary: dict) -> str:
     """A table: images, objects per class, difficult and truncated counts, per split."""
-    splits = [s for s in SPLITS if s in summary.get("images", {})]
+    splits = [s for s in SUMMARY_SPLITS if s in summary.get("images", {})]
     rows = [("images", *(summary["images"][s] for s in splits))]
     rows += [(name, *(summary["objects"][s][name] for s in splits)) for name in SYNTHETIC_CLASSES]
     rows += [(key, *(summary[key][s] for s in splits)) for key in ("difficult", "truncated")]

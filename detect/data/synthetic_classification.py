@@ -39,9 +39,9 @@ from detect.data.synthetic import (
 from detect.errors import DetectError
 from detect.files import atomic_write_text
 
-INFO_FILE = "classification.json"
-INFO_FORMAT = "detect-synthetic-classification-v2"
-SPLITS = ("train", "test")
+CLASSIFICATION_INFO_FILE = "classification.json"
+CLASSIFICATION_INFO_FORMAT = "detect-synthetic-classification-v2"
+CLASSIFICATION_SPLITS = ("train", "test")
 OBJECT_ASPECT = 1.6  # nominal width / height within [1 / OBJECT_ASPECT, OBJECT_ASPECT]
 
 
@@ -159,9 +159,9 @@ def image_size(rng: np.random.Generator, spec: ClassificationParams) -> tuple[in
     return (short, long) if rng.random() < 0.5 else (long, short)
 
 
-def is_complete(root: str | Path, **params) -> bool:
+def is_complete_classification_set(root: str | Path, **params) -> bool:
     """Whether ``root`` holds a finished set generated with these parameters."""
-    path = Path(root) / INFO_FILE
+    path = Path(root) / CLASSIFICATION_INFO_FILE
     if not path.is_file():
         return False
     try:
@@ -169,7 +169,7 @@ def is_complete(root: str | Path, **params) -> bool:
     except (OSError, json.JSONDecodeError):
         return False
     expected = json.loads(json.dumps(asdict(ClassificationParams(**params))))
-    return info.get("format") == INFO_FORMAT and info.get("params") == expected
+    return info.get("format") == CLASSIFICATION_INFO_FORMAT and info.get("params") == expected
 
 
 def generate_classification_set(root: str | Path, progress: bool = True, **params) -> Path:
@@ -181,13 +181,13 @@ def generate_classification_set(root: str | Path, progress: bool = True, **param
     root = Path(root)
     spec = ClassificationParams(**params)
     if root.is_dir() and any(root.iterdir()):
-        if not (root / INFO_FILE).is_file():
+        if not (root / CLASSIFICATION_INFO_FILE).is_file():
             raise DetectError(
-                f"synthetic classification {root}: folder is not empty and holds no {INFO_FILE}; "
+                f"synthetic classification {root}: folder is not empty and holds no {CLASSIFICATION_INFO_FILE}; "
                 "refusing to overwrite it (choose an empty or new folder)"
             )
-        (root / INFO_FILE).unlink()
-        for split in SPLITS:
+        (root / CLASSIFICATION_INFO_FILE).unlink()
+        for split in CLASSIFICATION_SPLITS:
             shutil.rmtree(root / split, ignore_errors=True)
     counts = {"train": spec.num_train, "test": spec.num_test}
     with tqdm(
@@ -210,6 +210,10 @@ def generate_classification_set(root: str | Path, progress: bool = True, **param
                 name = SYNTHETIC_CLASSES[label]
                 write_image(root / split / name / f"{index:05d}.jpg", image)
                 bar.update()
-    info = {"format": INFO_FORMAT, "params": asdict(spec), "classes": list(SYNTHETIC_CLASSES)}
-    atomic_write_text(root / INFO_FILE, json.dumps(info, indent=1) + "\n")
+    info = {
+        "format": CLASSIFICATION_INFO_FORMAT,
+        "params": asdict(spec),
+        "classes": list(SYNTHETIC_CLASSES),
+    }
+    atomic_write_text(root / CLASSIFICATION_INFO_FILE, json.dumps(info, indent=1) + "\n")
     return root

@@ -12,7 +12,7 @@ from detect.data.synthetic_classification import (
     ClassificationParams,
     generate_classification_set,
     image_size,
-    is_complete,
+    is_complete_classification_set,
     render_object_image,
 )
 from detect.errors import DetectError
@@ -100,7 +100,9 @@ def test_views():
 def test_generated_set(tmp_path):
     params = dict(num_train=8, num_test=4, side_range=(64, 96), seed=3)
     root = generate_classification_set(tmp_path / "set", progress=False, **params)
-    assert is_complete(root, **params) and not is_complete(root, **{**params, "seed": 4})
+    assert is_complete_classification_set(root, **params) and not is_complete_classification_set(
+        root, **{**params, "seed": 4}
+    )
     names, samples = read_image_folder(root, "train")
     assert names == sorted(SYNTHETIC_CLASSES) and len(samples) == 8
     sizes = {read_image(s.path).shape[:2] for s in samples}

@@ -21,8 +21,6 @@ uninterrupted run (the sample order, regions, sizes and dropout are drawn from `
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import time
 from dataclasses import dataclass
@@ -41,6 +39,7 @@ from detect.config import Config, config_to_dict, save_config
 from detect.errors import DetectError, Interrupted
 from detect.files import atomic_torch_save, atomic_write_text, load_torch_file
 from detect.runtime import autocast, grad_scaler, resolve_device
+from detect.training.trainlog import csv_text
 
 log = logging.getLogger(__name__)
 
@@ -102,14 +101,6 @@ class ClassifierRun:
     log_csv: Path
     class_names: list[str]
     rows: list[dict]
-
-
-def _log_text(rows: list[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=EPOCH_LOG_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
 
 
 def _start(cfg: Config, out: Path, resume: bool, overwrite: bool) -> dict | None:
@@ -232,8 +223,8 @@ def train_classifier(
             }
         )
         _save(out / "checkpoint.pt", model, optimizer, class_names, cfg, epoch + 1, rows)
-        atomic_write_text(log_csv, _log_text(rows))
-    atomic_write_text(log_csv, _log_text(rows))
+        atomic_write_text(log_csv, csv_text(rows, EPOCH_LOG_FIELDS))
+    atomic_write_text(log_csv, csv_text(rows, EPOCH_LOG_FIELDS))
     return ClassifierRun(out / "checkpoint.pt", log_csv, list(class_names), rows)
 
 

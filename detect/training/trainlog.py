@@ -20,13 +20,16 @@ from detect.files import atomic_write_text
 LOG_FIELDS = ("iteration", "loss", "cls_loss", "bbox_loss", "lr", "images_per_s", "s_per_iter")
 
 
-def _csv_text(rows: list[dict], header: bool) -> str:
+def csv_text(rows: list[dict], fields: tuple[str, ...] = LOG_FIELDS, header: bool = True) -> str:
+    """``rows`` as CSV text with the columns ``fields`` (a row's missing field: ``nan``), the
+    header line first when ``header``; the text of every training log (detection and
+    classification)."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=LOG_FIELDS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     if header:
         writer.writeheader()
     for row in rows:
-        writer.writerow({key: row.get(key, math.nan) for key in LOG_FIELDS})
+        writer.writerow({key: row.get(key, math.nan) for key in fields})
     return buffer.getvalue()
 
 
@@ -40,7 +43,7 @@ def start_log_csv(path: Path, rows: list[dict]) -> None:
     (a checkpoint's row from before the throughput columns) gets ``nan`` there.
     """
     path = Path(path)
-    expected = _csv_text(rows, header=True)
+    expected = csv_text(rows)
     try:
         current = path.read_bytes()
     except FileNotFoundError:
@@ -55,4 +58,4 @@ def start_log_csv(path: Path, rows: list[dict]) -> None:
 def append_log_row(path: Path, row: dict) -> None:
     """Append one row (a dict keyed by :data:`LOG_FIELDS`) to the log ``path``."""
     with open(path, "a", encoding="utf-8", newline="") as handle:
-        handle.write(_csv_text([row], header=False))
+        handle.write(csv_text([row], header=False))

@@ -13,6 +13,9 @@ a dict::
     iteration     fine-tuning iterations completed
     svm / ridge   SVM and ridge parameters when trained (detect.models.scoring.SVMModel /
                   RidgeRegressor state dicts)
+    rpn_shared    with proposals.method rpn and rpn_shared: the RPN head fitted on this
+                  model's final conv layers (detect.models.rpn.SharedRPN.payload); at test
+                  time it proposes from the model's own conv map
     optimizer, lr_scheduler, rng, log   resume state while fine-tuning: the optimizer's and
                   the lr scheduler's state dicts, torch/numpy/python RNG states, the CSV log
                   rows, the partial interval sums and the run's first loss
@@ -36,6 +39,7 @@ from detect.files import load_torch_file
 from detect.models.detection_model import DetectionModel, build_detector
 from detect.models.poolers import METHODS
 from detect.models.postprocess import check_test_config
+from detect.models.rpn import SHARED_KEY, SharedRPN
 from detect.models.scoring import (
     RegionScorer,
     RidgeRegressor,
@@ -156,6 +160,23 @@ def build_scorer(
     return RidgeScorer(SoftmaxScorer(), ridge) if ridge is not None else SoftmaxScorer()
 
 
+def shared_rpn(
+    payload: dict[str, Any], config: Config, model: DetectionModel, path: str | Path
+) -> SharedRPN | None:
+    """The checkpoint's RPN head fitted on its detector's conv layers (entry ``rpn_shared``) on
+    ``model``'s backbone with ``config.proposals``' test-time settings, when the config asks for
+    it (``proposals.method`` rpn and ``proposals.rpn_shared``); else None (proposals computed
+    apart: the RPN of ``proposals.rpn_weights`` on its own backbone, or another method)."""
+    from detect.proposals.learned import shared_settings
+
+    cfg = config.proposals
+    if cfg.method != "rpn" or not cfg.rpn_shared or SHARED_KEY not in payload:
+        return None
+    return SharedRPN.from_payload(
+        payload[SHARED_KEY], model.backbone, f"checkpoint {path}", **shared_settings(cfg)
+    )
+
+
 def load_checkpoint(
     path: str | Path,
     expected_classes: tuple[str, ...] | list[str] | None = None,
@@ -190,6 +211,7 @@ def load_checkpoint(
     load_weights(model, payload["model"], path)
     model.compress_svd()  # test-time truncated SVD of fc6/fc7 when model.svd_ranks is set
     model.use_runtime(config.runtime).eval()
+    model.use_shared_rpn(shared_rpn(payload, config, model, path))
     check_test_config(config.test)
     scorer = build_scorer(payload, config, path, model.device)
     return LoadedCheckpoint(model, class_names, config, scorer, method, payload)

@@ -214,15 +214,20 @@ class Detector:
 
         Args:
             image: a file path, an ``(H, W, 3)`` uint8 RGB array or a PIL image.
-            proposals: ``(R, 4)`` xyxy boxes in the image's pixels; default: selective search.
+            proposals: ``(R, 4)`` xyxy boxes in the image's pixels; default: those of
+                ``proposals.method`` (selective search), or with a shared RPN head (a checkpoint
+                trained with ``proposals.method: rpn``) proposed from the detector's own conv
+                map, computed once for both.
             image_id: the name the result carries (default the file's stem, or ``"image"``).
         """
         rgb, default_id, path = self.read(image)
         image_id = image_id or default_id
-        if proposals is None:
+        if proposals is None and self.model.rpn is None:
             proposals = self.proposals(rgb, image_id, path)
-        boxes = torch.as_tensor(proposals, dtype=torch.float32).reshape(-1, 4)
-        found = self.model.detect(rgb, boxes, self.config.test, self.scorer)
+        if proposals is not None:
+            proposals = torch.as_tensor(proposals, dtype=torch.float32).reshape(-1, 4)
+        # None: the shared RPN proposes from the conv map the detector pools from
+        found = self.model.detect(rgb, proposals, self.config.test, self.scorer)
         return DetectionResult(
             found.boxes, found.scores, found.labels, self.class_names, image_id, rgb
         )
@@ -235,7 +240,8 @@ class Detector:
     ) -> Iterator[DetectionResult]:
         """:meth:`__call__` on each of ``images`` in turn, with a progress bar on stderr unless
         ``progress`` is False. The proposals of the next images are computed in ``workers``
-        processes (default ``proposals.workers``; 0: in this process, one image after the other)
+        processes (default ``proposals.workers``; 0: in this process, one image after the other;
+        none with a shared RPN head, whose proposals come from the network's own pass)
         while the network runs on this one (:mod:`detect.proposals.prefetch`); the results are
         those of calling the detector on each image. Meanwhile torch uses at most the physical
         cores the workers leave (:func:`detect.cpu_threads.beside_workers`). The workers are
@@ -244,14 +250,19 @@ class Detector:
         workers = self.config.proposals.workers if workers is None else workers
         workers = proposal_workers(self.proposal_cache, workers)
         jobs = (proposal_job(image) for image in images)
-        limit = self.config.data.max_image_pixels
-        found = prefetch_proposals(jobs, self.proposal_cache, limit, workers)
+        if self.model.rpn is None:
+            found = prefetch_proposals(
+                jobs, self.proposal_cache, self.config.data.max_image_pixels, workers
+            )
+        else:  # proposed from each image's conv map, in the network's pass: no workers
+            workers = 0
+            found = ((job, None, "") for job in jobs)
         total = len(images) if isinstance(images, Sized) else None
         with beside_workers(workers):
             for job, boxes, error in tqdm(
                 found, total=total, desc="detect", unit="image", disable=not progress
             ):
-                if boxes is None:
+                if error:
                     raise DetectError(error)
                 yield self(job.path if job.image is None else job.image, boxes, job.image_id)
 

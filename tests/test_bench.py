@@ -204,15 +204,21 @@ def test_bench_peers_rows_end_to_end(tmp_path, capsys, monkeypatch):
     args += ["--set", "bench.repeats=1", "--peers", "--json", str(tmp_path / "bench.json")]
     assert main(args) == 0
     rows = json.loads((tmp_path / "bench.json").read_text())["rows"]
-    spp, ours, *peers = rows[0], rows[2], *rows[3:]
+    spp, ours, shared, *peers = rows[0], rows[2], rows[3], *rows[4:]
     assert ours["path"] == "spp+ss" and ours["network_s"] == spp["total_s"]
     assert ours["total_s"] == pytest.approx(ours["proposal_s"] + spp["total_s"])
+    # SPP-net + RPN on the shared conv map: one pass timed by stage, proposals.rpn_post_nms at most
+    assert shared["path"] == "spp+rpn" and 0 < shared["proposals"] <= 300
+    assert set(shared["seconds"]) == {"conv", "rpn", "pool", "fc", "post"}
+    assert shared["total_s"] == pytest.approx(sum(shared["seconds"].values()))
+    assert shared["speedup"] == pytest.approx(shared["total_s"] / ours["total_s"])
     assert [row["path"] for row in peers] == ["frcnn-mnv3-fpn"]
     for row in peers:
         assert row["speedup"] == pytest.approx(row["total_s"] / ours["total_s"])
         assert row["scales"] == [800] and row["total_s"] > 0
     out = capsys.readouterr().out
     assert "end to end, proposals included" in out and "frcnn-mnv3-fpn" in out
+    assert "shared conv" in out
 
 
 @pytest.mark.parametrize(

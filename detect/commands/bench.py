@@ -129,7 +129,7 @@ def run(args) -> int:
     if args.peers:
         from detect.bench_peers import peer_rows
 
-        peers = functools.partial(peer_rows, images, config)
+        peers = functools.partial(peer_rows, images, config, model, scorer)
     report = run_bench(model, images, proposals, config, scorer, svd=args.svd, extra_rows=peers)
     if args.json:
         atomic_write_text(Path(args.json), json.dumps(report, indent=1))

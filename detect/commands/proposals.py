@@ -12,7 +12,7 @@ Examples::
     detect proposals --data photos/ --export photos_proposals.json
     detect proposals --data data/small --split test --method ss,ss-multi,dense --recall --out c/
     detect proposals --data data/small --split test --method ss,dense,rpn --recall \
-        --rpn-weights runs/small/checkpoint.pt --out c/   # the RPN detect train trained
+        --rpn-weights runs/small/checkpoint.pt --out c/   # the RPN its detector uses
 
 Under ``torchrun`` each process computes the shard ``RANK`` of ``WORLD_SIZE`` (as ``--shard
 RANK/WORLD_SIZE``; see :mod:`detect.distributed`), all into the one ``--out`` folder.
@@ -69,7 +69,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--rpn-weights",
         metavar="FILE",
         help="rpn method: the RPN weights (RUN/rpn.pt), or the checkpoint.pt of a run trained "
-        "with proposals.method=rpn (its RPN); implies --method rpn when --method is not given",
+        "with proposals.method=rpn (the RPN its detector uses: the head shared with its conv "
+        "layers, else RUN/rpn.pt); implies --method rpn when --method is not given",
     )
     parser.add_argument("--workers", type=int, help="parallel processes (default: config, 1)")
     parser.add_argument(
@@ -166,12 +167,17 @@ def _selection(args: argparse.Namespace):
 
 def _rpn_weights(given: str) -> str:
     """The RPN weights file of ``--rpn-weights``: the file itself, or for a run's checkpoint the
+    checkpoint itself when it holds a head fitted on its detector's conv layers (and its config
+    keeps ``proposals.rpn_shared``: the proposals its detector uses), else the
     ``proposals.rpn_weights`` its saved config names."""
     from detect.files import load_torch_file
+    from detect.models.rpn import SHARED_KEY
 
     payload = load_torch_file(given, "--rpn-weights")
     if not isinstance(payload, dict) or "config" not in payload:
         return given  # an RPN weights file (or not: loading it says so)
+    if SHARED_KEY in payload and payload["config"].get("proposals", {}).get("rpn_shared", True):
+        return given
     weights = payload["config"].get("proposals", {}).get("rpn_weights", "")
     if not weights:
         raise DetectError(

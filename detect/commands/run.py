@@ -133,14 +133,19 @@ def _detect_images(det, items, out: Path, draw_threshold: float) -> tuple[dict, 
     jobs = (ProposalJob(item.image_id, item.path) for item in items)
     limit = det.config.data.max_image_pixels
     workers = proposal_workers(det.proposal_cache, det.config.proposals.workers)
-    prefetched = prefetch_proposals(jobs, det.proposal_cache, limit, workers)
+    if det.model.rpn is None:
+        prefetched = prefetch_proposals(jobs, det.proposal_cache, limit, workers)
+    else:  # a shared RPN head proposes from each image's conv map in the network's pass
+        workers = 0
+        prefetched = ((job, None, "") for job in jobs)
     bar = tqdm(prefetched, total=len(items), desc="detect", unit="image", disable=not is_main())
     with beside_workers(workers):
         return _write_each(det, bar, out, draw_threshold)
 
 
 def _write_each(det, prefetched, out: Path, draw_threshold: float) -> tuple[dict, list[str]]:
-    """Detect objects in each ``(item, proposals or None, error)`` of ``prefetched`` and write
+    """Detect objects in each ``(item, proposals or None, error)`` of ``prefetched`` (proposals
+    None without an error: the shared RPN head's, :meth:`detect.Detector.__call__`) and write
     ``OUT/<id>.json`` and ``OUT/<id>.jpg``: ``({image id: Detections}, [one line per image that
     could not be read])``."""
     from detect.files import atomic_write_text
@@ -149,7 +154,7 @@ def _write_each(det, prefetched, out: Path, draw_threshold: float) -> tuple[dict
     for item, proposals, error in prefetched:
         path = item.path
         try:
-            if proposals is None:
+            if error:
                 raise DetectError(error)
             image, _, _ = det.read(path)
         except DetectError as exc:  # names the file; the other images go on

@@ -36,7 +36,8 @@ class EvalResult:
 
     Attributes:
         scores: the evaluator's scores (``mAP``, per-class ``ap``, COCO ``stats``).
-        seconds_per_image: mean time of the detector on one image (proposals excluded).
+        seconds_per_image: mean time of the detector on one image (proposals excluded, but
+            for a shared RPN head's: they come from the detector's own pass).
         wall_seconds: the whole detection pass (proposals, image reading and the detector).
         num_images: the images evaluated.
         results_path: the comp4 folder or the COCO results json.
@@ -167,11 +168,13 @@ def evaluate_checkpoint(
     started = time.perf_counter()
     with process_group():
         shard = dataclasses.replace(dataset, annotations=this_shard(dataset.annotations))
-        proposals = load_or_compute_proposals(
-            shard,
-            dataclasses.replace(cfg.proposals, cache_dir=str(cache_dir)),
-            max_image_pixels=cfg.data.max_image_pixels,
-        )
+        proposals: dict = {}  # none with a shared RPN: it proposes in the detector's pass
+        if loaded.model.rpn is None:
+            proposals = load_or_compute_proposals(
+                shard,
+                dataclasses.replace(cfg.proposals, cache_dir=str(cache_dir)),
+                max_image_pixels=cfg.data.max_image_pixels,
+            )
         found: dict[str, Detections] = {}
         seconds = 0.0
         # Images decoded by runtime.num_workers worker processes; only the detections (at most
@@ -182,7 +185,7 @@ def evaluate_checkpoint(
         ):
             start = time.perf_counter()
             found[ann.image_id] = loaded.model.detect(
-                image, proposals[ann.image_id], cfg.test, loaded.scorer
+                image, proposals.get(ann.image_id), cfg.test, loaded.scorer
             )
             seconds += time.perf_counter() - start
         detections = gather_dict(found, [ann.image_id for ann in dataset.annotations])

@@ -25,6 +25,7 @@ from detect.models.poolers import (
     build_pooler,
 )
 from detect.models.postprocess import class_boxes, postprocess
+from detect.models.rpn import SharedRPN
 from detect.models.scoring import RegionScorer, SoftmaxScorer
 from detect.models.spp import SpatialPyramidPool
 from detect.models.stage_timer import StageTimer
@@ -94,6 +95,9 @@ class DetectionModel(nn.Module):
         self.register_buffer("_mean", torch.tensor(backbone.mean).view(3, 1, 1), persistent=False)
         self.register_buffer("_std", torch.tensor(backbone.std).view(3, 1, 1), persistent=False)
         self.precision = "fp32"
+        # A region proposal head on this backbone's conv map (:meth:`use_shared_rpn`): then
+        # :meth:`detect` without proposals computes each image's map once for both.
+        self.rpn: SharedRPN | None = None
 
     @property
     def method(self) -> str:
@@ -124,7 +128,15 @@ class DetectionModel(nn.Module):
         same device and in the same precision."""
         model = DetectionModel(self.backbone, pooler, self.head, self.cfg).to(self.device)
         model.precision = self.precision
+        model.rpn = self.rpn
         return model
+
+    def use_shared_rpn(self, rpn: SharedRPN | None) -> DetectionModel:
+        """Propose from this model's own conv maps with ``rpn`` (a head fitted on this
+        backbone, :mod:`detect.models.rpn`; None: proposals must be given); moved to the model's
+        device. Returns the model."""
+        self.rpn = None if rpn is None else rpn.to(self.device)
+        return self
 
     # ---- input -------------------------------------------------------------------------------
     def prepare(self, image: np.ndarray, short_side: int | None = None) -> tuple[Tensor, float]:
@@ -194,15 +206,19 @@ class DetectionModel(nn.Module):
         scorer: RegionScorer,
         scales: Sequence[int],
         timer: StageTimer,
+        feature_map: FeatureMap | None = None,
     ) -> tuple[Tensor, Tensor]:
         """``scores (R, K)`` and ``deltas (R, 4K)`` (float32, on the CPU) of ``proposals (R, 4)``
         (xyxy, original pixels); the head and scorer run per pooled batch (stage ``fc``). The
-        network runs in :meth:`autocast`, the scorer on float32 copies of its outputs."""
+        network runs in :meth:`autocast`, the scorer on float32 copies of its outputs.
+        ``feature_map``: where SPP-net takes a scale's conv map from (default the backbone)."""
         count, classes = proposals.shape[0], self.num_classes
         scores = torch.zeros((count, classes))
         deltas = torch.zeros((count, 4 * classes))
         with self.autocast():
-            groups = self.pooler.groups(self, image, proposals.to(self.device), scales, timer)
+            groups = self.pooler.groups(
+                self, image, proposals.to(self.device), scales, timer, feature_map
+            )
             for rows, regions in groups:
                 part_scores, part_deltas = [], []
                 for pooled in regions.batches:
@@ -223,11 +239,34 @@ class DetectionModel(nn.Module):
                 deltas[target] = group_deltas.float().cpu()
         return scores, deltas
 
+    def shared_proposals(
+        self, image: np.ndarray, short_side: int, timer: StageTimer
+    ) -> tuple[Tensor, FeatureMap]:
+        """Proposals ``(R, 4)`` (float32 xyxy, original pixels, on the model's device) of the
+        ``(H, W, 3)`` uint8 ``image`` by :attr:`rpn` from its conv map at ``short_side`` (stages
+        ``conv`` and ``rpn``), and the :data:`FeatureMap` that hands SPP-net that same map
+        (other scales: the backbone). Call in :meth:`autocast`, without gradients."""
+        if self.rpn is None:
+            raise DetectError(
+                "detect: no proposals given and the model has no shared RPN head (a checkpoint "
+                "trained with proposals.method rpn and proposals.rpn_shared true has one)"
+            )
+        with timer.section("conv"):
+            prepared, scale = self.prepare(image, short_side)
+            conv = self.features(prepared)
+        with timer.section("rpn"):
+            proposals = self.rpn(conv[None], scale, image.shape[:2])
+
+        def feature_map(side: int, prepared: Tensor) -> Tensor:
+            return conv if side == short_side else self.features(prepared)
+
+        return proposals, feature_map
+
     @torch.no_grad()
     def detect(
         self,
         image: np.ndarray,
-        proposals: Tensor,
+        proposals: Tensor | None,
         test_cfg: TestConfig,
         scorer: RegionScorer | None = None,
         *,
@@ -238,7 +277,9 @@ class DetectionModel(nn.Module):
 
         Args:
             image: ``(H, W, 3)`` uint8 RGB.
-            proposals: ``(R, 4)`` xyxy, original image pixels.
+            proposals: ``(R, 4)`` xyxy, original image pixels; None: proposed by :attr:`rpn`
+                from the conv map SPP-net then pools from (:meth:`shared_proposals`, at the
+                first of the scales): one backbone pass for both.
             test_cfg: thresholds, NMS and caps.
             scorer: a :class:`~detect.models.scoring.RegionScorer`; default
                 :class:`~detect.models.scoring.SoftmaxScorer`.
@@ -251,15 +292,20 @@ class DetectionModel(nn.Module):
         """
         scorer = scorer or SoftmaxScorer()
         timer = timer or StageTimer()
-        proposals = torch.as_tensor(proposals, dtype=torch.float32).reshape(-1, 4)
-        timer.counts["regions"] += int(proposals.shape[0])
-        if proposals.shape[0] == 0:
-            return Detections.empty()
+        scales = scales or self.cfg.scales
         was_training = self.training
         self.eval()
         try:
+            feature_map = None
+            if proposals is None:
+                with self.autocast():
+                    proposals, feature_map = self.shared_proposals(image, scales[0], timer)
+            proposals = torch.as_tensor(proposals, dtype=torch.float32).reshape(-1, 4).cpu()
+            timer.counts["regions"] += int(proposals.shape[0])
+            if proposals.shape[0] == 0:
+                return Detections.empty()
             scores, deltas = self.score_regions(
-                image, proposals, scorer, scales or self.cfg.scales, timer
+                image, proposals, scorer, scales, timer, feature_map
             )
         finally:
             self.train(was_training)

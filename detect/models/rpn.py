@@ -52,6 +52,56 @@ def grid_anchors(shapes: Tensor, map_size: tuple[int, int], stride: float, offse
     return torch.cat([centres - half, centres + half], dim=-1).reshape(-1, 4)
 
 
+def map_outputs(
+    head: RPNHead, anchor_shapes: Tensor, features: Tensor, scale: float, backbone: Backbone
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``head`` on a conv map ``features`` ``(N, C, h, w)`` that ``backbone`` (its geometry:
+    stride and cell offset) computed on images resized by ``scale``: ``(logits (N, M), deltas
+    (N, M, 4), anchors (M, 4))``, the anchors (``anchor_shapes`` ``(A, 2)`` original-image
+    ``(w, h)`` times ``scale``, on every cell) in prepared-image pixels. The one place a conv map
+    becomes anchor outputs: training, the RPN on its own backbone and on the detector's
+    (:class:`SharedRPN`) all go through it."""
+    logits, deltas = head(features)
+    anchors = grid_anchors(
+        anchor_shapes.cpu() * scale,
+        tuple(features.shape[-2:]),
+        backbone.stride,
+        backbone.offsets[0],
+    ).to(features.device)
+    return logits, deltas, anchors
+
+
+def decode_proposals(
+    logits: Tensor,
+    deltas: Tensor,
+    anchors: Tensor,
+    scale: float,
+    image_size: tuple[int, int],
+    pre_nms: int = 6000,
+    nms_iou: float = 0.7,
+    min_size: float = 16.0,
+    max_proposals: int = 2000,
+) -> Tensor:
+    """One image's proposals from its anchor outputs (``logits`` ``(M,)``, ``deltas`` ``(M, 4)``,
+    ``anchors`` ``(M, 4)`` in pixels of the image resized by ``scale``): the ``pre_nms``
+    best-scoring anchors (0 = all) decoded, mapped to the original ``image_size = (H, W)``,
+    clipped to it, those with a side under ``min_size`` original pixels dropped, NMS at
+    ``nms_iou``, at most ``max_proposals`` kept (0 = all). Returns ``(R, 4)`` float32 xyxy
+    original pixels by decreasing objectness, on the outputs' device."""
+    scores, deltas = logits.float(), deltas.float()
+    if pre_nms > 0 and scores.numel() > pre_nms:
+        top = scores.topk(pre_nms).indices
+        scores, deltas, anchors = scores[top], deltas[top], anchors[top]
+    boxes = clip_boxes(decode_deltas(anchors, deltas) / scale, *image_size)
+    sides = torch.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+    big = sides >= min_size
+    boxes, scores = boxes[big], scores[big]
+    keep = torchvision.ops.nms(boxes, scores, nms_iou)
+    if max_proposals > 0:
+        keep = keep[:max_proposals]
+    return boxes[keep].to(torch.float32)
+
+
 class RPNHead(nn.Module):
     """3x3 conv + ReLU, then a 1x1 conv to ``A`` objectness logits and one to ``4A`` deltas.
 
@@ -181,14 +231,7 @@ class RegionProposalNetwork(nn.Module):
         """``images`` ``(N, 3, H', W')`` prepared at ``scale`` -> ``(logits (N, M), deltas (N, M,
         4), anchors (M, 4))``, anchors in prepared-image pixels."""
         features = self.backbone(images)
-        logits, deltas = self.head(features)
-        anchors = grid_anchors(
-            self.anchor_shapes.cpu() * scale,
-            tuple(features.shape[-2:]),
-            self.backbone.stride,
-            self.backbone.offsets[0],
-        ).to(images.device)
-        return logits, deltas, anchors
+        return map_outputs(self.head, self.anchor_shapes, features, scale, self.backbone)
 
     @torch.no_grad()
     def propose(
@@ -199,10 +242,9 @@ class RegionProposalNetwork(nn.Module):
         min_size: float = 16.0,
         max_proposals: int = 2000,
     ) -> np.ndarray:
-        """Proposals of ``image`` ``(H, W, 3)`` uint8 RGB: the ``pre_nms`` best-scoring anchors
-        (0 = all) decoded, clipped to the image, those with a side under ``min_size`` original
-        pixels dropped, NMS at ``nms_iou``, at most ``max_proposals`` (0 = all). Returns ``(R,
-        4)`` float32 xyxy original pixels by decreasing objectness (eval mode for the call)."""
+        """Proposals of ``image`` ``(H, W, 3)`` uint8 RGB (:func:`decode_proposals` of the
+        network's outputs with these settings): ``(R, 4)`` float32 xyxy original pixels by
+        decreasing objectness (eval mode for the call)."""
         was_training = self.training
         self.eval()
         try:
@@ -210,18 +252,18 @@ class RegionProposalNetwork(nn.Module):
             logits, deltas, anchors = self(tensor[None], scale)
         finally:
             self.train(was_training)
-        scores, deltas = logits[0].float(), deltas[0].float()
-        if pre_nms > 0 and scores.numel() > pre_nms:
-            top = scores.topk(pre_nms).indices
-            scores, deltas, anchors = scores[top], deltas[top], anchors[top]
-        boxes = clip_boxes(decode_deltas(anchors, deltas) / scale, *image.shape[:2])
-        sides = torch.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-        big = sides >= min_size
-        boxes, scores = boxes[big], scores[big]
-        keep = torchvision.ops.nms(boxes, scores, nms_iou)
-        if max_proposals > 0:
-            keep = keep[:max_proposals]
-        return boxes[keep].cpu().numpy().astype(np.float32)
+        boxes = decode_proposals(
+            logits[0],
+            deltas[0],
+            anchors,
+            scale,
+            image.shape[:2],
+            pre_nms,
+            nms_iou,
+            min_size,
+            max_proposals,
+        )
+        return boxes.cpu().numpy()
 
     def payload(self) -> dict:
         """What :func:`load_rpn` reads back: format, backbone name, anchors, sizes and weights
@@ -236,13 +278,88 @@ class RegionProposalNetwork(nn.Module):
         }
 
 
+SHARED_FORMAT = "detect-rpn-shared-v1"
+SHARED_KEY = "rpn_shared"  # the checkpoint entry holding it (SharedRPN.payload)
+
+
+class SharedRPN(nn.Module):
+    """An :class:`RPNHead` fitted on a detector's own, frozen conv layers (Faster R-CNN's 4-step
+    training, step 3; :func:`detect.training.rpn.refit_shared_head`), so at test time it proposes
+    from the conv map the detector computes for SPP pooling anyway: one backbone pass per image.
+
+    ``forward(features (1, C, h, w), scale, image_size (H, W)) -> (R, 4)`` float32 xyxy original
+    pixels by decreasing objectness: :func:`decode_proposals` with the settings given here. The
+    backbone is not a submodule (the detector owns it); ``geometry`` is that backbone, read for
+    its stride and cell offset only."""
+
+    def __init__(
+        self,
+        geometry: Backbone,
+        anchor_shapes: Tensor,
+        pre_nms: int = 6000,
+        nms_iou: float = 0.7,
+        min_size: float = 16.0,
+        max_proposals: int = 300,
+    ) -> None:
+        super().__init__()
+        self.head = RPNHead(geometry.out_channels, int(anchor_shapes.shape[0]))
+        self.register_buffer("anchor_shapes", torch.as_tensor(anchor_shapes, dtype=torch.float32))
+        self.__dict__["geometry"] = geometry  # not registered: the detector's module
+        self.pre_nms, self.nms_iou = int(pre_nms), float(nms_iou)
+        self.min_size, self.max_proposals = float(min_size), int(max_proposals)
+
+    def forward(self, features: Tensor, scale: float, image_size: tuple[int, int]) -> Tensor:
+        logits, deltas, anchors = map_outputs(
+            self.head, self.anchor_shapes, features, scale, self.geometry
+        )
+        return decode_proposals(
+            logits[0],
+            deltas[0],
+            anchors,
+            scale,
+            image_size,
+            self.pre_nms,
+            self.nms_iou,
+            self.min_size,
+            self.max_proposals,
+        )
+
+    def payload(self) -> dict:
+        """What a checkpoint keeps under ``rpn_shared``: format, anchors and the head's weights
+        (on the CPU, float32); :meth:`from_payload` reads it back."""
+        return {
+            "format": SHARED_FORMAT,
+            "anchor_shapes": self.anchor_shapes.cpu().tolist(),
+            "state": {key: value.detach().cpu() for key, value in self.head.state_dict().items()},
+        }
+
+    @classmethod
+    def from_payload(cls, payload: dict, geometry: Backbone, where: str, **settings) -> SharedRPN:
+        """The head saved by :meth:`payload` on ``geometry`` (the detector's backbone), with the
+        test-time ``settings`` of ``__init__``; a foreign payload is a :class:`DetectError`
+        naming ``where``."""
+        from detect.checkpoints import load_weights
+
+        if not isinstance(payload, dict) or payload.get("format") != SHARED_FORMAT:
+            raise DetectError(f"{where}: {SHARED_KEY!r} is not a {SHARED_FORMAT} entry")
+        shapes = torch.tensor(payload["anchor_shapes"], dtype=torch.float32)
+        shared = cls(geometry, shapes, **settings)
+        load_weights(shared.head, payload["state"], where)
+        return shared
+
+
 def load_rpn(path: str | Path) -> RegionProposalNetwork:
-    """The :class:`RegionProposalNetwork` saved in ``path`` (:meth:`RegionProposalNetwork.payload`
-    written by ``detect train``), on the CPU in eval mode."""
-    from detect.checkpoints import load_weights
+    """The :class:`RegionProposalNetwork` saved in ``path``, on the CPU in eval mode: an RPN
+    weights file (:meth:`RegionProposalNetwork.payload`, ``RUN/rpn.pt``), or a detector
+    checkpoint holding a shared head (``rpn_shared``), which becomes the detector's backbone
+    with that head: the proposals the checkpoint's shared path computes, as a standalone
+    network (``detect proposals --rpn-weights RUN/checkpoint.pt``)."""
+    from detect.checkpoints import CHECKPOINT_FORMAT, load_weights
     from detect.files import load_torch_file
 
     payload = load_torch_file(path, "RPN weights")
+    if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
+        return _checkpoint_rpn(payload, path)
     if not isinstance(payload, dict) or payload.get("format") != RPN_FORMAT:
         raise DetectError(f"RPN weights {path}: not a {RPN_FORMAT} file (detect train writes one)")
     rpn = RegionProposalNetwork(
@@ -252,4 +369,31 @@ def load_rpn(path: str | Path) -> RegionProposalNetwork:
         payload["max_size"],
     )
     load_weights(rpn, payload["state"], path)
+    return rpn.eval()
+
+
+def _checkpoint_rpn(payload: dict, path: str | Path) -> RegionProposalNetwork:
+    """The RPN of a checkpoint's shared head on its detector's backbone (see :func:`load_rpn`)."""
+    from detect.checkpoints import check_payload_keys, load_weights
+    from detect.config import ModelConfig
+
+    check_payload_keys(payload, path)
+    if SHARED_KEY not in payload:
+        raise DetectError(
+            f"RPN weights {path}: a checkpoint without a shared RPN head (trained with "
+            "proposals.method rpn and proposals.rpn_shared true writes one)"
+        )
+    model = payload["config"]["model"]
+    backbone = build_backbone(model["backbone"])
+    shared = SharedRPN.from_payload(payload[SHARED_KEY], backbone, f"checkpoint {path}")
+    prefix = "backbone."
+    state = {k[len(prefix) :]: v for k, v in payload["model"].items() if k.startswith(prefix)}
+    load_weights(backbone, state, path)
+    rpn = RegionProposalNetwork(
+        backbone,
+        shared.anchor_shapes,
+        model["scales"][0],
+        model.get("max_size", ModelConfig.max_size),
+    )
+    rpn.head.load_state_dict(shared.head.state_dict())
     return rpn.eval()

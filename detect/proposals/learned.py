@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from detect.config import check_values
 from detect.errors import DetectError
 from detect.files import file_sha256
+
+if TYPE_CHECKING:
+    from detect.config import ProposalConfig
 
 
 def weights_sha256(path: str) -> str:
@@ -39,6 +43,21 @@ def check_rpn_params(
         (max_proposals >= 0, "max_proposals", max_proposals, ">= 0 (0 = all)"),
     ]
     check_values("proposals.", checks)
+
+
+def shared_settings(cfg: ProposalConfig) -> dict:
+    """The test-time settings of a shared-conv RPN (:class:`detect.models.rpn.SharedRPN`) from
+    the ``proposals`` section: ``rpn_pre_nms``, ``rpn_nms_iou``, ``min_size`` and
+    ``rpn_post_nms`` proposals kept after NMS (0 = ``max_proposals``), checked."""
+    post_nms = cfg.rpn_post_nms or cfg.max_proposals
+    check_values("proposals.", [(cfg.rpn_post_nms >= 0, "rpn_post_nms", cfg.rpn_post_nms, ">= 0")])
+    check_rpn_params("", cfg.rpn_pre_nms, cfg.rpn_nms_iou, cfg.min_size, post_nms)
+    return {
+        "pre_nms": cfg.rpn_pre_nms,
+        "nms_iou": cfg.rpn_nms_iou,
+        "min_size": cfg.min_size,
+        "max_proposals": post_nms,
+    }
 
 
 @functools.lru_cache(maxsize=2)

@@ -2,7 +2,9 @@
 
 Stages: with ``proposals.method: rpn`` first the region proposal network
 (:mod:`detect.training.rpn`), then fine-tuning (:mod:`detect.training.finetune`), then the SVMs
-when ``svm.enabled``, then ridge box regression when ``bbox_reg.method == "ridge"``. The run
+when ``svm.enabled``, then ridge box regression when ``bbox_reg.method == "ridge"``, then with
+``rpn`` and ``proposals.rpn_shared`` the RPN head re-fitted on the detector's final conv layers
+(Faster R-CNN's step 3; kept in the checkpoint as ``rpn_shared``). The run
 folder gets ``config.yaml`` (the merged config), ``checkpoint.pt`` (rewritten atomically during
 and after training), ``train_log.csv``, ``loss.png`` and, for ``rpn``, ``rpn.pt``.
 """
@@ -280,8 +282,9 @@ def train(
 def _train(config, data_root, out_dir, method, resume, on_iteration, overwrite) -> TrainResult:
     from detect.data import load_dataset
     from detect.models import build_detector
+    from detect.models.rpn import SHARED_KEY
     from detect.proposals.dense import with_window_shapes
-    from detect.training.rpn import ensure_rpn, with_rpn_weights
+    from detect.training.rpn import ensure_rpn, refit_shared_head, with_rpn_weights
     from detect.visualize import plot_loss_curve
 
     started = time.perf_counter()
@@ -362,6 +365,12 @@ def _train(config, data_root, out_dir, method, resume, on_iteration, overwrite) 
             if config.svm.enabled or config.bbox_reg.method == "ridge":
                 extras.update(_train_linear_models(model, dataset, proposals, config, out_dir))
                 stages += [s for s in ("svm", "ridge") if extras.get(s) is not None]
+            if rpn is not None and config.proposals.rpn_shared and is_main():
+                # Faster R-CNN's step 3: the RPN head on the detector's final, frozen conv layers
+                log.info("fitting the RPN head on the detector's conv layers (shared at test time)")
+                shared = refit_shared_head(config, dataset, model.backbone, rpn)
+                extras[SHARED_KEY] = shared.payload()
+                stages.append("rpn_shared")
             if is_main():
                 save_checkpoint(checkpoint_path, model, class_names, config, extras)
 
@@ -409,8 +418,9 @@ def _what_ctrl_c_kept(stage: str, checkpoint_path: Path):
             )
         else:
             kept = (
-                f"after fine-tuning, while fitting the SVMs / box regressor; {checkpoint_path} "
-                "keeps the finished fine-tuning: continue with the same command plus --resume"
+                f"after fine-tuning, while fitting the SVMs / box regressor / shared RPN head; "
+                f"{checkpoint_path} keeps the finished fine-tuning: continue with the same "
+                "command plus --resume"
             )
         raise Interrupted(kept) from exc
 

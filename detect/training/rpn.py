@@ -8,6 +8,7 @@ R-CNN's schedule), in float32 on ``runtime.device``. Backbone and head are train
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 from pathlib import Path
@@ -18,9 +19,17 @@ import torch
 from detect.config import Config, ProposalConfig, check_values
 from detect.data.images import DEFAULT_MAX_IMAGE_PIXELS, read_image
 from detect.files import atomic_torch_save
-from detect.models.rpn import RegionProposalNetwork, assign_targets, rpn_loss, sample_anchors
+from detect.models.backbones import Backbone
+from detect.models.rpn import (
+    RegionProposalNetwork,
+    SharedRPN,
+    assign_targets,
+    rpn_loss,
+    sample_anchors,
+)
 from detect.ops.boxes import hflip_boxes
 from detect.proposals.dense import fit_window_shapes
+from detect.proposals.learned import shared_settings
 from detect.runtime import resolve_device
 from detect.structures import DetectionDataset
 
@@ -66,10 +75,12 @@ def train_rpn(
     device: str = "cpu",
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     log_every: int = 50,
+    freeze_backbone: bool = False,
 ) -> list[float]:
     """Train ``rpn`` for ``iterations`` images of ``dataset`` (images without boxes included: all
-    their anchors are negatives). Returns the loss of every iteration; ``rpn`` ends on the CPU in
-    eval mode."""
+    their anchors are negatives); with ``freeze_backbone`` only the head (its conv layers and
+    buffers untouched: no gradients, BatchNorm statistics not updated). Returns the loss of every
+    iteration; ``rpn`` ends on the CPU in eval mode."""
     check_values(
         "proposals.",
         [(iterations >= 1, "rpn_iterations", iterations, ">= 1"), (lr > 0, "rpn_lr", lr, "> 0")],
@@ -77,6 +88,8 @@ def train_rpn(
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
     rpn.to(resolve_device(device)).train()
+    if freeze_backbone:
+        rpn.backbone.requires_grad_(False).eval()
     params = [p for p in rpn.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [max(1, iterations * 3 // 4)])
@@ -162,3 +175,37 @@ def ensure_rpn(
             save_rpn(rpn, path)
         barrier()
     return load_rpn(path)
+
+
+def refit_shared_head(
+    config: Config,
+    dataset: DetectionDataset,
+    backbone: Backbone,
+    rpn: RegionProposalNetwork | None = None,
+) -> SharedRPN:
+    """Faster R-CNN's 4-step training, step 3: an RPN head fitted on the detector's final conv
+    layers ``backbone``, kept frozen (a copy is trained through; ``backbone`` itself is not
+    touched), starting from ``rpn``'s head when it fits (the step-1 RPN, same backbone), else
+    from a fresh one with anchors fitted to ``dataset``; ``proposals.rpn_iterations`` images at
+    ``proposals.rpn_lr``, the detector's first scale. Returns the head with the test-time
+    settings of ``config.proposals`` (``rpn_post_nms`` proposals kept), on the CPU."""
+    cfg = config.proposals
+    fits = rpn is not None and rpn.backbone.name == backbone.name
+    shapes = rpn.anchor_shapes if fits else build_rpn(config, dataset).anchor_shapes
+    frozen = copy.deepcopy(backbone).cpu()
+    network = RegionProposalNetwork(frozen, shapes, config.model.scales[0], config.model.max_size)
+    if fits:
+        network.head.load_state_dict(rpn.head.state_dict())
+    train_rpn(
+        network,
+        dataset,
+        cfg.rpn_iterations,
+        cfg.rpn_lr,
+        config.seed,
+        config.runtime.device,
+        config.data.max_image_pixels,
+        freeze_backbone=True,
+    )
+    shared = SharedRPN(backbone, shapes, **shared_settings(cfg))
+    shared.head.load_state_dict(network.head.state_dict())
+    return shared

@@ -73,6 +73,7 @@ def test_train_with_rpn_then_proposals_and_eval(data, tmp_path, capsys):
         "rpn_lr": 0.02,
         "min_size": 2,
         "max_proposals": 100,
+        "rpn_shared": False,  # the two-pass path: RUN/rpn.pt on its own backbone at test time
     }
     config_file = tmp_path / "rpn.yaml"
     config_file.write_text(yaml.safe_dump(values))

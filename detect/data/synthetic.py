@@ -7,7 +7,10 @@ occlude earlier ones, on a procedural texture (a smooth random colour field with
 and grain; nothing is downloaded). Each object is a flat colour with a darker 1-2 px rim. A few objects are marked ``difficult``: tiny ones (visible box
 under 12 px) and heavily occluded ones (under 40% of their pixels visible). Objects that cross the
 image border are marked ``truncated``. The ``small-dense`` preset (:data:`PRESETS`) packs 30-150
-objects of 15-60 px into each 384x512 image instead, each at least half visible.
+objects of 15-60 px into each 384x512 image instead, each at least half visible, camouflaged as in
+real photographs of small objects (:class:`Camouflage`): a textured ground with lighting
+gradients, objects of the ground's texture a little off its colour towards their class's hue, with
+soft edges and shadows, unannotated clutter, sensor noise and JPEG artefacts.
 
 Every box is the tight box of the object's *visible* pixels in the final rendering (its mask after
 occlusion and clipping to the image), in 0-based continuous xyxy: pixel columns 3..9 give
@@ -59,7 +62,7 @@ PIXEL_NOISE = 4.0  # std of the grain added to the whole image after drawing
 
 INFO_FILE = "synthetic.json"
 INFO_FORMAT = "detect-synthetic-v1"
-GENERATOR_VERSION = 1  # bump when the rendering changes: it invalidates generated folders
+GENERATOR_VERSION = 1  # a Layout's default version (bump a preset's when its rendering changes)
 
 MIN_OBJECT_SIZE = 24  # nominal object size (geometric mean of width and height), pixels
 TINY_PROBABILITY = 0.04  # chance that an object is tiny (nominal size 6-11 px)
@@ -71,6 +74,7 @@ BORDER_PROBABILITY = (
 DIFFICULT_VISIBLE = 0.4  # an object with less of its pixels visible is difficult
 DIFFICULT_SIZE = 12  # an object whose visible box's longer side is below this is difficult
 PLACEMENT_TRIES = 30
+CLUTTER_SIZES = (15.0, 60.0)  # nominal size range of a Camouflage's unannotated blobs, pixels
 _SHIFT = 4  # cv2.fillPoly fixed-point bits (1/16 px vertex precision)
 
 
@@ -87,6 +91,11 @@ class Layout:
         tiny_probability: chance that an object is tiny instead (nominal size 6-11 px).
         min_visible: placements leaving an earlier object less visible than this are retried.
         image_size: the preset's default ``(H, W)``.
+        look: how objects are painted: None = flat class colours with a dark rim on a muted
+            texture (the default preset's rendering); a :class:`Camouflage` = objects close to
+            the ground's colour and texture, as in real photographs of small objects.
+        version: the rendering's version, recorded in ``synthetic.json``: bump a preset's when its
+            rendering changes, so its generated folders are redone (the others' stay valid).
     """
 
     min_objects: int
@@ -95,13 +104,77 @@ class Layout:
     tiny_probability: float
     min_visible: float
     image_size: tuple[int, int]
+    look: Camouflage | None = None
+    version: int = GENERATOR_VERSION
+
+
+@dataclass(frozen=True)
+class Camouflage:
+    """Objects painted to blend with the ground, as in aerial, microscope or shelf photographs:
+    what bottom-up grouping (selective search) finds hard and a CNN can still learn. The
+    ``small-dense`` preset's values are calibrated so selective search fast (the default
+    ``proposals`` settings) finds about half of the objects at IoU 0.5 (README "Small, dense
+    objects"). Colour values are in 0..255 levels.
+
+    Attributes:
+        ground_spread: range of the ground's base colour: each channel around mid-grey +/- this.
+        ground_relief: amplitude of the ground's large-scale colour variation (a few cells).
+        texture: amplitude of the fine texture (features of 3-15 px); objects carry another
+            instance of the same texture, so texture does not set them apart.
+        contrast: length of the class's colour offset from the local ground (RGB levels, in the
+            direction of the class's hue, :data:`CLASS_COLOURS`): the cue a classifier learns.
+        brightness: each object is brighter or darker than the ground by up to this.
+        edge_blur: Gaussian sigma (pixels) of an object's soft edge.
+        shadow: fraction of light an object's shadow takes from what lies under it.
+        shadow_offset: the shadow's shift (pixels, down and right) from the object.
+        clutter: unannotated blobs per image (a range): stones, debris, other things.
+        lighting: the illumination varies over the image by a factor ``1 +/- lighting``.
+        noise: standard deviation of the sensor noise.
+        jpeg_quality: the image is JPEG-compressed at this quality before it is returned.
+    """
+
+    ground_spread: float
+    ground_relief: float
+    texture: float
+    contrast: float
+    brightness: float
+    edge_blur: float
+    shadow: float
+    shadow_offset: float
+    clutter: tuple[int, int]
+    lighting: float
+    noise: float
+    jpeg_quality: int
 
 
 PRESETS: dict[str, Layout] = {
     # 1-5 objects of 24 px up to half the image, a few tiny ones (the demo's data set).
     "default": Layout(1, 5, (), TINY_PROBABILITY, MIN_VISIBLE, (256, 320)),
-    # 30-150 small objects (15-60 px) per image, each at least half visible (issue 17).
-    "small-dense": Layout(30, 150, (15.0, 60.0), 0.0, 0.5, (384, 512)),
+    # 30-150 small objects (15-60 px) per image, each at least half visible, camouflaged in the
+    # ground (issue 17).
+    "small-dense": Layout(
+        30,
+        150,
+        (15.0, 60.0),
+        0.0,
+        0.5,
+        (384, 512),
+        look=Camouflage(
+            ground_spread=40.0,
+            ground_relief=40.0,
+            texture=35.0,
+            contrast=30.0,
+            brightness=15.0,
+            edge_blur=1.8,
+            shadow=0.45,
+            shadow_offset=3.0,
+            clutter=(20, 60),
+            lighting=0.3,
+            noise=6.0,
+            jpeg_quality=60,
+        ),
+        version=2,
+    ),
 }
 
 
@@ -118,7 +191,7 @@ class SyntheticImage:
         masks: ``(G, H, W)`` bool, each object's visible pixels (after occlusion).
         visible: ``(G,)`` float, visible pixels / pixels of the unoccluded shape inside the image.
         colours: ``(G, 3)`` uint8, the RGB colour each object was filled with (its rim is that
-            times :data:`RIM_SHADE`).
+            times :data:`RIM_SHADE`; with a :class:`Camouflage`, the mean of its textured fill).
     """
 
     image: np.ndarray
@@ -232,6 +305,124 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     return grey + 0.5 * (image - grey)  # halve the saturation
 
 
+def _paint_flat(
+    rng: np.random.Generator,
+    image: np.ndarray,
+    labels: list[int],
+    masks: list[np.ndarray],
+    areas: list[int],
+) -> np.ndarray:
+    """Paint each object (bottom to top) onto ``image`` ``(H, W, 3)`` float32 in place, a flat
+    jittered class colour with a darker rim, then add grain; returns the ``(G, 3)`` uint8 fill
+    colours."""
+    colours = np.array(
+        [
+            np.clip(
+                np.array(CLASS_COLOURS[label]) + rng.integers(-COLOUR_JITTER, COLOUR_JITTER + 1, 3),
+                0,
+                255,
+            )
+            for label in labels
+        ],
+        dtype=np.uint8,
+    ).reshape(-1, 3)
+    for mask, colour, area in zip(masks, colours, areas, strict=True):
+        image[mask] = colour
+        # A darker rim, inside the mask, keeps touching objects of one class apart.
+        inner = cv2.erode(mask.view(np.uint8), _RIM_KERNEL, iterations=1 if area < 400 else 2)
+        image[mask & ~inner.astype(bool)] = colour * RIM_SHADE
+    image += PIXEL_NOISE * rng.standard_normal(image.shape, dtype=np.float32)
+    return colours
+
+
+def _texture(rng: np.random.Generator, height: int, width: int, amplitude: float) -> np.ndarray:
+    """``(H, W, 3)`` float32 zero-mean texture: smooth noise with features of about 15 px plus
+    about 4 px, mostly shared by the three channels (a grey-ish grain, as soil or foliage)."""
+    fields = [
+        _smooth_field(rng, height, width, max(2, min(height, width) // size)) - 0.5
+        for size in (15, 4)
+    ]
+    texture = sum(fields)
+    return amplitude * (0.7 * texture.mean(axis=2, keepdims=True) + 0.3 * texture)
+
+
+def _ground(rng: np.random.Generator, height: int, width: int, look: Camouflage) -> np.ndarray:
+    """``(H, W, 3)`` float32 ground in 0..255: a muted base colour, large-scale colour relief
+    and :func:`_texture`."""
+    base = 128.0 + rng.uniform(-look.ground_spread, look.ground_spread, 3).astype(np.float32)
+    relief = look.ground_relief * (_smooth_field(rng, height, width, int(rng.integers(3, 7))) - 0.5)
+    return base + relief + _texture(rng, height, width, look.texture)
+
+
+def _soft(mask: np.ndarray, sigma: float) -> np.ndarray:
+    """``(H, W)`` float32 alpha in 0..1: the bool ``mask`` with its edge blurred by ``sigma``."""
+    alpha = mask.astype(np.float32)
+    return cv2.GaussianBlur(alpha, (0, 0), sigma) if sigma > 0 else alpha
+
+
+def _blob(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """``(H, W)`` bool mask of an irregular blob (a star-shaped polygon with random radii) of the
+    objects' sizes (``CLUTTER_SIZES``), anywhere in the image."""
+    size = np.exp(rng.uniform(*np.log(CLUTTER_SIZES)))
+    count = int(rng.integers(5, 10))
+    angles = np.sort(rng.uniform(0, 2 * np.pi, count))
+    radii = size / 2 * rng.uniform(0.5, 1.0, count)
+    points = np.stack([radii * np.cos(angles), radii * np.sin(angles)], axis=1)
+    return _fill(points + rng.uniform([0, 0], [width, height]), height, width)
+
+
+def _paint_camouflaged(
+    rng: np.random.Generator,
+    image: np.ndarray,
+    labels: list[int],
+    masks: list[np.ndarray],
+    look: Camouflage,
+) -> np.ndarray:
+    """Paint unannotated clutter, then each object (bottom to top), onto the ground ``image``
+    ``(H, W, 3)`` float32 in place, then vary the lighting and add sensor noise. A blob's fill is
+    the ground's local colour plus an offset (its class's hue times ``look.contrast`` for an
+    object, a random one of that length for clutter), a random brightness and a texture of the
+    ground's family; its edge is soft and it casts a soft shadow. Returns the ``(G, 3)`` uint8
+    mean fill colours of the objects."""
+    height, width = image.shape[:2]
+    local = cv2.GaussianBlur(image, (0, 0), 8.0)
+    fills = _texture(rng, height, width, look.texture)
+    hues = np.array(CLASS_COLOURS, np.float32)
+    hues -= hues.mean(axis=1, keepdims=True)
+    hues /= np.linalg.norm(hues, axis=1, keepdims=True)
+    clutter = [_blob(rng, height, width) for _ in range(int(rng.integers(*look.clutter)))]
+    offsets = [rng.standard_normal(3) * look.contrast / np.sqrt(3) for _ in clutter]
+    offsets += [look.contrast * hues[label] for label in labels]
+    margin = int(np.ceil(3 * max(look.edge_blur, 1.5) + look.shadow_offset)) + 1
+    colours = []
+    for mask, offset in zip(clutter + masks, offsets, strict=True):
+        rows, cols = np.nonzero(mask)
+        if not len(rows):
+            continue
+        y0, x0 = max(rows.min() - margin, 0), max(cols.min() - margin, 0)
+        y1, x1 = min(rows.max() + 1 + margin, height), min(cols.max() + 1 + margin, width)
+        alpha = _soft(mask[y0:y1, x0:x1], look.edge_blur)
+        step = round(look.shadow_offset)
+        shadow = np.zeros_like(alpha)
+        shadow[step:, step:] = alpha[: alpha.shape[0] - step, : alpha.shape[1] - step]
+        window = image[y0:y1, x0:x1]
+        window *= 1.0 - look.shadow * cv2.GaussianBlur(shadow, (0, 0), 1.5)[..., None]
+        colour = local[int(rows.mean()), int(cols.mean())] + offset
+        colour += rng.uniform(-look.brightness, look.brightness)
+        window += alpha[..., None] * (colour + fills[y0:y1, x0:x1] - window)
+        colours.append(colour)
+    light = _smooth_field(rng, height, width, 2).mean(axis=2, keepdims=True)
+    image *= 1.0 + 2 * look.lighting * (light - 0.5)
+    image += look.noise * rng.standard_normal(image.shape, dtype=np.float32)
+    return np.clip(np.round(colours[len(clutter) :]), 0, 255).astype(np.uint8).reshape(-1, 3)
+
+
+def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    """``(H, W, 3)`` uint8 RGB ``image`` after JPEG compression at ``quality`` (its artefacts)."""
+    ok, data = cv2.imencode(".jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return cv2.imdecode(data, cv2.IMREAD_COLOR)[:, :, ::-1].copy()
+
+
 def render_image(
     rng: np.random.Generator,
     height: int,
@@ -250,7 +441,8 @@ def render_image(
     Returns:
         The image and its objects; boxes are computed from the visible masks.
     """
-    image = _background(rng, height, width)
+    look = layout.look
+    image = _background(rng, height, width) if look is None else _ground(rng, height, width, look)
     labels: list[int] = []
     masks: list[np.ndarray] = []
     areas: list[int] = []  # pixels of each unoccluded shape inside the image
@@ -278,23 +470,11 @@ def render_image(
         masks.append(mask)
         areas.append(area)
         truncated.append(bool(low.min() < 0 or high[0] > width or high[1] > height))
-    colours = np.array(
-        [
-            np.clip(
-                np.array(CLASS_COLOURS[label]) + rng.integers(-COLOUR_JITTER, COLOUR_JITTER + 1, 3),
-                0,
-                255,
-            )
-            for label in labels
-        ],
-        dtype=np.uint8,
-    ).reshape(-1, 3)
-    for mask, colour, area in zip(masks, colours, areas, strict=True):
-        image[mask] = colour
-        # A darker rim, inside the mask, keeps touching objects of one class apart.
-        inner = cv2.erode(mask.view(np.uint8), _RIM_KERNEL, iterations=1 if area < 400 else 2)
-        image[mask & ~inner.astype(bool)] = colour * RIM_SHADE
-    image += PIXEL_NOISE * rng.standard_normal(image.shape, dtype=np.float32)
+    if look is None:
+        colours = _paint_flat(rng, image, labels, masks, areas)
+    else:
+        colours = _paint_camouflaged(rng, image, labels, masks, look)
+    image = np.clip(np.round(image), 0, 255).astype(np.uint8)
     visible_masks = _visible_masks(masks)
     boxes, difficult, visible_fraction = [], [], []
     for mask, area in zip(visible_masks, areas, strict=True):
@@ -306,7 +486,7 @@ def render_image(
         longer = max(box[2] - box[0], box[3] - box[1])
         difficult.append(fraction < DIFFICULT_VISIBLE or longer < DIFFICULT_SIZE)
     return SyntheticImage(
-        image=np.clip(np.round(image), 0, 255).astype(np.uint8),
+        image=image if look is None else _jpeg(image, look.jpeg_quality),
         boxes=np.array(boxes, np.float32).reshape(-1, 4),
         labels=np.array(labels, np.int64),
         difficult=np.array(difficult, bool),
@@ -336,7 +516,7 @@ class SyntheticParams:
             ``default``) to this (None: the preset's maximum).
         image_ext: ``".jpg"`` (quality 95) or ``".png"`` (lossless).
         preset: a key of :data:`PRESETS`: ``default`` (1-5 objects, 24 px up to half the image)
-            or ``small-dense`` (30-150 objects of 15-60 px, partly occluded).
+            or ``small-dense`` (30-150 objects of 15-60 px, partly occluded, camouflaged).
     """
 
     num_train: int = 120
@@ -382,7 +562,7 @@ class SyntheticParams:
     def record(self) -> dict:
         """The parameters as recorded in ``synthetic.json`` (with the generator version)."""
         return {
-            "generator_version": GENERATOR_VERSION,
+            "generator_version": PRESETS[self.preset].version,
             "num_train": int(self.num_train),
             "num_val": int(self.num_val),
             "num_test": int(self.num_test),

@@ -1,10 +1,18 @@
 """The small-dense synthetic preset (issue 17): many small, partly occluded objects per image."""
 
+import cv2
 import numpy as np
 import pytest
 
 from detect.cli import main
-from detect.data.synthetic import PRESETS, SyntheticParams, image_rng, read_info, render_image
+from detect.data.synthetic import (
+    CLASS_COLOURS,
+    PRESETS,
+    SyntheticParams,
+    image_rng,
+    read_info,
+    render_image,
+)
 from detect.errors import DetectError
 
 DENSE = PRESETS["small-dense"]
@@ -12,8 +20,8 @@ DENSE = PRESETS["small-dense"]
 
 def test_small_dense_images_hold_many_small_partly_hidden_objects():
     counts, sizes, hidden = [], [], 0
-    for index in range(1, 5):
-        rendered = render_image(image_rng(5, index), 192, 256, DENSE.max_objects, DENSE)
+    for index in range(1, 4):
+        rendered = render_image(image_rng(5, index), *DENSE.image_size, DENSE.max_objects, DENSE)
         counts.append(len(rendered.boxes))
         assert rendered.masks.sum(axis=0).max() <= 1  # visible masks are disjoint
         for box, mask, visible in zip(
@@ -30,6 +38,49 @@ def test_small_dense_images_hold_many_small_partly_hidden_objects():
     assert min(counts) >= 20 and max(counts) <= DENSE.max_objects
     assert hidden > 20
     assert 12 <= min(sizes) < 20 and 45 < max(sizes) <= 60 * 1.5
+
+
+def test_small_dense_images_are_deterministic_by_seed():
+    first, again = (render_image(image_rng(5, 1), 128, 160, 60, DENSE) for _ in range(2))
+    other = render_image(image_rng(6, 1), 128, 160, 60, DENSE)
+    assert np.array_equal(first.image, again.image) and np.array_equal(first.boxes, again.boxes)
+    assert np.array_equal(first.labels, again.labels)
+    assert not np.array_equal(first.image, other.image)
+
+
+def _contrast_and_hue(layout, seed, images, height, width):
+    """Median colour distance between the inside of unoccluded objects (eroded 3 px) and the
+    ground around them (a 7-px ring clear of every object), and the fraction of those objects
+    whose inside-minus-ring colour points closest to their own class's hue."""
+    hues = np.array(CLASS_COLOURS, float)
+    hues -= hues.mean(axis=1, keepdims=True)
+    distances, right = [], 0
+    for index in range(1, images + 1):
+        rendered = render_image(image_rng(seed, index), height, width, layout.max_objects, layout)
+        image = rendered.image.astype(float)
+        objects = cv2.dilate(rendered.masks.any(axis=0).astype(np.uint8), np.ones((5, 5)))
+        objects = objects.astype(bool)
+        for mask, label, visible in zip(
+            rendered.masks, rendered.labels, rendered.visible, strict=True
+        ):
+            inside = cv2.erode(mask.astype(np.uint8), np.ones((7, 7))).astype(bool)
+            ring = cv2.dilate(mask.astype(np.uint8), np.ones((15, 15))).astype(bool) & ~objects
+            if visible < 1.0 or inside.sum() < 20 or ring.sum() < 20:
+                continue
+            difference = image[inside].mean(axis=0) - image[ring].mean(axis=0)
+            distances.append(np.linalg.norm(difference))
+            right += int(np.argmax(hues @ difference) == label)
+    return float(np.median(distances)), right / len(distances), len(distances)
+
+
+def test_small_dense_objects_blend_with_the_ground_but_keep_their_class_hue():
+    # Camouflaged: about a quarter of the default preset's flat colours' contrast, yet the
+    # object's colour still leans towards its class's hue (what a classifier can learn).
+    dense, dense_hue, count = _contrast_and_hue(DENSE, 5, 4, 192, 256)
+    flat, _, _ = _contrast_and_hue(PRESETS["default"], 5, 20, 256, 320)
+    assert count >= 20
+    assert dense < 60 < 100 < flat
+    assert dense_hue >= 0.8
 
 
 def test_preset_defaults_and_bad_values():
@@ -49,4 +100,7 @@ def test_synth_cli_preset(tmp_path, capsys):
     info = read_info(out)
     assert info["params"]["preset"] == "small-dense" and info["params"]["max_objects"] == 150
     assert info["params"]["image_size"] == [160, 200]
+    # the camouflaged rendering has its own version: the default preset's folders stay valid
+    assert info["params"]["generator_version"] == 2
+    assert SyntheticParams().record()["generator_version"] == 1
     assert sum(info["summary"]["objects"]["test"].values()) >= 20

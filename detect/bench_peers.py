@@ -81,7 +81,7 @@ def proposal_seconds(images: Sequence[np.ndarray], cfg: Config) -> float:
     return (time.perf_counter() - start) / len(images)
 
 
-STAGES = ("conv", "rpn", "pool", "fc", "post")  # the spp+rpn row's stage split
+SHARED_RPN_STAGES = ("conv", "rpn", "pool", "fc", "post")  # the spp+rpn row's stage split
 # Faster R-CNN's anchors (areas 128^2, 256^2, 512^2 x aspect ratios 1:2, 1:1, 2:1), (w, h) pixels
 FASTER_RCNN_ANCHORS = [
     (round(side * ratio**-0.5), round(side * ratio**0.5))
@@ -210,7 +210,9 @@ def format_peer_rows(rows: Sequence[dict]) -> str:
         if row["path"] == "spp+ss":
             note = f"selective search {row['proposal_s']:.3f} + network {row['network_s']:.3f}"
         elif row["path"] == "spp+rpn":
-            stages = " + ".join(f"{name} {row['seconds'].get(name, 0.0):.3f}" for name in STAGES)
+            stages = " + ".join(
+                f"{name} {row['seconds'].get(name, 0.0):.3f}" for name in SHARED_RPN_STAGES
+            )
             note = f"shared conv, {row['proposals']:.0f} proposals: {stages}"
         else:
             note = f"{row['speedup']:.2f}x SPP-net's time"

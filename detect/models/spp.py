@@ -13,8 +13,12 @@ from torch import Tensor, nn
 from torchvision.ops import roi_pool
 
 from detect.errors import DetectError
+from detect.models.range_max import RangeMaxTable, roi_pool_bins
 
 PROJECTION_MODES = ("auto", "paper")
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+# Windows per chunk of the range-max path: about this many bytes of finest-level maxima at a time.
+CHUNK_BYTES = 1 << 22
 
 
 def project_boxes(
@@ -85,7 +89,9 @@ class SpatialPyramidPool(nn.Module):
     torchvision's ``roi_pool`` with ``spatial_scale=1`` on inclusive cell coordinates computes
     exactly these bins, and coarser levels that divide the finest one are unions of whole finest
     bins, so they are max-pooled from the finest result (both facts are tested against brute-force
-    ``adaptive_max_pool2d``). Differentiable (max-pool gradient to the arg-max cell).
+    ``adaptive_max_pool2d``). Differentiable (max-pool gradient to the arg-max cell). Where no
+    gradient is needed, on CPU, the finest bins come from a range-max table instead of
+    ``roi_pool``'s scalar loop (:mod:`detect.models.range_max`): the same bins and values.
     """
 
     def __init__(self, levels: Sequence[int] = (1, 2, 3, 6)) -> None:
@@ -94,6 +100,8 @@ class SpatialPyramidPool(nn.Module):
             raise DetectError(f"model.pyramid_levels: expected positive integers, got {levels!r}")
         self.levels = tuple(int(n) for n in levels)
         self.finest = max(self.levels)
+        # Pooled from the map; the others are max-pooled from the finest level's grid.
+        self.direct = tuple(n for n in self.levels if self.finest % n or n == self.finest)
 
     @property
     def num_bins(self) -> int:
@@ -111,30 +119,83 @@ class SpatialPyramidPool(nn.Module):
             batch_index: ``(R,)`` which map each window is on (default: all on map 0).
 
         Returns:
-            ``(R, C * num_bins)`` pooled features.
+            ``(R, C * num_bins)`` pooled features (float32 for float16 / bfloat16 maps).
         """
         if features.ndim == 3:
             features = features[None]
-        if features.dtype in (torch.float16, torch.bfloat16):
-            # torchvision's CPU roi_pool has no bf16 kernel; a max is exact in float32 anyway.
-            features = features.float()
         count = windows.shape[0]
-        if count == 0:
-            return features.new_zeros((0, features.shape[1] * self.num_bins))
         if batch_index is None:
             batch_index = torch.zeros(count, dtype=windows.dtype, device=windows.device)
+        if self._table_applies(features, windows):
+            return self._table_pool(features, windows, batch_index)
+        if features.dtype in HALF_DTYPES:
+            # torchvision's CPU roi_pool has no bf16 kernel; a max is exact in float32 anyway.
+            features = features.float()
+        if count == 0:
+            return features.new_zeros((0, features.shape[1] * self.num_bins))
         rois = torch.cat([batch_index[:, None], windows], dim=1).to(features.dtype)
-        fine = roi_pool(features, rois, (self.finest, self.finest), spatial_scale=1.0)
-        outputs = []
+        direct = {n: roi_pool(features, rois, (n, n), spatial_scale=1.0) for n in self.direct}
+        return torch.cat([grid.flatten(1) for grid in self._grids(direct)], dim=1)
+
+    def _grids(self, direct: dict[int, Tensor]) -> list[Tensor]:
+        """Every level's ``(R, C, n, n)`` grid, in order, from the ``direct`` levels' grids."""
+        return [
+            direct[n] if n in direct else F.max_pool2d(direct[self.finest], self.finest // n)
+            for n in self.levels
+        ]
+
+    @staticmethod
+    def _table_applies(features: Tensor, windows: Tensor) -> bool:
+        """The range-max table serves CPU maps when no gradient is needed and every window is a
+        well-formed window inside the map (as :func:`project_boxes` makes them); otherwise
+        ``roi_pool`` (its backward; its clipping and 1x1 forcing of malformed windows)."""
+        if features.device.type != "cpu" or (torch.is_grad_enabled() and features.requires_grad):
+            return False
+        if windows.shape[0] == 0:
+            return True
+        x0, y0, x1, y1 = windows.unbind(1)
+        height, width = features.shape[-2:]
+        inside = (x0 >= 0) & (y0 >= 0) & (x0 <= x1) & (y0 <= y1) & (x1 < width) & (y1 < height)
+        return bool(inside.all())
+
+    def _table_pool(self, features: Tensor, windows: Tensor, batch_index: Tensor) -> Tensor:
+        """:meth:`forward` through a :class:`RangeMaxTable` of the maps, in chunks of windows
+        whose intermediates stay in cache. The table keeps the map's dtype (max is exact); the
+        bins are computed in the dtype ``roi_pool`` would see (float32 for half types)."""
+        count, channels = windows.shape[0], features.shape[1]
+        dtype = torch.float32 if features.dtype in HALF_DTYPES else features.dtype
+        output = features.new_empty((count, channels * self.num_bins), dtype=dtype)
+        if count == 0:
+            return output
+        windows, batch_index = windows.long(), batch_index.long()
+        grids = {
+            n: (
+                roi_pool_bins(windows[:, 1], windows[:, 3], n, dtype),
+                roi_pool_bins(windows[:, 0], windows[:, 2], n, dtype),
+            )
+            for n in self.direct
+        }
+        table = RangeMaxTable(
+            features.permute(0, 2, 3, 1),  # (N, h, w, C): a view of a channels_last map
+            max(int((ends - starts).max()) for (starts, ends), _ in grids.values()),
+            max(int((ends - starts).max()) for _, (starts, ends) in grids.values()),
+        )
+        corners = {n: table.corner_rows(batch_index, *grid) for n, grid in grids.items()}
+        views, start = [], 0
         for n in self.levels:
-            if n == self.finest:
-                pooled = fine
-            elif self.finest % n == 0:
-                pooled = F.max_pool2d(fine, self.finest // n)
-            else:
-                pooled = roi_pool(features, rois, (n, n), spatial_scale=1.0)
-            outputs.append(pooled.flatten(1))
-        return torch.cat(outputs, dim=1)
+            views.append(output[:, start : start + channels * n * n].view(count, channels, n, n))
+            start += channels * n * n
+        step = max(1, CHUNK_BYTES // (self.finest**2 * channels * features.element_size()))
+        for first in range(0, count, step):
+            part = slice(first, first + step)
+            # (r, n, n, C) maxima viewed as (r, C, n, n) channels_last grids.
+            direct = {
+                n: table.rectangle_max(index[:, part]).permute(0, 3, 1, 2)
+                for n, index in corners.items()
+            }
+            for view, grid in zip(views, self._grids(direct), strict=True):
+                view[part].copy_(grid)
+        return output
 
     def pool_maps(self, features: Tensor) -> Tensor:
         """Image-level SPP: each whole map of ``(N, C, h, w)`` -> ``(N, C * num_bins)``."""

@@ -74,7 +74,8 @@ def _run(args) -> int:
     print(
         f"{result.num_images} images in {result.wall_seconds:.1f} s, "
         f"{result.images_per_second:.2f} images/s (proposals and reading included); "
-        f"detector {result.seconds_per_image:.3f} s/image ({result.method}, proposals excluded)"
+        f"detector {result.seconds_per_image:.3f} s/image ({result.method}, proposals "
+        f"{'from its shared conv map included' if result.shared_rpn else 'excluded'})"
     )
     files = ["metrics.json", "detections.json", result.results_path.name]
     files += [path.name for path in (result.pr_curve, *result.error_files) if path]

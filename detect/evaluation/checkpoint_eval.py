@@ -59,6 +59,7 @@ class EvalResult:
     wall_seconds: float = 0.0
     errors: dict[str, ClassErrors] | None = field(default=None, repr=False)
     error_files: tuple[Path, ...] = ()
+    shared_rpn: bool = False  # proposed by the RPN head on the detector's conv map
 
     @property
     def images_per_second(self) -> float:
@@ -201,6 +202,7 @@ def evaluate_checkpoint(
         seconds_per_image=seconds / len(dataset),
         num_images=len(dataset),
         method=loaded.method,
+        shared_rpn=loaded.model.rpn is not None,
         out_dir=out,
         metrics_path=out / "metrics.json",
         detections_path=out / DETECTIONS_FILE,

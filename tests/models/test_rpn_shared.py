@@ -134,7 +134,8 @@ def test_cache_key_follows_the_checkpoint_weights(run, tmp_path):
 def test_eval_and_run_use_the_shared_head(run, data, tmp_path, capsys):
     out = tmp_path / "eval"
     assert main(["eval", "--checkpoint", str(run / "checkpoint.pt"), "--out", str(out)]) == 0
-    assert "mean" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "mean" in printed and "proposals from its shared conv map included" in printed
     assert not list(out.rglob("*.npz"))  # no proposal computed apart, none cached
     images = data / "voc" / "JPEGImages"
     args = ["run", str(images), "--checkpoint", str(run / "checkpoint.pt")]

@@ -17,8 +17,10 @@ from detect.models.range_max import RangeMaxTable, roi_pool_bins
 
 PROJECTION_MODES = ("auto", "paper")
 HALF_DTYPES = (torch.float16, torch.bfloat16)
-# Windows per chunk of the range-max path: about this many bytes of finest-level maxima at a time.
-CHUNK_BYTES = 1 << 22
+# Windows per chunk of the range-max path: about this many bytes of finest-level maxima at a time
+# (bounds its memory; few, large ops: each multi-threaded op waits for every thread, which costs
+# milliseconds when another process keeps a core busy).
+CHUNK_BYTES = 1 << 24
 
 
 def project_boxes(
@@ -160,7 +162,7 @@ class SpatialPyramidPool(nn.Module):
 
     def _table_pool(self, features: Tensor, windows: Tensor, batch_index: Tensor) -> Tensor:
         """:meth:`forward` through a :class:`RangeMaxTable` of the maps, in chunks of windows
-        whose intermediates stay in cache. The table keeps the map's dtype (max is exact); the
+        (:data:`CHUNK_BYTES`). The table keeps the map's dtype (max is exact); the
         bins are computed in the dtype ``roi_pool`` would see (float32 for half types)."""
         count, channels = windows.shape[0], features.shape[1]
         dtype = torch.float32 if features.dtype in HALF_DTYPES else features.dtype

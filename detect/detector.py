@@ -9,7 +9,9 @@
     result.to_json("photo.json"); result.draw("photo_annotated.jpg")
 
 Selective-search proposals are computed for each image (with the checkpoint's
-``proposals.*`` settings) unless given; boxes are ``(N, 4)`` float32 xyxy in 0-based continuous
+``proposals.*`` settings) unless given; a checkpoint trained with ``proposals.method: rpn`` (and
+``rpn_shared``) proposes instead with its RPN head from the conv map the detector computes for
+SPP pooling, one backbone pass per image (docs/method.md §5). Boxes are ``(N, 4)`` float32 xyxy in 0-based continuous
 pixels of the original image. The model is :class:`detect.models.DetectionModel`; its test-time
 path (:meth:`~detect.models.DetectionModel.detect`) does the work.
 """

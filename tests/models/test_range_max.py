@@ -14,8 +14,8 @@ from detect.models.spp import SpatialPyramidPool
 
 def _roi_pool_pyramid(features, windows, batch_index, levels):
     """The pyramid from torchvision's roi_pool: each level pooled on its own when it does not
-    divide the finest, else max-pooled from the finest grid; bf16 maps cast to float32."""
-    features = features.float() if features.dtype == torch.bfloat16 else features
+    divide the finest, else max-pooled from the finest grid; half-precision maps cast to float32."""
+    features = features.float() if features.dtype in (torch.float16, torch.bfloat16) else features
     rois = torch.cat([batch_index[:, None], windows], 1).to(features.dtype)
     finest = max(levels)
     fine = roi_pool(features, rois, (finest, finest), 1.0)
@@ -106,7 +106,7 @@ def test_rectangle_max_matches_brute_force():
         ((6, 3, 1), (1, 40), 1),
     ],
 )
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
 def test_table_path_equals_roi_pool(monkeypatch, levels, size, maps, dtype):
     generator = torch.Generator().manual_seed(sum(size) + maps)
     height, width = size
@@ -119,7 +119,7 @@ def test_table_path_equals_roi_pool(monkeypatch, levels, size, maps, dtype):
     for layout in (torch.contiguous_format, torch.channels_last):
         with torch.no_grad():
             ours = pyramid(features.contiguous(memory_format=layout), windows, batch_index)
-        assert ours.dtype == torch.float32
+        assert ours.dtype == expected.dtype
         assert torch.equal(ours, expected)
 
 

@@ -322,7 +322,7 @@ def run_bench(
     precision = cfg.runtime.precision
     model.use_runtime(cfg.runtime).eval()  # its detect() runs in autocast(device, precision)
     device = model.device
-    scale_sets = [tuple(cfg.model.scales)]
+    scale_sets = [tuple(cfg.test.scales or cfg.model.scales)]
     if cfg.bench.multi_scales and tuple(cfg.bench.multi_scales) != scale_sets[0]:
         scale_sets.append(tuple(cfg.bench.multi_scales))
     regions = float(np.mean([p.shape[0] for p in proposals]))

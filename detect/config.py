@@ -185,8 +185,12 @@ class BBoxRegConfig:
 
 @dataclass(frozen=True)
 class TestConfig:
-    """Post-processing at test time (per-class NMS, caps)."""
+    """Detection at test time: the scales SPP-net detects at, post-processing (per-class NMS,
+    caps)."""
 
+    # SPP-net's shorter sides at test time (detect eval / run / bench, the Python API); empty =
+    # model.scales, the training scales (the paper tests where it trains). docs/method.md §4.
+    scales: tuple[int, ...] = ()
     classifier: str = "softmax"  # softmax | svm
     bbox_reg: bool = True
     score_threshold: float = 0.05
@@ -203,7 +207,7 @@ class BenchConfig:
     rcnn_sample: int = 256  # crops actually timed for R-CNN; time is scaled up (and says so)
     rcnn_batch: int = 64
     repeats: int = 1
-    # The multi-scale SPP-net row (the paper's five scales); empty = single scale (model.scales) only.
+    # The multi-scale SPP-net row (the paper's five scales); empty = single scale (test.scales, else model.scales) only.
     multi_scales: tuple[int, ...] = (480, 576, 688, 864, 1200)
     # Ranks for the --svd rows when model.svd_ranks is empty (Fast R-CNN's fc6 / fc7).
     svd_ranks: tuple[int, ...] = (1024, 256)

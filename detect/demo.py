@@ -322,7 +322,8 @@ def format_demo_report(summary: DemoSummary, cfg: Config) -> str:
     return (
         "# detect demo\n\n"
         f"backbone `{cfg.model.backbone}` trained from scratch ({cfg.finetune.mode}), "
-        f"scales {list(cfg.model.scales)}, pyramid {list(cfg.model.pyramid_levels)}, "
+        f"trained at scale(s) {list(cfg.model.scales)}, SPP-net tested at "
+        f"{list(cfg.test.scales or cfg.model.scales)}, pyramid {list(cfg.model.pyramid_levels)}, "
         f"classifier {cfg.test.classifier}, box regression {cfg.bbox_reg.method}; "
         f"torch {torch.__version__}, {torch.get_num_threads()} thread(s).\n\n"
         f"{format_summary_table(summary)}\n\n## Per-class AP (VOC07)\n\n"

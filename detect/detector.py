@@ -156,7 +156,7 @@ class Detector:
             method: ``"spp"`` or ``"rcnn"``: the forward path for the saved weights (default the
                 checkpoint's own).
             scales: SPP-net's test scales (shorter sides), e.g. ``[480, 576, 688, 864, 1200]``;
-                default the checkpoint's ``model.scales``.
+                default the checkpoint's ``test.scales``, else its ``model.scales``.
             svd: truncated SVD of fc6/fc7: ``True`` for ranks 1024/256, or the ranks; default
                 the checkpoint's ``model.svd_ranks``.
             score_threshold: keep detections scoring above it (default ``test.score_threshold``).
@@ -174,7 +174,7 @@ class Detector:
         elif svd:
             changes.append(f"model.svd_ranks={[int(r) for r in svd]}")
         if scales:
-            changes.append(f"model.scales={[int(s) for s in scales]}")
+            changes.append(f"test.scales={[int(s) for s in scales]}")
         if score_threshold is not None:
             changes.append(f"test.score_threshold={float(score_threshold)}")
         if device is not None:

@@ -80,7 +80,8 @@ def test_method_scales_svd_and_threshold_options(checkpoint):
     assert_same(rcnn(image, PROPOSALS), lower_level(checkpoint, image, PROPOSALS, method="rcnn"))
 
     scaled = Detector.from_checkpoint(checkpoint, scales=[64, 128], device="cpu")
-    assert scaled.model.cfg.scales == (64, 128)
+    assert scaled.config.test.scales == (64, 128)  # the test scales; training's stay
+    assert scaled.model.cfg.scales != (64, 128)
     assert_same(
         scaled(image, PROPOSALS),
         lower_level(checkpoint, image, PROPOSALS, overrides=["model.scales=[64, 128]"]),

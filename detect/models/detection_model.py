@@ -283,7 +283,8 @@ class DetectionModel(nn.Module):
             test_cfg: thresholds, NMS and caps.
             scorer: a :class:`~detect.models.scoring.RegionScorer`; default
                 :class:`~detect.models.scoring.SoftmaxScorer`.
-            scales: shorter sides for SPP-net (default ``cfg.scales``); ignored by R-CNN.
+            scales: shorter sides for SPP-net (default ``test_cfg.scales``, else
+                ``cfg.scales``, the training scales); ignored by R-CNN.
             timer: accumulates per-stage seconds and counters when given.
 
         Returns:
@@ -292,7 +293,7 @@ class DetectionModel(nn.Module):
         """
         scorer = scorer or SoftmaxScorer()
         timer = timer or StageTimer()
-        scales = scales or self.cfg.scales
+        scales = scales or test_cfg.scales or self.cfg.scales
         was_training = self.training
         self.eval()
         try:

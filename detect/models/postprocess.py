@@ -16,6 +16,7 @@ from detect.structures import Detections
 def check_test_config(test_cfg: TestConfig) -> None:
     """Raise :class:`DetectError` naming the ``test.*`` setting :func:`postprocess` cannot use."""
     checks = [
+        (all(side > 0 for side in test_cfg.scales), "scales", test_cfg.scales, "positive sizes"),
         (0.0 <= test_cfg.nms_iou <= 1.0, "nms_iou", test_cfg.nms_iou, "in [0, 1]"),
         (test_cfg.top_per_class >= 1, "top_per_class", test_cfg.top_per_class, ">= 1"),
         (test_cfg.max_per_image >= 1, "max_per_image", test_cfg.max_per_image, ">= 1"),

@@ -96,6 +96,26 @@ def test_multiscale_spp_scores_equal_forward_at_chosen_scale():
     assert {"conv", "pool", "fc", "post"} <= set(timer.seconds)
 
 
+def test_test_scales_replace_the_training_scales():
+    """``test.scales`` is where SPP-net detects (here one scale, 320: every box pooled from the
+    320 map), whatever ``model.scales`` it was trained at; an explicit ``scales`` wins over both."""
+    model = build_detector("spp", CFG, 2).eval()
+    image = np.random.randint(0, 256, (90, 120, 3), dtype=np.uint8)
+    proposals = torch.tensor([[0, 0, 120, 90], [10, 10, 40, 40], [60, 2, 70, 12.0]])
+    cfg = PostConfig(score_threshold=0.0, nms_iou=1.0, top_per_class=1000, max_per_image=1000)
+    with torch.no_grad():
+        scores, deltas = _expected(model, image, proposals, 320)
+    expected = postprocess(scores, decode_deltas(proposals, deltas).reshape(3, 2, 4), 90, 120, cfg)
+    for detections in [
+        model.detect(image, proposals, replace(cfg, scales=(320,))),
+        model.detect(image, proposals, replace(cfg, scales=(160,)), scales=(320,)),
+    ]:
+        torch.testing.assert_close(detections.scores, expected.scores)
+        torch.testing.assert_close(detections.boxes, expected.boxes)
+    default = model.detect(image, proposals, cfg)  # model.scales (160, 320): box 0 at 160
+    assert not torch.equal(default.scores.sort().values, expected.scores.sort().values)
+
+
 def test_rcnn_batched_scores_equal_forward():
     model = build_detector("rcnn", replace(CFG, rcnn_batch=2), 2).eval()
     image = np.random.randint(0, 256, (70, 90, 3), dtype=np.uint8)
@@ -123,6 +143,7 @@ def test_bad_post_processing_settings_name_the_key():
         ({"nms_iou": 1.5}, r"test.nms_iou must be"),
         ({"top_per_class": 0}, r"test.top_per_class must be >= 1, got 0"),
         ({"max_per_image": 0}, r"test.max_per_image must be >= 1, got 0"),
+        ({"scales": (448, 0)}, r"test.scales must be positive sizes, got \(448, 0\)"),
     ]:
         with pytest.raises(DetectError, match=message):
             check_test_config(replace(PostConfig(), **change))

@@ -5,7 +5,8 @@ The pyramid's bins and the projection of image windows onto cells (the paper's A
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,9 +19,22 @@ from detect.models.range_max import RangeMaxTable, roi_pool_bins
 PROJECTION_MODES = ("auto", "paper")
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 # Windows per chunk of the range-max path: about this many bytes of finest-level maxima at a time
-# (bounds its memory; few, large ops: each multi-threaded op waits for every thread, which costs
-# milliseconds when another process keeps a core busy).
-CHUNK_BYTES = 1 << 24
+# (its intermediates stay in cache).
+CHUNK_BYTES = 1 << 22
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Torch's CPU operations on one thread within the block (the previous setting restored
+    after). The range-max path is dozens of short memory-bound operations; each multi-threaded one
+    waits for all its threads, so while another process keeps a core busy two threads made it
+    about 8x slower than one (0.48 s against 0.06 s per image; docs/method.md §2)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def project_boxes(
@@ -129,7 +143,8 @@ class SpatialPyramidPool(nn.Module):
         if batch_index is None:
             batch_index = torch.zeros(count, dtype=windows.dtype, device=windows.device)
         if self._table_applies(features, windows):
-            return self._table_pool(features, windows, batch_index)
+            with one_thread():
+                return self._table_pool(features, windows, batch_index)
         if features.dtype in HALF_DTYPES:
             # torchvision's CPU roi_pool has no bf16 kernel; a max is exact in float32 anyway.
             features = features.float()

@@ -149,3 +149,22 @@ def test_roi_pool_serves_gradients_and_windows_outside_the_map():
     odd = torch.tensor([[5, 5, 14, 12], [6, 2, 3, 4]])
     expected = _roi_pool_pyramid(features, odd, torch.zeros(2, dtype=torch.long), (1, 2, 3, 6))
     assert torch.equal(pyramid(features, odd), expected)
+
+
+def test_table_path_runs_on_one_thread_and_restores_the_setting(monkeypatch):
+    seen = []
+    table_pool = SpatialPyramidPool._table_pool
+
+    def spy(*args):
+        seen.append(torch.get_num_threads())
+        return table_pool(*args)
+
+    monkeypatch.setattr(SpatialPyramidPool, "_table_pool", spy)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        SpatialPyramidPool()(torch.randn(1, 3, 7, 8), torch.tensor([[1, 1, 6, 5]]))
+        assert seen == [1]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)

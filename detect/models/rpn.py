@@ -5,7 +5,11 @@ At every feature cell centre (the backbone's declared geometry: cell ``(i, j)`` 
 the ``(w, h)`` shapes fitted to the training boxes by k-means
 (:func:`detect.proposals.dense.fit_window_shapes`). :class:`RPNHead` predicts per anchor an
 objectness logit and box deltas (:func:`detect.ops.boxes.encode_deltas`); at test time the best
-``pre_nms`` anchors are decoded, clipped, stripped of tiny boxes and thinned by NMS.
+``pre_nms`` anchors are decoded, clipped, stripped of tiny boxes and thinned by NMS
+(:func:`map_outputs`, then :func:`decode_proposals`: the one path from a conv map to proposals).
+:class:`RegionProposalNetwork` runs its own backbone; :class:`SharedRPN` is a head fitted on a
+detector's conv layers that proposes from the map the detector computes anyway (Faster R-CNN's
+shared conv, docs/method.md §5).
 
 Training targets (:func:`assign_targets`, :func:`sample_anchors`, :func:`rpn_loss`): an anchor
 is positive at IoU >= 0.7 with a ground-truth box or when it is a box's best anchor, negative

@@ -48,22 +48,27 @@ def training_boxes(dataset: DetectionDataset) -> list[torch.Tensor]:
     ]
 
 
-def build_rpn(config: Config, dataset: DetectionDataset) -> RegionProposalNetwork:
-    """A fresh RPN on ``config.model.backbone`` (weights per ``model.weights``) with
-    ``proposals.rpn_num_anchors`` anchor shapes fitted to ``dataset``'s boxes, resizing images as
-    the detector does (``model.scales[0]``, ``model.max_size``)."""
-    from detect.models.weights import load_backbone
-
+def fit_anchor_shapes(config: Config, dataset: DetectionDataset) -> torch.Tensor:
+    """``(A, 2)`` float32 anchor ``(w, h)`` shapes in original pixels: the k-means centres of
+    ``dataset``'s box shapes, ``proposals.rpn_num_anchors`` of them."""
     cfg = config.proposals
     check_values(
         "proposals.", [(cfg.rpn_num_anchors >= 1, "rpn_num_anchors", cfg.rpn_num_anchors, ">= 1")]
     )
     boxes = torch.cat([torch.zeros((0, 4)), *training_boxes(dataset)]).numpy()
     shapes = fit_window_shapes(boxes[:, 2:] - boxes[:, :2], cfg.rpn_num_anchors, config.seed)
+    return torch.from_numpy(shapes).float()
+
+
+def build_rpn(config: Config, dataset: DetectionDataset) -> RegionProposalNetwork:
+    """A fresh RPN on ``config.model.backbone`` (weights per ``model.weights``) with the anchor
+    shapes of :func:`fit_anchor_shapes`, resizing images as the detector does
+    (``model.scales[0]``, ``model.max_size``)."""
+    from detect.models.weights import load_backbone
+
+    shapes = fit_anchor_shapes(config, dataset)
     backbone = load_backbone(config.model.backbone, config.model.weights)
-    return RegionProposalNetwork(
-        backbone, torch.from_numpy(shapes).float(), config.model.scales[0], config.model.max_size
-    )
+    return RegionProposalNetwork(backbone, shapes, config.model.scales[0], config.model.max_size)
 
 
 def train_rpn(
@@ -185,14 +190,15 @@ def refit_shared_head(
 ) -> SharedRPN:
     """Faster R-CNN's 4-step training, step 3: an RPN head fitted on the detector's final conv
     layers ``backbone``, kept frozen (a copy is trained through; ``backbone`` itself is not
-    touched), starting from ``rpn``'s head when it fits (the step-1 RPN, same backbone), else
-    from a fresh one with anchors fitted to ``dataset``; ``proposals.rpn_iterations`` images at
-    ``proposals.rpn_lr``, the detector's first scale. Returns the head with the test-time
-    settings of ``config.proposals`` (``rpn_post_nms`` proposals kept), on the CPU."""
+    touched), with ``rpn``'s anchors (the step-1 RPN; without one, :func:`fit_anchor_shapes`),
+    starting from its head when it fits (the same backbone), else from a fresh one;
+    ``proposals.rpn_iterations`` images at ``proposals.rpn_lr``, the detector's first scale.
+    Returns the head with the test-time settings of ``config.proposals`` (``rpn_post_nms``
+    proposals kept), on the CPU."""
     cfg = config.proposals
     fits = rpn is not None and rpn.backbone.name == backbone.name
-    shapes = rpn.anchor_shapes if fits else build_rpn(config, dataset).anchor_shapes
-    frozen = copy.deepcopy(backbone).cpu()
+    shapes = fit_anchor_shapes(config, dataset) if rpn is None else rpn.anchor_shapes
+    frozen = copy.deepcopy(backbone)  # train_rpn moves it to runtime.device
     network = RegionProposalNetwork(frozen, shapes, config.model.scales[0], config.model.max_size)
     if fits:
         network.head.load_state_dict(rpn.head.state_dict())

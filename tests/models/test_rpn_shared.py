@@ -141,3 +141,8 @@ def test_eval_and_run_use_the_shared_head(run, data, tmp_path, capsys):
     args = ["run", str(images), "--checkpoint", str(run / "checkpoint.pt")]
     assert main([*args, "--out", str(tmp_path / "found"), "--set", "proposals.workers=2"]) == 0
     assert "6 image(s) processed, 0 skipped" in capsys.readouterr().out
+    # detect proposals with the checkpoint: the shared head on its backbone, keyed by its bytes
+    args = ["proposals", "--data", str(data / "voc"), "--classes", "red,blue", "--split", "test"]
+    args += ["--out", str(tmp_path / "props"), "--set", "proposals.min_size=2", "--recall"]
+    assert main([*args, "--rpn-weights", str(run / "checkpoint.pt")]) == 0
+    assert f"rpn {run / 'checkpoint.pt'} (sha256" in capsys.readouterr().out

@@ -72,7 +72,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, checkpoint, capsys):
         ([str(tmp_path / "empty")], "image folder", "empty: no images"),
         ([str(images), str(tmp_path / "other" / "scene.jpg")], "", "share the id 'scene'"),
         ([str(images), "--out", str(tmp_path / "a_file")], "", "a_file: exists and is not"),
-        ([str(images), "--scales", "0"], "", "model.scales must be a non-empty list"),
+        ([str(images), "--scales", "0"], "", "test.scales must be positive sizes, got (0,)"),
         ([str(images), "--checkpoint", str(tmp_path / "text.pt")], "", "text.pt: cannot read"),
     ]
     for args, start, message in cases:

@@ -24,7 +24,9 @@ def add_arguments(parser) -> None:
         "--checkpoint", help="trained checkpoint (default: random weights of model.backbone)"
     )
     parser.add_argument("--proposals", type=int, help="proposals per image (bench.num_proposals)")
-    parser.add_argument("--scales", type=int, nargs="+", help="single-scale row (model.scales)")
+    parser.add_argument(
+        "--scales", type=int, nargs="+", help="single-scale row (test.scales, else model.scales)"
+    )
     parser.add_argument(
         "--multi-scales",
         type=int,
@@ -105,8 +107,12 @@ def run(args) -> int:
     if args.multi_scales is not None:
         bench = replace(bench, multi_scales=tuple(args.multi_scales))
     config = replace(config, bench=bench)
-    if args.scales:
-        config = replace(config, model=replace(config.model, scales=tuple(args.scales)))
+    if args.scales:  # the row's scales, in place of the config's test (or training) scales
+        config = replace(
+            config,
+            model=replace(config.model, scales=tuple(args.scales)),
+            test=replace(config.test, scales=()),
+        )
     check_model_config(config.model)  # before any proposal is computed
     check_bench_config(config.bench)
     if args.json and Path(args.json).is_dir():

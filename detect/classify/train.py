@@ -36,6 +36,7 @@ from detect.classify.data import Sample, read_image_folder, to_tensor, training_
 from detect.classify.model import ImageClassifier, build_classifier
 from detect.classify.schedule import batch_sizes
 from detect.config import Config, config_to_dict, save_config
+from detect.config_resume import resume_differences
 from detect.errors import DetectError, Interrupted
 from detect.files import atomic_torch_save, atomic_write_text, load_torch_file
 from detect.runtime import autocast, grad_scaler, resolve_device
@@ -110,12 +111,12 @@ def _start(cfg: Config, out: Path, resume: bool, overwrite: bool) -> dict | None
         if not path.is_file():
             raise DetectError(f"--resume: no checkpoint {path} to continue")
         payload = read_classifier_checkpoint(path)
-        saved, current = dict(payload["config"]), config_to_dict(cfg)
-        saved.pop("runtime", None), current.pop("runtime", None)  # the device may change
-        if saved != current:
+        # runtime: the device may change; the same rules as the detector's --resume otherwise.
+        differences = resume_differences(payload["config"], cfg, ("runtime",))
+        if differences:
             raise DetectError(
-                f"--resume: {path} was trained with another config; use the saved "
-                f"{out / 'config.yaml'} (--config) or --overwrite"
+                f"--resume: {path} was trained with another config ({'; '.join(differences)}); "
+                f"use the saved {out / 'config.yaml'} (--config) or --overwrite"
             )
         return payload
     if path.exists() and not overwrite:

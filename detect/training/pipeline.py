@@ -23,8 +23,9 @@ import numpy as np
 import torch
 
 from detect.checkpoints import check_compatible, load_weights, read_checkpoint
-from detect.config import Config, check_values, config_to_dict, save_config
-from detect.config_paths import absolute_path_values, with_absolute_paths
+from detect.config import Config, check_values, save_config
+from detect.config_paths import with_absolute_paths
+from detect.config_resume import resume_differences
 from detect.distributed import barrier, is_main, process_group
 from detect.errors import DetectError, Interrupted
 from detect.models.detection_model import check_model_config
@@ -196,29 +197,6 @@ def check_run_folder_use(checkpoint_path: Path, resume: bool, overwrite: bool) -
         )
 
 
-def _config_differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
-    differences = []
-    for key in sorted(set(saved) | set(current)):
-        a, b = saved.get(key), current.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            differences += _config_differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            differences.append(f"{prefix}{key}: {a!r} -> {b!r}")
-    return differences
-
-
-def _with_defaults(saved: dict, defaults: dict) -> dict:
-    """``saved`` with every key it lacks taken from ``defaults`` (nested): a checkpoint written
-    before a config key existed ran with that key's default behaviour."""
-    merged = dict(saved)
-    for key, value in defaults.items():
-        if key not in merged:
-            merged[key] = value
-        elif isinstance(value, dict) and isinstance(merged[key], dict):
-            merged[key] = _with_defaults(merged[key], value)
-    return merged
-
-
 def _resume_payload(path: Path, config: Config, method: str) -> dict:
     if not path.is_file():
         raise DetectError(f"--resume: no checkpoint to resume at {path}")
@@ -228,15 +206,7 @@ def _resume_payload(path: Path, config: Config, method: str) -> dict:
         raise DetectError(
             f"checkpoint {path}: method is {payload['method']!r}, but this run asks for {method!r}"
         )
-    # Both with absolute paths: a relative one saved by an older version means the same here
-    # only when resumed from the same folder.
-    saved = _with_defaults(absolute_path_values(payload["config"]), config_to_dict(Config()))
-    current = config_to_dict(config)
-    differences = [
-        difference
-        for difference in _config_differences(saved, current)
-        if difference.split(".", 1)[0] not in SECTIONS_NOT_TRAINED
-    ]
+    differences = resume_differences(payload["config"], config, SECTIONS_NOT_TRAINED)
     if differences:
         raise DetectError(
             f"checkpoint {path}: --resume needs the same config as the interrupted run; "

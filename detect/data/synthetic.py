@@ -395,9 +395,9 @@ def _paint_camouflaged(
     offsets += [look.contrast * hues[label] for label in labels]
     margin = int(np.ceil(3 * max(look.edge_blur, 1.5) + look.shadow_offset)) + 1
     colours = []
-    for mask, offset in zip(clutter + masks, offsets, strict=True):
+    for index, (mask, offset) in enumerate(zip(clutter + masks, offsets, strict=True)):
         rows, cols = np.nonzero(mask)
-        if not len(rows):
+        if not len(rows):  # a clutter blob that fills no pixel (an object always does)
             continue
         y0, x0 = max(rows.min() - margin, 0), max(cols.min() - margin, 0)
         y1, x1 = min(rows.max() + 1 + margin, height), min(cols.max() + 1 + margin, width)
@@ -410,11 +410,12 @@ def _paint_camouflaged(
         colour = local[int(rows.mean()), int(cols.mean())] + offset
         colour += rng.uniform(-look.brightness, look.brightness)
         window += alpha[..., None] * (colour + fills[y0:y1, x0:x1] - window)
-        colours.append(colour)
+        if index >= len(clutter):
+            colours.append(colour)
     light = _smooth_field(rng, height, width, 2).mean(axis=2, keepdims=True)
     image *= 1.0 + 2 * look.lighting * (light - 0.5)
     image += look.noise * rng.standard_normal(image.shape, dtype=np.float32)
-    return np.clip(np.round(colours[len(clutter) :]), 0, 255).astype(np.uint8).reshape(-1, 3)
+    return np.clip(np.round(colours), 0, 255).astype(np.uint8).reshape(-1, 3)
 
 
 def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:

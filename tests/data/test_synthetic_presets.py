@@ -46,6 +46,9 @@ def test_small_dense_images_are_deterministic_by_seed():
     assert np.array_equal(first.image, again.image) and np.array_equal(first.boxes, again.boxes)
     assert np.array_equal(first.labels, again.labels)
     assert not np.array_equal(first.image, other.image)
+    # one colour per object, also when a clutter blob fills no pixel (as in image 5 of seed 0)
+    crowded = render_image(image_rng(0, 5), *DENSE.image_size, DENSE.max_objects, DENSE)
+    assert len(crowded.colours) == len(crowded.labels) == len(crowded.boxes) > 30
 
 
 def _contrast_and_hue(layout, seed, images, height, width):

@@ -287,14 +287,21 @@ def check_bench_config(cfg: BenchConfig) -> None:
 
 def head_variants(model: DetectionModel, cfg: Config, svd: bool) -> dict[str, DetectionModel]:
     """``{"full": model}``, plus with ``svd`` a copy whose head is compressed to
-    ``model.svd_ranks`` (or ``bench.svd_ranks``), named ``"svd r6/r7"``."""
+    ``model.svd_ranks`` (or ``bench.svd_ranks``), named ``"svd r6/r7"``. A ``model`` loaded
+    with its head already compressed (its ``cfg.svd_ranks``) is named so, and alone."""
+    if model.cfg.svd_ranks:
+        return {_svd_name(model.cfg.svd_ranks): model}
     variants = {"full": model}
     if svd:
         ranks = cfg.model.svd_ranks or cfg.bench.svd_ranks
         compressed = copy.deepcopy(model)
         compressed.head.compress(ranks)
-        variants[f"svd {'/'.join(str(r) for r in ranks)}"] = compressed
+        variants[_svd_name(ranks)] = compressed
     return variants
+
+
+def _svd_name(ranks: Sequence[int]) -> str:
+    return f"svd {'/'.join(str(r) for r in ranks)}"
 
 
 def run_bench(

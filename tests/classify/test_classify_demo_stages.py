@@ -27,6 +27,7 @@ def _cfg(tmp_path, *extra):
             "classify.epochs=1",
             "classify.batch_size=8",
             "model.fc_dims=[16]",
+            "model.svd_ranks=[]",
             "runtime.device=cpu",
             "demo.classify_train=8",
             "demo.classify_test=4",

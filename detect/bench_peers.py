@@ -25,6 +25,7 @@ import torch
 
 from detect.config import Config
 from detect.models.detection_model import DetectionModel
+from detect.models.inputs import image_tensor
 from detect.models.scoring import RegionScorer, SoftmaxScorer
 from detect.models.stage_timer import StageTimer
 from detect.runtime import autocast, resolve_device
@@ -49,7 +50,7 @@ def build_peer(name: str) -> torch.nn.Module:
 
 def peer_input(image: np.ndarray) -> torch.Tensor:
     """``(H, W, 3)`` uint8 RGB -> the ``(3, H, W)`` float image in [0, 1] torchvision takes."""
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
+    return image_tensor(image)
 
 
 def peer_pass(model: torch.nn.Module, inputs: Sequence[torch.Tensor]) -> float:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from detect.data.images import IMAGE_SUFFIXES, read_image
 from detect.errors import DetectError
@@ -156,11 +155,3 @@ def eval_view(image: np.ndarray, view: str, size: int, fraction: float) -> np.nd
     if view == "full":
         return image
     raise DetectError(f"classify view: unknown view {view!r}; known: {list(TEST_VIEWS)}")
-
-
-def to_tensor(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """``(H, W, 3)`` uint8 RGB -> ``(3, H, W)`` float32 ``(x / 255 - mean) / std``."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
-    mean_t = torch.tensor(mean, dtype=torch.float32)[:, None, None]
-    std_t = torch.tensor(std, dtype=torch.float32)[:, None, None]
-    return (tensor - mean_t) / std_t

@@ -17,10 +17,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from detect.classify.data import TEST_VIEWS, Sample, eval_view, read_image_folder, to_tensor
+from detect.classify.data import TEST_VIEWS, Sample, eval_view, read_image_folder
 from detect.classify.model import ImageClassifier, build_classifier
 from detect.classify.train import read_classifier_checkpoint
 from detect.config import Config, RuntimeConfig, config_from_dict
+from detect.models.inputs import normalised_tensor
 from detect.runtime import autocast, resolve_device
 
 
@@ -43,7 +44,7 @@ class LoadedClassifier:
         run in batches of ``classify.batch_size`` images of one size."""
         c = self.config.classify
         tensors = [
-            to_tensor(eval_view(image, view, c.test_size, c.crop_fraction), *self._stats())
+            normalised_tensor(eval_view(image, view, c.test_size, c.crop_fraction), *self._stats())
             for image in images
         ]
         by_size: dict[tuple[int, ...], list[int]] = defaultdict(list)

@@ -32,13 +32,14 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from detect import __version__
-from detect.classify.data import Sample, read_image_folder, to_tensor, training_view
+from detect.classify.data import Sample, read_image_folder, training_view
 from detect.classify.model import ImageClassifier, build_classifier
 from detect.classify.schedule import batch_sizes
 from detect.config import Config, config_to_dict, save_config
 from detect.config_resume import resume_differences
 from detect.errors import DetectError, Interrupted
 from detect.files import atomic_torch_save, atomic_write_text, load_torch_file
+from detect.models.inputs import normalised_tensor
 from detect.runtime import autocast, grad_scaler, resolve_device
 from detect.training.trainlog import csv_text
 
@@ -80,7 +81,7 @@ class _Regions(Dataset):
         image = self._image(index)
         c = self.cfg.classify
         view = training_view(image, size, c.crop_fraction, c.flip, rng)
-        return to_tensor(view, self.mean, self.std), sample.label
+        return normalised_tensor(view, self.mean, self.std), sample.label
 
 
 def epoch_batches(cfg: Config, num_samples: int, epoch: int) -> list[list[tuple[int, int, int]]]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -17,6 +16,7 @@ from detect.config import ModelConfig, RuntimeConfig, TestConfig, check_values
 from detect.errors import DetectError
 from detect.models.backbones import Backbone
 from detect.models.heads import Head, HeadOutput
+from detect.models.inputs import image_tensor, resize_by
 from detect.models.poolers import (
     METHODS,
     FeatureMap,
@@ -64,10 +64,7 @@ def resize_image(
         raise DetectError(f"image: expected (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}")
     height, width = image.shape[:2]
     scale = pooler.input_scale(height, width, short_side or cfg.scales[0], cfg.max_size)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    if size != (width, height):
-        image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
-    return image, scale
+    return resize_by(image, scale), scale
 
 
 class DetectionModel(nn.Module):
@@ -151,9 +148,7 @@ class DetectionModel(nn.Module):
 
     def normalise(self, image: np.ndarray) -> Tensor:
         """``(H, W, 3)`` uint8 RGB -> ``(3, H, W)`` float normalised by the backbone's mean/std."""
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
-        tensor = tensor.to(self.device)
-        return (tensor - self._mean) / self._std
+        return (image_tensor(image).to(self.device) - self._mean) / self._std
 
     def features(self, image: Tensor) -> Tensor:
         """Conv features ``(C, h, w)`` of one prepared image ``(3, H', W')``."""

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torchvision
@@ -32,6 +31,7 @@ from torch import Tensor, nn
 
 from detect.errors import DetectError
 from detect.models.backbones import Backbone, build_backbone
+from detect.models.inputs import normalised_tensor, resize_by
 from detect.models.scales import resize_scale
 from detect.ops.boxes import box_iou, clip_boxes, decode_deltas, encode_deltas
 
@@ -223,13 +223,10 @@ class RegionProposalNetwork(nn.Module):
         """``(H, W, 3)`` uint8 RGB -> ``((3, H', W') normalised float, scale)``."""
         height, width = image.shape[:2]
         scale = resize_scale(height, width, self.short_side, self.max_size)
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        if size != (width, height):
-            image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
-        mean = torch.tensor(self.backbone.mean).reshape(3, 1, 1)
-        std = torch.tensor(self.backbone.std).reshape(3, 1, 1)
-        return ((tensor - mean) / std).to(self.device), scale
+        resized = resize_by(image, scale)
+        return normalised_tensor(resized, self.backbone.mean, self.backbone.std).to(
+            self.device
+        ), scale
 
     def forward(self, images: Tensor, scale: float) -> tuple[Tensor, Tensor, Tensor]:
         """``images`` ``(N, 3, H', W')`` prepared at ``scale`` -> ``(logits (N, M), deltas (N, M,

@@ -168,18 +168,31 @@ def ensure_rpn(
             log.info("training the RPN for %d iterations", cfg.rpn_iterations)
             torch.manual_seed(config.seed)
             rpn = build_rpn(config, dataset)
-            train_rpn(
-                rpn,
-                dataset,
-                cfg.rpn_iterations,
-                cfg.rpn_lr,
-                config.seed,
-                config.runtime.device,
-                config.data.max_image_pixels,
-            )
+            _train_as_configured(rpn, dataset, config)
             save_rpn(rpn, path)
         barrier()
     return load_rpn(path)
+
+
+def _train_as_configured(
+    rpn: RegionProposalNetwork,
+    dataset: DetectionDataset,
+    config: Config,
+    freeze_backbone: bool = False,
+) -> None:
+    """:func:`train_rpn` with ``proposals.rpn_iterations`` / ``rpn_lr``, the run's seed, device
+    and image-size limit."""
+    cfg = config.proposals
+    train_rpn(
+        rpn,
+        dataset,
+        cfg.rpn_iterations,
+        cfg.rpn_lr,
+        config.seed,
+        config.runtime.device,
+        config.data.max_image_pixels,
+        freeze_backbone=freeze_backbone,
+    )
 
 
 def refit_shared_head(
@@ -195,23 +208,13 @@ def refit_shared_head(
     ``proposals.rpn_iterations`` images at ``proposals.rpn_lr``, the detector's first scale.
     Returns the head with the test-time settings of ``config.proposals`` (``rpn_post_nms``
     proposals kept), on the CPU."""
-    cfg = config.proposals
     fits = rpn is not None and rpn.backbone.name == backbone.name
     shapes = fit_anchor_shapes(config, dataset) if rpn is None else rpn.anchor_shapes
     frozen = copy.deepcopy(backbone)  # train_rpn moves it to runtime.device
     network = RegionProposalNetwork(frozen, shapes, config.model.scales[0], config.model.max_size)
     if fits:
         network.head.load_state_dict(rpn.head.state_dict())
-    train_rpn(
-        network,
-        dataset,
-        cfg.rpn_iterations,
-        cfg.rpn_lr,
-        config.seed,
-        config.runtime.device,
-        config.data.max_image_pixels,
-        freeze_backbone=True,
-    )
-    shared = SharedRPN(backbone, shapes, **shared_settings(cfg))
+    _train_as_configured(network, dataset, config, freeze_backbone=True)
+    shared = SharedRPN(backbone, shapes, **shared_settings(config.proposals))
     shared.head.load_state_dict(network.head.state_dict())
     return shared

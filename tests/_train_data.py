@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -91,3 +93,13 @@ def tiny_config_dict(root: Path, **finetune) -> dict:
 
 def tiny_config(root: Path, **finetune):
     return config_from_dict(tiny_config_dict(root, **finetune), "test config")
+
+
+def ctrl_c_after(iterations: int) -> Callable[[int], None]:
+    """An ``on_iteration`` callback that does what Ctrl-C does once ``iterations`` are done."""
+
+    def callback(completed: int) -> None:
+        if completed == iterations:
+            signal.raise_signal(signal.SIGINT)
+
+    return callback

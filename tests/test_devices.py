@@ -4,13 +4,11 @@ one-line errors for a device or precision this machine lacks, a tiny run end to 
 checkpoint, channels_last against NCHW, float32 CPU weights in checkpoints, and a checkpoint's
 saved runtime section ignored when it is loaded."""
 
-import signal
-
 import pytest
 import torch
 import yaml
 from _tiny_model import red_box_scene, save_tiny_checkpoint
-from _train_data import make_tiny_voc, tiny_config, tiny_config_dict
+from _train_data import ctrl_c_after, make_tiny_voc, tiny_config, tiny_config_dict
 from torchvision.ops import box_iou
 
 from detect.checkpoints import read_checkpoint
@@ -205,12 +203,8 @@ def test_gradient_scaler_steps_save_and_resume(data, tmp_path, monkeypatch):
     for key in plain:
         assert torch.equal(plain[key], scaled[key]), key
 
-    def interrupt_at_4(completed):
-        if completed == 4:
-            signal.raise_signal(signal.SIGINT)
-
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, out_dir=tmp_path / "cut", on_iteration=interrupt_at_4)
+        train(cfg, out_dir=tmp_path / "cut", on_iteration=ctrl_c_after(4))
     payload = read_checkpoint(tmp_path / "cut" / "checkpoint.pt")
     assert payload["iteration"] == 4 and payload["grad_scaler"]["scale"] == 2.0**12
     resumed = read_checkpoint(train(cfg, out_dir=tmp_path / "cut", resume=True).checkpoint)

@@ -8,13 +8,11 @@ On the GPU float32 convolutions may use TF32 and ``roi_pool``'s backward adds wi
 GPU results are compared with the CPU's within tolerances, never bit for bit.
 """
 
-import signal
-
 import pytest
 import torch
 import yaml
 from _tiny_model import red_box_scene
-from _train_data import make_tiny_voc, tiny_config_dict
+from _train_data import ctrl_c_after, make_tiny_voc, tiny_config_dict
 from torchvision.ops import box_iou
 
 from detect.checkpoints import read_checkpoint
@@ -149,12 +147,8 @@ def test_fp16_training_scales_gradients_and_resumes(data, tmp_path):
     cfg = config_from_dict(values, "test config")
     full = train(cfg, out_dir=tmp_path / "full")
 
-    def interrupt_at_4(completed):
-        if completed == 4:
-            signal.raise_signal(signal.SIGINT)
-
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, out_dir=tmp_path / "cut", on_iteration=interrupt_at_4)
+        train(cfg, out_dir=tmp_path / "cut", on_iteration=ctrl_c_after(4))
     payload = read_checkpoint(tmp_path / "cut" / "checkpoint.pt")
     assert payload["iteration"] == 4
     assert payload["grad_scaler"]["scale"] > 0  # the scaler's state travels with the run

@@ -4,13 +4,12 @@ process does; a resumed fc run reads the interrupted run's maps and ends with th
 from __future__ import annotations
 
 import logging
-import signal
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
-from _train_data import make_tiny_voc, tiny_config
+from _train_data import ctrl_c_after, make_tiny_voc, tiny_config
 
 import detect.training.feature_cache as feature_cache
 from detect.checkpoints import read_checkpoint
@@ -55,12 +54,8 @@ def test_fc_resume_reads_the_cached_maps_and_ends_as_uninterrupted(data, tmp_pat
     cfg = with_workers(tiny_config(data, mode="fc", allow_random_backbone=True), 0)
     full = train(cfg, out_dir=tmp_path / "full")
 
-    def interrupt_at_4(completed):
-        if completed == 4:
-            signal.raise_signal(signal.SIGINT)
-
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, out_dir=tmp_path / "cut", on_iteration=interrupt_at_4)
+        train(cfg, out_dir=tmp_path / "cut", on_iteration=ctrl_c_after(4))
     kept = {path.name for path in (tmp_path / "cut" / "features").glob("*.npy")}
     assert kept
     written = []

@@ -81,6 +81,9 @@ class ProposalConfig:
     rpn_iterations: int = 2000  # training images (one per iteration)
     rpn_lr: float = 0.001  # Faster R-CNN's; divided by 10 after 3/4 of the iterations
     rpn_num_anchors: int = 9  # anchor shapes: k-means of the training boxes' (log w, log h)
+    # Anchor centres per conv cell side: 1 = one at each cell centre (Faster R-CNN), k = a k x k
+    # grid per cell (anchors every stride / k pixels) for objects a few strides wide.
+    rpn_centres_per_cell: int = 1
     rpn_pre_nms: int = 6000  # best-scoring anchors decoded before NMS (0 = all)
     rpn_nms_iou: float = 0.7
     # After the detector is fine-tuned, an RPN head re-fitted on its final, frozen conv layers

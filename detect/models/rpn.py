@@ -3,7 +3,10 @@
 At every feature cell centre (the backbone's declared geometry: cell ``(i, j)`` is centred at
 ``(offset + S * j, offset + S * i)`` prepared-image pixels, docs/method.md §3) sit ``A`` anchors,
 the ``(w, h)`` shapes fitted to the training boxes by k-means
-(:func:`detect.proposals.dense.fit_window_shapes`). :class:`RPNHead` predicts per anchor an
+(:func:`detect.proposals.dense.fit_window_shapes`); with ``centres_per_cell`` ``k > 1`` each cell
+holds a ``k x k`` grid of centres instead, ``S / k`` apart and symmetric about the cell centre
+(:func:`cell_centre_offsets`), each with the ``A`` shapes: anchors every ``S / k`` pixels, so small
+objects (a few strides wide) have an anchor off by at most ``S / (2k)`` rather than ``S / 2``. :class:`RPNHead` predicts per anchor an
 objectness logit and box deltas (:func:`detect.ops.boxes.encode_deltas`); at test time the best
 ``pre_nms`` anchors are decoded, clipped, stripped of tiny boxes and thinned by NMS
 (:func:`map_outputs`, then :func:`decode_proposals`: the one path from a conv map to proposals).
@@ -43,14 +46,32 @@ POSITIVE_FRACTION = 0.5
 SMOOTH_L1_BETA = 1.0 / 9.0  # Faster R-CNN's sigma 3
 
 
-def grid_anchors(shapes: Tensor, map_size: tuple[int, int], stride: float, offset: float) -> Tensor:
-    """``(h * w * A, 4)`` xyxy anchors: every ``(w, h)`` of ``shapes`` ``(A, 2)`` centred at every
-    cell of an ``map_size = (h, w)`` map, cell ``(i, j)`` at ``(offset + stride * j, offset +
-    stride * i)``; ordered by row, column, then shape (the order of :class:`RPNHead`'s outputs)."""
+def cell_centre_offsets(stride: float, centres_per_cell: int) -> Tensor:
+    """``(k,)`` offsets from a cell's centre of the ``k = centres_per_cell`` anchor centres along
+    one axis: ``stride * ((t + 0.5) / k - 0.5)``, ``t = 0 .. k-1`` (``[0]`` for ``k = 1``;
+    ``[-S/4, S/4]`` for ``k = 2``)."""
+    steps = torch.arange(centres_per_cell, dtype=torch.float32)
+    return stride * ((steps + 0.5) / centres_per_cell - 0.5)
+
+
+def grid_anchors(
+    shapes: Tensor,
+    map_size: tuple[int, int],
+    stride: float,
+    offset: float,
+    centres_per_cell: int = 1,
+) -> Tensor:
+    """``(h * w * k * k * A, 4)`` xyxy anchors: every ``(w, h)`` of ``shapes`` ``(A, 2)`` centred
+    at every centre of an ``map_size = (h, w)`` map, cell ``(i, j)`` centred at ``(offset + stride
+    * j, offset + stride * i)`` and holding ``k x k`` centres (``k = centres_per_cell``, offsets
+    :func:`cell_centre_offsets` in y and x); ordered by row, column, centre's row, centre's
+    column, then shape (the order of :class:`RPNHead`'s outputs)."""
     rows, cols = map_size
-    ys = offset + stride * torch.arange(rows, dtype=torch.float32)
-    xs = offset + stride * torch.arange(cols, dtype=torch.float32)
-    cy, cx = torch.meshgrid(ys, xs, indexing="ij")
+    sub = cell_centre_offsets(stride, centres_per_cell)
+    ys = (offset + stride * torch.arange(rows, dtype=torch.float32))[:, None] + sub
+    xs = (offset + stride * torch.arange(cols, dtype=torch.float32))[:, None] + sub
+    cy = ys[:, None, :, None].expand(rows, cols, centres_per_cell, centres_per_cell)
+    cx = xs[None, :, None, :].expand(rows, cols, centres_per_cell, centres_per_cell)
     centres = torch.stack([cx, cy], dim=-1).reshape(-1, 1, 2)
     half = shapes.to(torch.float32).reshape(1, -1, 2) / 2
     return torch.cat([centres - half, centres + half], dim=-1).reshape(-1, 4)
@@ -62,15 +83,16 @@ def map_outputs(
     """``head`` on a conv map ``features`` ``(N, C, h, w)`` that ``backbone`` (its geometry:
     stride and cell offset) computed on images resized by ``scale``: ``(logits (N, M), deltas
     (N, M, 4), anchors (M, 4))``, the anchors (``anchor_shapes`` ``(A, 2)`` original-image
-    ``(w, h)`` times ``scale``, on every cell) in prepared-image pixels. The one place a conv map
-    becomes anchor outputs: training, the RPN on its own backbone and on the detector's
-    (:class:`SharedRPN`) all go through it."""
+    ``(w, h)`` times ``scale``, at ``head.centres_per_cell`` squared centres of every cell) in
+    prepared-image pixels. The one place a conv map becomes anchor outputs: training, the RPN on
+    its own backbone and on the detector's (:class:`SharedRPN`) all go through it."""
     logits, deltas = head(features)
     anchors = grid_anchors(
         anchor_shapes.cpu() * scale,
         tuple(features.shape[-2:]),
         backbone.stride,
         backbone.offsets[0],
+        head.centres_per_cell,
     ).to(features.device)
     return logits, deltas, anchors
 
@@ -107,16 +129,19 @@ def decode_proposals(
 
 
 class RPNHead(nn.Module):
-    """3x3 conv + ReLU, then a 1x1 conv to ``A`` objectness logits and one to ``4A`` deltas.
+    """3x3 conv + ReLU, then a 1x1 conv to ``K = k * k * A`` objectness logits per cell and one to
+    ``4K`` deltas (``A = num_anchors`` shapes at ``k = centres_per_cell`` squared centres).
 
-    ``forward(features (N, C, h, w)) -> (logits (N, h * w * A), deltas (N, h * w * A, 4))``,
+    ``forward(features (N, C, h, w)) -> (logits (N, h * w * K), deltas (N, h * w * K, 4))``,
     in :func:`grid_anchors`' order."""
 
-    def __init__(self, channels: int, num_anchors: int) -> None:
+    def __init__(self, channels: int, num_anchors: int, centres_per_cell: int = 1) -> None:
         super().__init__()
+        self.centres_per_cell = int(centres_per_cell)
+        per_cell = num_anchors * self.centres_per_cell**2
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-        self.objectness = nn.Conv2d(channels, num_anchors, 1)
-        self.deltas = nn.Conv2d(channels, 4 * num_anchors, 1)
+        self.objectness = nn.Conv2d(channels, per_cell, 1)
+        self.deltas = nn.Conv2d(channels, 4 * per_cell, 1)
         for layer in (self.conv, self.objectness, self.deltas):
             nn.init.normal_(layer.weight, std=0.01)
             nn.init.zeros_(layer.bias)
@@ -203,15 +228,20 @@ def rpn_loss(
 
 class RegionProposalNetwork(nn.Module):
     """A backbone and an :class:`RPNHead` with ``anchor_shapes`` ``(A, 2)`` ``(w, h)`` in
-    original-image pixels; images resized as the detector resizes them (shorter side
-    ``short_side``, longer side at most ``max_size``)."""
+    original-image pixels at ``centres_per_cell`` squared centres per cell; images resized as the
+    detector resizes them (shorter side ``short_side``, longer side at most ``max_size``)."""
 
     def __init__(
-        self, backbone: Backbone, anchor_shapes: Tensor, short_side: int, max_size: int
+        self,
+        backbone: Backbone,
+        anchor_shapes: Tensor,
+        short_side: int,
+        max_size: int,
+        centres_per_cell: int = 1,
     ) -> None:
         super().__init__()
         self.backbone = backbone
-        self.head = RPNHead(backbone.out_channels, int(anchor_shapes.shape[0]))
+        self.head = RPNHead(backbone.out_channels, int(anchor_shapes.shape[0]), centres_per_cell)
         self.register_buffer("anchor_shapes", torch.as_tensor(anchor_shapes, dtype=torch.float32))
         self.short_side, self.max_size = int(short_side), int(max_size)
 
@@ -267,12 +297,13 @@ class RegionProposalNetwork(nn.Module):
         return boxes.cpu().numpy()
 
     def payload(self) -> dict:
-        """What :func:`load_rpn` reads back: format, backbone name, anchors, sizes and weights
-        (on the CPU, float32)."""
+        """What :func:`load_rpn` reads back: format, backbone name, anchors (shapes and centres per
+        cell), sizes and weights (on the CPU, float32)."""
         return {
             "format": RPN_FORMAT,
             "backbone": self.backbone.name,
             "anchor_shapes": self.anchor_shapes.cpu().tolist(),
+            "centres_per_cell": self.head.centres_per_cell,
             "short_side": self.short_side,
             "max_size": self.max_size,
             "state": {key: value.detach().cpu() for key, value in self.state_dict().items()},
@@ -301,9 +332,10 @@ class SharedRPN(nn.Module):
         nms_iou: float = 0.7,
         min_size: float = 16.0,
         max_proposals: int = 300,
+        centres_per_cell: int = 1,
     ) -> None:
         super().__init__()
-        self.head = RPNHead(geometry.out_channels, int(anchor_shapes.shape[0]))
+        self.head = RPNHead(geometry.out_channels, int(anchor_shapes.shape[0]), centres_per_cell)
         self.register_buffer("anchor_shapes", torch.as_tensor(anchor_shapes, dtype=torch.float32))
         self.__dict__["geometry"] = geometry  # not registered: the detector's module
         self.pre_nms, self.nms_iou = int(pre_nms), float(nms_iou)
@@ -326,25 +358,27 @@ class SharedRPN(nn.Module):
         )
 
     def payload(self) -> dict:
-        """What a checkpoint keeps under ``rpn_shared``: format, anchors and the head's weights
-        (on the CPU, float32); :meth:`from_payload` reads it back."""
+        """What a checkpoint keeps under ``rpn_shared``: format, anchors (shapes and centres per
+        cell) and the head's weights (on the CPU, float32); :meth:`from_payload` reads it back."""
         return {
             "format": SHARED_FORMAT,
             "anchor_shapes": self.anchor_shapes.cpu().tolist(),
+            "centres_per_cell": self.head.centres_per_cell,
             "state": {key: value.detach().cpu() for key, value in self.head.state_dict().items()},
         }
 
     @classmethod
     def from_payload(cls, payload: dict, geometry: Backbone, where: str, **settings) -> SharedRPN:
         """The head saved by :meth:`payload` on ``geometry`` (the detector's backbone), with the
-        test-time ``settings`` of ``__init__``; a foreign payload is a :class:`DetectError`
-        naming ``where``."""
+        test-time ``settings`` of ``__init__`` (a payload without ``centres_per_cell``, written
+        before it existed, has 1); a foreign payload is a :class:`DetectError` naming ``where``."""
         from detect.checkpoints import load_weights
 
         if not isinstance(payload, dict) or payload.get("format") != SHARED_FORMAT:
             raise DetectError(f"{where}: {SHARED_KEY!r} is not a {SHARED_FORMAT} entry")
         shapes = torch.tensor(payload["anchor_shapes"], dtype=torch.float32)
-        shared = cls(geometry, shapes, **settings)
+        centres = _centres_per_cell(payload, where)
+        shared = cls(geometry, shapes, **settings, centres_per_cell=centres)
         load_weights(shared.head, payload["state"], where)
         return shared
 
@@ -368,6 +402,7 @@ def load_rpn(path: str | Path) -> RegionProposalNetwork:
         torch.tensor(payload["anchor_shapes"], dtype=torch.float32),
         payload["short_side"],
         payload["max_size"],
+        _centres_per_cell(payload, f"RPN weights {path}"),
     )
     load_weights(rpn, payload["state"], path)
     return rpn.eval()
@@ -395,6 +430,16 @@ def _checkpoint_rpn(payload: dict, path: str | Path) -> RegionProposalNetwork:
         shared.anchor_shapes,
         model["scales"][0],
         model.get("max_size", ModelConfig.max_size),
+        shared.head.centres_per_cell,
     )
     rpn.head.load_state_dict(shared.head.state_dict())
     return rpn.eval()
+
+
+def _centres_per_cell(payload: dict, where: str) -> int:
+    """A payload's anchor centres per cell side: 1 when absent (payloads written before the key
+    existed, one centre per cell); anything but a positive int is a :class:`DetectError`."""
+    centres = payload.get("centres_per_cell", 1)
+    if isinstance(centres, bool) or not isinstance(centres, int) or centres < 1:
+        raise DetectError(f"{where}: centres_per_cell is {centres!r}, not a positive integer")
+    return centres

@@ -50,10 +50,20 @@ def training_boxes(dataset: DetectionDataset) -> list[torch.Tensor]:
 
 def fit_anchor_shapes(config: Config, dataset: DetectionDataset) -> torch.Tensor:
     """``(A, 2)`` float32 anchor ``(w, h)`` shapes in original pixels: the k-means centres of
-    ``dataset``'s box shapes, ``proposals.rpn_num_anchors`` of them."""
+    ``dataset``'s box shapes, ``proposals.rpn_num_anchors`` of them (``rpn_centres_per_cell``
+    checked here too: every new RPN's anchors come through here)."""
     cfg = config.proposals
     check_values(
-        "proposals.", [(cfg.rpn_num_anchors >= 1, "rpn_num_anchors", cfg.rpn_num_anchors, ">= 1")]
+        "proposals.",
+        [
+            (cfg.rpn_num_anchors >= 1, "rpn_num_anchors", cfg.rpn_num_anchors, ">= 1"),
+            (
+                cfg.rpn_centres_per_cell >= 1,
+                "rpn_centres_per_cell",
+                cfg.rpn_centres_per_cell,
+                ">= 1",
+            ),
+        ],
     )
     boxes = torch.cat([torch.zeros((0, 4)), *training_boxes(dataset)]).numpy()
     shapes = fit_window_shapes(boxes[:, 2:] - boxes[:, :2], cfg.rpn_num_anchors, config.seed)
@@ -62,13 +72,19 @@ def fit_anchor_shapes(config: Config, dataset: DetectionDataset) -> torch.Tensor
 
 def build_rpn(config: Config, dataset: DetectionDataset) -> RegionProposalNetwork:
     """A fresh RPN on ``config.model.backbone`` (weights per ``model.weights``) with the anchor
-    shapes of :func:`fit_anchor_shapes`, resizing images as the detector does
-    (``model.scales[0]``, ``model.max_size``)."""
+    shapes of :func:`fit_anchor_shapes` at ``proposals.rpn_centres_per_cell`` squared centres per
+    cell, resizing images as the detector does (``model.scales[0]``, ``model.max_size``)."""
     from detect.models.weights import load_backbone
 
     shapes = fit_anchor_shapes(config, dataset)
     backbone = load_backbone(config.model.backbone, config.model.weights)
-    return RegionProposalNetwork(backbone, shapes, config.model.scales[0], config.model.max_size)
+    return RegionProposalNetwork(
+        backbone,
+        shapes,
+        config.model.scales[0],
+        config.model.max_size,
+        config.proposals.rpn_centres_per_cell,
+    )
 
 
 def train_rpn(
@@ -203,18 +219,27 @@ def refit_shared_head(
 ) -> SharedRPN:
     """Faster R-CNN's 4-step training, step 3: an RPN head fitted on the detector's final conv
     layers ``backbone``, kept frozen (a copy is trained through; ``backbone`` itself is not
-    touched), with ``rpn``'s anchors (the step-1 RPN; without one, :func:`fit_anchor_shapes`),
-    starting from its head when it fits (the same backbone), else from a fresh one;
+    touched), with ``rpn``'s anchors and centres per cell (the step-1 RPN; without one,
+    :func:`fit_anchor_shapes` and ``proposals.rpn_centres_per_cell``), starting from its head when
+    it fits (the same backbone), else from a fresh one;
     ``proposals.rpn_iterations`` images at ``proposals.rpn_lr``, the detector's first scale.
     Returns the head with the test-time settings of ``config.proposals`` (``rpn_post_nms``
     proposals kept), on the CPU."""
     fits = rpn is not None and rpn.backbone.name == backbone.name
-    shapes = fit_anchor_shapes(config, dataset) if rpn is None else rpn.anchor_shapes
+    if rpn is None:
+        shapes = fit_anchor_shapes(config, dataset)
+        centres = config.proposals.rpn_centres_per_cell
+    else:
+        shapes, centres = rpn.anchor_shapes, rpn.head.centres_per_cell
     frozen = copy.deepcopy(backbone)  # train_rpn moves it to runtime.device
-    network = RegionProposalNetwork(frozen, shapes, config.model.scales[0], config.model.max_size)
+    network = RegionProposalNetwork(
+        frozen, shapes, config.model.scales[0], config.model.max_size, centres
+    )
     if fits:
         network.head.load_state_dict(rpn.head.state_dict())
     _train_as_configured(network, dataset, config, freeze_backbone=True)
-    shared = SharedRPN(backbone, shapes, **shared_settings(config.proposals))
+    shared = SharedRPN(
+        backbone, shapes, **shared_settings(config.proposals), centres_per_cell=centres
+    )
     shared.head.load_state_dict(network.head.state_dict())
     return shared

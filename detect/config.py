@@ -84,6 +84,9 @@ class ProposalConfig:
     # Anchor centres per conv cell side: 1 = one at each cell centre (Faster R-CNN), k = a k x k
     # grid per cell (anchors every stride / k pixels) for objects a few strides wide.
     rpn_centres_per_cell: int = 1
+    # Anchors sampled per training image, at most half positive (Faster R-CNN's 256); with many
+    # objects per image more keep the positives of small objects in the batch.
+    rpn_batch_size: int = 256
     rpn_pre_nms: int = 6000  # best-scoring anchors decoded before NMS (0 = all)
     rpn_nms_iou: float = 0.7
     # After the detector is fine-tuned, an RPN head re-fitted on its final, frozen conv layers
@@ -243,10 +246,15 @@ class DemoConfig:
     classify_class_colour: float = 0.0  # fraction of objects in their class's colour (else any)
     classify_overrides: tuple[str, ...] = ()  # section.key=value changes for the modes only
     # SPP pretraining for detection: model.backbone first trained as an SPP classifier on crops
-    # of the training objects (their boxes scaled by pretrain_context) with pretrain_overrides,
-    # then a second detector fine-tuned from it with pretrained_overrides; false = skip.
+    # of objects (their boxes scaled by pretrain_context) with pretrain_overrides, then a second
+    # detector fine-tuned from it with pretrained_overrides; false = skip. The objects are those
+    # of a separate generated set of pretrain_images images (pretrain_root, seed + 1000: other
+    # images than the detector's, as the paper's ImageNet is not VOC); 0 = the detector's own
+    # training objects.
     pretrain: bool = True
     pretrain_context: float = 1.5
+    pretrain_images: int = 0
+    pretrain_root: str = "data/demo_pretrain"
     pretrain_overrides: tuple[str, ...] = ()
     pretrained_overrides: tuple[str, ...] = ()
 

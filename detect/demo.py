@@ -66,19 +66,16 @@ class _Stages:
 
 
 def _ensure_data(root: Path, cfg: Config) -> None:
-    from detect.data.synthetic import generate_synthetic_dataset, is_complete
+    from detect.data.synthetic import ensure_synthetic_dataset
 
-    params = dict(
+    ensure_synthetic_dataset(
+        root,
         num_train=cfg.demo.num_train,
         num_val=cfg.demo.num_val,
         num_test=cfg.demo.num_test,
         image_size=tuple(cfg.demo.image_size),
         seed=cfg.seed,
     )
-    if is_complete(root, **params):
-        log.info("demo: reusing the synthetic data set in %s", root)
-        return
-    generate_synthetic_dataset(root, **params)
 
 
 def _proposals(cfg: Config, splits: tuple[str, ...]) -> dict[str, tuple]:

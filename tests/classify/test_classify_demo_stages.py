@@ -1,19 +1,24 @@
 """The demo's classification stages, reduced: the modes table, and SPP pretraining whose
 backbone a detector's ``model.weights`` loads."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from detect.classify.demo import (
+    PRETRAIN_SEED_OFFSET,
     classify_modes,
     format_modes_table,
     pretrain_backbone,
     pretrained_config,
+    pretraining_dataset,
 )
 from detect.classify.train import read_classifier_checkpoint
 from detect.config import load_config
 from detect.data import load_dataset
-from detect.data.synthetic import SYNTHETIC_CLASSES, generate_synthetic_dataset
+from detect.data.synthetic import SYNTHETIC_CLASSES, generate_synthetic_dataset, read_info
+from detect.errors import DetectError
 from detect.models.weights import load_backbone
 
 
@@ -77,3 +82,28 @@ def test_pretrained_backbone_is_what_the_detector_loads(tmp_path):
     assert state.keys() == {k[len("backbone.") :] for k in payload["model"] if "backbone." in k}
     for key, value in state.items():
         assert torch.equal(value, payload["model"][f"backbone.{key}"]), key
+
+
+def test_pretraining_set_is_separate_from_the_detectors_images(tmp_path):
+    """demo.pretrain_images > 0: a generated set of its own (other seed, no image of the
+    detector's), reused when complete; 0: the detector's training set; < 0: one line."""
+    root = tmp_path / "det"
+    generate_synthetic_dataset(
+        root, progress=False, num_train=3, num_val=0, num_test=1, image_size=(96, 128)
+    )
+    dataset = load_dataset(root, "train", SYNTHETIC_CLASSES)
+    assert pretraining_dataset(_cfg(tmp_path), dataset) is dataset  # the shipped default: 0
+    extra = [f"demo.pretrain_root={tmp_path / 'pre'}", "demo.image_size=[96,128]"]
+    cfg = _cfg(tmp_path, "demo.pretrain_images=4", *extra)
+    pre = pretraining_dataset(cfg, dataset)
+    assert len(pre) == 4 and pre.class_names == dataset.class_names
+    assert all(Path(a.path).parent == tmp_path / "pre" / "JPEGImages" for a in pre.annotations)
+    detector_images = {Path(a.path).read_bytes() for a in dataset.annotations}
+    assert not detector_images & {Path(a.path).read_bytes() for a in pre.annotations}
+    info = read_info(tmp_path / "pre")
+    assert info["params"]["seed"] == cfg.seed + PRETRAIN_SEED_OFFSET
+    assert info["params"]["image_size"] == [96, 128]
+    mtime = Path(pre.annotations[0].path).stat().st_mtime_ns
+    assert Path(pretraining_dataset(cfg, dataset).annotations[0].path).stat().st_mtime_ns == mtime
+    with pytest.raises(DetectError, match=r"demo\.pretrain_images.*-1"):
+        pretraining_dataset(_cfg(tmp_path, "demo.pretrain_images=-1", *extra), dataset)

@@ -84,9 +84,6 @@ class ProposalConfig:
     # Anchor centres per conv cell side: 1 = one at each cell centre (Faster R-CNN), k = a k x k
     # grid per cell (anchors every stride / k pixels) for objects a few strides wide.
     rpn_centres_per_cell: int = 1
-    # Anchors sampled per training image, at most half positive (Faster R-CNN's 256); with many
-    # objects per image more keep the positives of small objects in the batch.
-    rpn_batch_size: int = 256
     rpn_pre_nms: int = 6000  # best-scoring anchors decoded before NMS (0 = all)
     rpn_nms_iou: float = 0.7
     # After the detector is fine-tuned, an RPN head re-fitted on its final, frozen conv layers

@@ -198,6 +198,9 @@ def run_demo(
     """Run the demo; see the module docstring. ``config_path`` defaults to the shipped demo config."""
     out = Path(out_dir)
     cfg = load_config(config_path or DEMO_CONFIG, overrides)
+    from detect.classify.demo import check_pretrain_images, run_classify_stages
+
+    check_pretrain_images(cfg)
     root = Path(cfg.data.root)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
@@ -217,8 +220,6 @@ def run_demo(
             "rcnn",
             max_images=cfg.demo.rcnn_eval_images,
         )
-
-    from detect.classify.demo import run_classify_stages
 
     classify = run_classify_stages(
         stages, cfg, out, splits[cfg.data.train_split][0], _train_and_evaluate

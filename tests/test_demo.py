@@ -70,6 +70,12 @@ def test_demo_bad_config_value_is_a_clean_error(tmp_path, capsys):
     status = main(["demo", "--out", str(tmp_path), "--set", "demo.num_tset=3"])
     assert status == 2
     assert "unknown key 'num_tset'" in capsys.readouterr().err
+    # A bad pretraining count stops the demo before its first stage: nothing is written.
+    out = tmp_path / "run"
+    status = main(["demo", "--out", str(out), "--set", "demo.pretrain_images=-3"])
+    assert status == 2
+    assert "demo.pretrain_images must be >= 0" in capsys.readouterr().err
+    assert not out.exists()
 
 
 @pytest.mark.slow

@@ -145,17 +145,25 @@ def format_modes_table(results: list[ModeResult], cfg: Config) -> str:
 PRETRAIN_SEED_OFFSET = 1000  # the pretraining set's seed is the demo's plus this: other images
 
 
+def check_pretrain_images(cfg: Config) -> int:
+    """``demo.pretrain_images``, or a :class:`DetectError` naming it when negative (the demo
+    checks it before its first stage)."""
+    from detect.config import check_values
+
+    count = cfg.demo.pretrain_images
+    check_values("demo.", [(count >= 0, "pretrain_images", count, ">= 0 (0 = the training set)")])
+    return count
+
+
 def pretraining_dataset(cfg: Config, train_dataset):
     """The detection set whose objects pretrain the backbone: with ``demo.pretrain_images`` > 0,
     a separate generated set of that many training images in ``demo.pretrain_root`` (reused
     when complete), the demo's image size, seed ``seed + PRETRAIN_SEED_OFFSET``, so none of its
     images is the detector's (the paper pretrains on ImageNet, not VOC); else ``train_dataset``."""
-    from detect.config import check_values
     from detect.data import load_dataset
     from detect.data.synthetic import ensure_synthetic_dataset
 
-    count = cfg.demo.pretrain_images
-    check_values("demo.", [(count >= 0, "pretrain_images", count, ">= 0 (0 = the training set)")])
+    count = check_pretrain_images(cfg)
     if count == 0:
         return train_dataset
     root = Path(cfg.demo.pretrain_root)

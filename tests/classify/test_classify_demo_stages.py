@@ -37,6 +37,7 @@ def _cfg(tmp_path, *extra):
             "demo.classify_train=8",
             "demo.classify_test=4",
             "demo.classify_side_range=[48,64]",
+            f"demo.pretrain_root={tmp_path / 'pre'}",  # never the shipped data/demo_pretrain
             *extra,
         ],
     )
@@ -69,6 +70,7 @@ def test_pretrained_backbone_is_what_the_detector_loads(tmp_path):
         "demo.pretrain_overrides=[classify.mode=variable, classify.bins=adaptive, "
         "'classify.variable_range=[32, 48]', classify.crop_fraction=1.0]",
         "demo.pretrained_overrides=[finetune.iterations=7]",
+        "demo.pretrain_images=0",  # the detector's own objects: this 3-image set
     )
     checkpoint = pretrain_backbone(cfg, dataset, tmp_path / "pretrain")
     payload = read_classifier_checkpoint(checkpoint)
@@ -92,8 +94,9 @@ def test_pretraining_set_is_separate_from_the_detectors_images(tmp_path):
         root, progress=False, num_train=3, num_val=0, num_test=1, image_size=(96, 128)
     )
     dataset = load_dataset(root, "train", SYNTHETIC_CLASSES)
-    assert pretraining_dataset(_cfg(tmp_path), dataset) is dataset  # the shipped default: 0
-    extra = [f"demo.pretrain_root={tmp_path / 'pre'}", "demo.image_size=[96,128]"]
+    assert pretraining_dataset(_cfg(tmp_path, "demo.pretrain_images=0"), dataset) is dataset
+    assert not (tmp_path / "pre").exists()
+    extra = ["demo.image_size=[96,128]"]
     cfg = _cfg(tmp_path, "demo.pretrain_images=4", *extra)
     pre = pretraining_dataset(cfg, dataset)
     assert len(pre) == 4 and pre.class_names == dataset.class_names

@@ -6,10 +6,11 @@ the ``(w, h)`` shapes fitted to the training boxes by k-means
 (:func:`detect.proposals.dense.fit_window_shapes`); with ``centres_per_cell`` ``k > 1`` each cell
 holds a ``k x k`` grid of centres instead, ``S / k`` apart and symmetric about the cell centre
 (:func:`cell_centre_offsets`), each with the ``A`` shapes: anchors every ``S / k`` pixels, so small
-objects (a few strides wide) have an anchor off by at most ``S / (2k)`` rather than ``S / 2``. :class:`RPNHead` predicts per anchor an
-objectness logit and box deltas (:func:`detect.ops.boxes.encode_deltas`); at test time the best
-``pre_nms`` anchors are decoded, clipped, stripped of tiny boxes and thinned by NMS
-(:func:`map_outputs`, then :func:`decode_proposals`: the one path from a conv map to proposals).
+objects (a few strides wide) have an anchor off by at most ``S / (2k)`` rather than ``S / 2``.
+:class:`RPNHead` predicts per anchor an objectness logit and box deltas
+(:func:`detect.ops.boxes.encode_deltas`); at test time the best ``pre_nms`` anchors are decoded,
+clipped, stripped of tiny boxes and thinned by NMS (:func:`map_outputs`, then
+:func:`decode_proposals`: the one path from a conv map to proposals).
 :class:`RegionProposalNetwork` runs its own backbone; :class:`SharedRPN` is a head fitted on a
 detector's conv layers that proposes from the map the detector computes anyway (Faster R-CNN's
 shared conv, docs/method.md §5).

@@ -8,6 +8,7 @@ checkpoint.
 
 from __future__ import annotations
 
+import functools
 import random
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,50 @@ import torch
 from detect import __version__
 from detect.checkpoints import CHECKPOINT_FORMAT
 from detect.config import Config, config_to_dict
+from detect.config_paths import PATH_SETTINGS
 from detect.errors import DetectError
-from detect.files import atomic_torch_save
+from detect.files import atomic_torch_save, file_sha256
+
+# The settings naming a file a run starts from: its bytes are part of what the run trained.
+INITIAL_WEIGHTS_SETTINGS = (("model", "weights"), ("finetune", "init_checkpoint"))
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256(path: str, mtime_ns: int, size: int) -> str:
+    return file_sha256(path, "initial weights")
+
+
+def initial_weights_digests(config: Config) -> dict[str, str]:
+    """``{"model.weights": sha256, "finetune.init_checkpoint": sha256}`` of the files ``config``
+    starts training from (settings that name no file, and files that are gone, are left out).
+    A checkpoint keeps them so that ``--resume`` can tell when the same path now holds other
+    weights (the demo's pretrained backbone and R-CNN's SPP-net checkpoint are rewritten in
+    place when their own runs change)."""
+    digests = {}
+    for section, key in INITIAL_WEIGHTS_SETTINGS:
+        value = getattr(getattr(config, section), key)
+        if not value or value in PATH_SETTINGS[(section, key)]:
+            continue
+        path = Path(value).resolve()
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        digests[f"{section}.{key}"] = _sha256(str(path), stat.st_mtime_ns, stat.st_size)
+    return digests
+
+
+def initial_weights_differences(saved: dict[str, str] | None, config: Config) -> list[str]:
+    """``"model.weights: ..."`` for each starting file recorded in a checkpoint (``saved``, from
+    :func:`initial_weights_digests`; None for checkpoints older than the record) whose file now
+    holds other bytes. A file that is gone cannot be compared and is not reported."""
+    current = initial_weights_digests(config)
+    return [
+        f"{name}: {getattr(getattr(config, name.split('.')[0]), name.split('.')[1])} holds other "
+        f"weights than the run started from (sha256 {digest[:12]} -> {current[name][:12]})"
+        for name, digest in sorted((saved or {}).items())
+        if name in current and current[name] != digest
+    ]
 
 
 def save_checkpoint(
@@ -38,6 +81,7 @@ def save_checkpoint(
         "method": model.method,
         "class_names": list(class_names),
         "config": config_to_dict(config),
+        "initial_weights": initial_weights_digests(config),
         "model": model.state_dict(),
         **(extras or {}),
     }

@@ -33,7 +33,11 @@ from detect.models.poolers import METHODS
 from detect.runtime import resolve_runtime
 from detect.structures import DetectionDataset
 from detect.training import ddp
-from detect.training.checkpoint import check_resume_keys, save_checkpoint
+from detect.training.checkpoint import (
+    check_resume_keys,
+    initial_weights_differences,
+    save_checkpoint,
+)
 from detect.training.finetune import FINETUNE_MODES, finetune
 from detect.training.sampling import SCALE_DRAWS
 
@@ -207,6 +211,7 @@ def _resume_payload(path: Path, config: Config, method: str) -> dict:
             f"checkpoint {path}: method is {payload['method']!r}, but this run asks for {method!r}"
         )
     differences = resume_differences(payload["config"], config, SECTIONS_NOT_TRAINED)
+    differences += initial_weights_differences(payload.get("initial_weights"), config)
     if differences:
         raise DetectError(
             f"checkpoint {path}: --resume needs the same config as the interrupted run; "

@@ -8,6 +8,9 @@ a dict::
     method        "spp" | "rcnn"
     class_names   [K names], no background
     config        merged config (detect.config.config_to_dict)
+    initial_weights  {"model.weights" / "finetune.init_checkpoint": sha256} of the files the
+                  run started from (detect.training.checkpoint.initial_weights_digests):
+                  --resume refuses when such a path now holds other bytes
     model         DetectionModel state dict
     stage         "finetune" (in progress or finished) | "done"
     iteration     fine-tuning iterations completed

@@ -6,8 +6,10 @@ cost)."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -36,7 +38,23 @@ def torchrun(commands: list[list[str]], nproc: int = 2) -> subprocess.CompletedP
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     command += ["--nproc_per_node", str(nproc), str(SCRIPT), json.dumps(commands)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+
+
+# A rank aborting in native code, seen once in about 20 launches of this file's commands (rank 1
+# of the one-image-per-iteration training, "terminate called without an active exception",
+# SIGABRT) and not reproduced since; such a launch is repeated once, with a warning.
+NATIVE_ABORT = "terminate called without an active exception"
+
+
+def torchrun_checked(commands: list[list[str]], clean: Path) -> subprocess.CompletedProcess:
+    """:func:`torchrun`, asserting success; a launch that a native abort ended is repeated once
+    (warned) after removing ``clean``, the folder its commands write."""
+    done = torchrun(commands)
+    if done.returncode != 0 and NATIVE_ABORT in done.stderr:
+        warnings.warn(f"torchrun: a rank aborted ({NATIVE_ABORT}); launching again", stacklevel=2)
+        shutil.rmtree(clean, ignore_errors=True)
+        done = torchrun(commands)
     assert done.returncode == 0, done.stdout + done.stderr
     return done
 
@@ -70,7 +88,7 @@ def runs(tmp_path_factory):
 
     for argv in commands("one"):
         assert main(argv) == 0
-    return root, torchrun(commands("two"))
+    return root, torchrun_checked(commands("two"), root / "two")
 
 
 def test_eval_sharded_over_two_ranks_equals_one_process(runs):

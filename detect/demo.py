@@ -68,7 +68,7 @@ class _Stages:
 def _ensure_data(root: Path, cfg: Config) -> None:
     from detect.data.synthetic import ensure_synthetic_dataset
 
-    ensure_synthetic_dataset(
+    generated = ensure_synthetic_dataset(
         root,
         num_train=cfg.demo.num_train,
         num_val=cfg.demo.num_val,
@@ -76,6 +76,8 @@ def _ensure_data(root: Path, cfg: Config) -> None:
         image_size=tuple(cfg.demo.image_size),
         seed=cfg.seed,
     )
+    if not generated:
+        log.info("demo: reusing the synthetic data set in %s", root)
 
 
 def _proposals(cfg: Config, splits: tuple[str, ...]) -> dict[str, tuple]:
@@ -196,10 +198,10 @@ def run_demo(
     overrides: list[str] | None = None,
 ) -> DemoSummary:
     """Run the demo; see the module docstring. ``config_path`` defaults to the shipped demo config."""
-    out = Path(out_dir)
-    cfg = load_config(config_path or DEMO_CONFIG, overrides)
     from detect.classify.demo import check_pretrain_images, run_classify_stages
 
+    out = Path(out_dir)
+    cfg = load_config(config_path or DEMO_CONFIG, overrides)
     check_pretrain_images(cfg)
     root = Path(cfg.data.root)
     out.mkdir(parents=True, exist_ok=True)

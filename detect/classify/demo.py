@@ -167,7 +167,7 @@ def pretraining_dataset(cfg: Config, train_dataset):
     if count == 0:
         return train_dataset
     root = Path(cfg.demo.pretrain_root)
-    ensure_synthetic_dataset(
+    generated = ensure_synthetic_dataset(
         root,
         num_train=count,
         num_val=0,
@@ -175,6 +175,8 @@ def pretraining_dataset(cfg: Config, train_dataset):
         image_size=tuple(cfg.demo.image_size),
         seed=cfg.seed + PRETRAIN_SEED_OFFSET,
     )
+    if not generated:
+        log.info("demo: reusing the pretraining set in %s", root)
     return load_dataset(root, "train", list(train_dataset.class_names))
 
 

@@ -12,8 +12,7 @@ from detect.data.synthetic import (
     PRESETS,
     SYNTHETIC_CLASSES,
     SyntheticParams,
-    generate_synthetic_dataset,
-    is_complete,
+    ensure_synthetic_dataset,
     read_info,
 )
 from detect.errors import DetectError
@@ -88,14 +87,13 @@ def run(args: argparse.Namespace) -> int:
         "image_ext": f".{args.format}",
         "preset": args.preset,
     }
-    if not args.force and is_complete(args.out, **params):
+    start = time.perf_counter()
+    if ensure_synthetic_dataset(args.out, force=args.force, **params):
+        print(f"{args.out}: synthetic data set written in {time.perf_counter() - start:.1f} s")
+    else:
         print(
             f"{args.out}: already holds a complete synthetic data set with these parameters; kept"
         )
-    else:
-        start = time.perf_counter()
-        generate_synthetic_dataset(args.out, **params)
-        print(f"{args.out}: synthetic data set written in {time.perf_counter() - start:.1f} s")
     info = read_info(args.out)
     if info is None:
         raise DetectError(f"synthetic data {args.out}: synthetic.json missing after generation")

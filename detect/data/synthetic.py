@@ -604,12 +604,13 @@ def is_complete(root: str | Path, **params: Any) -> bool:
     return True
 
 
-def ensure_synthetic_dataset(root: str | Path, progress: bool = True, **params: Any) -> bool:
+def ensure_synthetic_dataset(
+    root: str | Path, progress: bool = True, force: bool = False, **params: Any
+) -> bool:
     """Generate the data set of ``params`` (the fields of :class:`SyntheticParams`) under
-    ``root`` unless a complete one with the same parameters is there (:func:`is_complete`).
-    Returns True when it generated, False when it reused."""
-    if is_complete(root, **params):
-        log.info("reusing the synthetic data set in %s", root)
+    ``root`` unless a complete one with the same parameters is there (:func:`is_complete`) and
+    ``force`` is false. Returns True when it generated, False when it kept the folder."""
+    if not force and is_complete(root, **params):
         return False
     generate_synthetic_dataset(root, progress=progress, **params)
     return True

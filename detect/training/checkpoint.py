@@ -32,6 +32,17 @@ def _sha256(path: str, mtime_ns: int, size: int) -> str:
     return file_sha256(path, "initial weights")
 
 
+def _starting_files(config: Config) -> dict[str, Path]:
+    """``{"model.weights": path, "finetune.init_checkpoint": path}`` (resolved) for the settings
+    of :data:`INITIAL_WEIGHTS_SETTINGS` that name a file that exists."""
+    files = {}
+    for section, key in INITIAL_WEIGHTS_SETTINGS:
+        value = getattr(getattr(config, section), key)
+        if value and value not in PATH_SETTINGS[(section, key)] and Path(value).is_file():
+            files[f"{section}.{key}"] = Path(value).resolve()
+    return files
+
+
 def initial_weights_digests(config: Config) -> dict[str, str]:
     """``{"model.weights": sha256, "finetune.init_checkpoint": sha256}`` of the files ``config``
     starts training from (settings that name no file, and files that are gone, are left out).
@@ -39,16 +50,9 @@ def initial_weights_digests(config: Config) -> dict[str, str]:
     weights (the demo's pretrained backbone and R-CNN's SPP-net checkpoint are rewritten in
     place when their own runs change)."""
     digests = {}
-    for section, key in INITIAL_WEIGHTS_SETTINGS:
-        value = getattr(getattr(config, section), key)
-        if not value or value in PATH_SETTINGS[(section, key)]:
-            continue
-        path = Path(value).resolve()
-        try:
-            stat = path.stat()
-        except OSError:
-            continue
-        digests[f"{section}.{key}"] = _sha256(str(path), stat.st_mtime_ns, stat.st_size)
+    for name, path in _starting_files(config).items():
+        stat = path.stat()
+        digests[name] = _sha256(str(path), stat.st_mtime_ns, stat.st_size)
     return digests
 
 
@@ -56,10 +60,10 @@ def initial_weights_differences(saved: dict[str, str] | None, config: Config) ->
     """``"model.weights: ..."`` for each starting file recorded in a checkpoint (``saved``, from
     :func:`initial_weights_digests`; None for checkpoints older than the record) whose file now
     holds other bytes. A file that is gone cannot be compared and is not reported."""
-    current = initial_weights_digests(config)
+    files, current = _starting_files(config), initial_weights_digests(config)
     return [
-        f"{name}: {getattr(getattr(config, name.split('.')[0]), name.split('.')[1])} holds other "
-        f"weights than the run started from (sha256 {digest[:12]} -> {current[name][:12]})"
+        f"{name}: {files[name]} holds other weights than the run started from "
+        f"(sha256 {digest[:12]} -> {current[name][:12]})"
         for name, digest in sorted((saved or {}).items())
         if name in current and current[name] != digest
     ]

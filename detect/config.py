@@ -84,6 +84,10 @@ class ProposalConfig:
     # Anchor centres per conv cell side: 1 = one at each cell centre (Faster R-CNN), k = a k x k
     # grid per cell (anchors every stride / k pixels) for objects a few strides wide.
     rpn_centres_per_cell: int = 1
+    # The head's 3x3 convs: how many, and their channels (0 = the backbone's: Faster R-CNN's one
+    # conv of 256 on ZF, 512 on VGG16). Small backbones (tiny: 64) gain from a wider, deeper head.
+    rpn_head_width: int = 0
+    rpn_head_depth: int = 1
     rpn_pre_nms: int = 6000  # best-scoring anchors decoded before NMS (0 = all)
     rpn_nms_iou: float = 0.7
     # After the detector is fine-tuned, an RPN head re-fitted on its final, frozen conv layers

@@ -7,7 +7,8 @@ the ``(w, h)`` shapes fitted to the training boxes by k-means
 holds a ``k x k`` grid of centres instead, ``S / k`` apart and symmetric about the cell centre
 (:func:`cell_centre_offsets`), each with the ``A`` shapes: anchors every ``S / k`` pixels, so small
 objects (a few strides wide) have an anchor off by at most ``S / (2k)`` rather than ``S / 2``.
-:class:`RPNHead` predicts per anchor an objectness logit and box deltas
+:class:`RPNHead` (its :class:`HeadLayout`: centres per cell, width and depth of its 3x3 convs)
+predicts per anchor an objectness logit and box deltas
 (:func:`detect.ops.boxes.encode_deltas`); at test time the best ``pre_nms`` anchors are decoded,
 clipped, stripped of tiny boxes and thinned by NMS (:func:`map_outputs`, then
 :func:`decode_proposals`: the one path from a conv map to proposals).
@@ -26,6 +27,7 @@ Boxes are ``(N, 4)`` float xyxy, 0-based continuous pixels.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -129,26 +131,70 @@ def decode_proposals(
     return boxes[keep].to(torch.float32)
 
 
+@dataclass(frozen=True)
+class HeadLayout:
+    """How an :class:`RPNHead` is built: ``centres_per_cell`` ``k`` (a ``k x k`` grid of anchor
+    centres per conv cell), ``depth`` 3x3 convs of ``width`` channels (0 = the backbone's, Faster
+    R-CNN's one conv of 256 on ZF / 512 on VGG16). Kept in RPN payloads (:meth:`payload`,
+    :meth:`from_payload`)."""
+
+    centres_per_cell: int = 1
+    width: int = 0
+    depth: int = 1
+
+    def payload(self) -> dict:
+        return {
+            "centres_per_cell": self.centres_per_cell,
+            "head_width": self.width,
+            "head_depth": self.depth,
+        }
+
+    @classmethod
+    def from_payload(cls, payload: dict, where: str) -> HeadLayout:
+        """The layout a payload records; keys it lacks (payloads written before they existed)
+        take the defaults (one centre, one conv as wide as the backbone); a value that is not an
+        int (>= 1; width >= 0) is a :class:`DetectError` naming ``where``."""
+        values = {}
+        for key, name, least in (
+            ("centres_per_cell", "centres_per_cell", 1),
+            ("head_width", "width", 0),
+            ("head_depth", "depth", 1),
+        ):
+            value = payload.get(key, getattr(cls, name))
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise DetectError(f"{where}: {key} is {value!r}, not an integer >= {least}")
+            values[name] = value
+        return cls(**values)
+
+
 class RPNHead(nn.Module):
-    """3x3 conv + ReLU, then a 1x1 conv to ``K = k * k * A`` objectness logits per cell and one to
-    ``4K`` deltas (``A = num_anchors`` shapes at ``k = centres_per_cell`` squared centres).
+    """``layout.depth`` 3x3 convs + ReLU of ``layout.width`` channels (0: ``channels``), then a
+    1x1 conv to ``K = k * k * A`` objectness logits per cell and one to ``4K`` deltas (``A =
+    num_anchors`` shapes at ``k = layout.centres_per_cell`` squared centres).
 
-    ``forward(features (N, C, h, w)) -> (logits (N, h * w * K), deltas (N, h * w * K, 4))``,
-    in :func:`grid_anchors`' order."""
+    ``forward(features (N, channels, h, w)) -> (logits (N, h * w * K), deltas (N, h * w * K,
+    4))``, in :func:`grid_anchors`' order."""
 
-    def __init__(self, channels: int, num_anchors: int, centres_per_cell: int = 1) -> None:
+    def __init__(self, channels: int, num_anchors: int, layout: HeadLayout = HeadLayout()) -> None:
         super().__init__()
-        self.centres_per_cell = int(centres_per_cell)
+        self.layout = layout
+        self.centres_per_cell = layout.centres_per_cell
         per_cell = num_anchors * self.centres_per_cell**2
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-        self.objectness = nn.Conv2d(channels, per_cell, 1)
-        self.deltas = nn.Conv2d(channels, 4 * per_cell, 1)
-        for layer in (self.conv, self.objectness, self.deltas):
+        width = layout.width or channels
+        self.conv = nn.Conv2d(channels, width, 3, padding=1)
+        self.deeper = nn.ModuleList(
+            nn.Conv2d(width, width, 3, padding=1) for _ in range(layout.depth - 1)
+        )
+        self.objectness = nn.Conv2d(width, per_cell, 1)
+        self.deltas = nn.Conv2d(width, 4 * per_cell, 1)
+        for layer in (self.conv, *self.deeper, self.objectness, self.deltas):
             nn.init.normal_(layer.weight, std=0.01)
             nn.init.zeros_(layer.bias)
 
     def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
         hidden = torch.relu(self.conv(features))
+        for conv in self.deeper:
+            hidden = torch.relu(conv(hidden))
         count = features.shape[0]
         logits = self.objectness(hidden).permute(0, 2, 3, 1).reshape(count, -1)
         deltas = self.deltas(hidden).permute(0, 2, 3, 1).reshape(count, -1, 4)
@@ -228,9 +274,9 @@ def rpn_loss(
 
 
 class RegionProposalNetwork(nn.Module):
-    """A backbone and an :class:`RPNHead` with ``anchor_shapes`` ``(A, 2)`` ``(w, h)`` in
-    original-image pixels at ``centres_per_cell`` squared centres per cell; images resized as the
-    detector resizes them (shorter side ``short_side``, longer side at most ``max_size``)."""
+    """A backbone and an :class:`RPNHead` of ``layout`` with ``anchor_shapes`` ``(A, 2)`` ``(w,
+    h)`` in original-image pixels; images resized as the detector resizes them (shorter side
+    ``short_side``, longer side at most ``max_size``)."""
 
     def __init__(
         self,
@@ -238,11 +284,11 @@ class RegionProposalNetwork(nn.Module):
         anchor_shapes: Tensor,
         short_side: int,
         max_size: int,
-        centres_per_cell: int = 1,
+        layout: HeadLayout = HeadLayout(),
     ) -> None:
         super().__init__()
         self.backbone = backbone
-        self.head = RPNHead(backbone.out_channels, int(anchor_shapes.shape[0]), centres_per_cell)
+        self.head = RPNHead(backbone.out_channels, int(anchor_shapes.shape[0]), layout)
         self.register_buffer("anchor_shapes", torch.as_tensor(anchor_shapes, dtype=torch.float32))
         self.short_side, self.max_size = int(short_side), int(max_size)
 
@@ -298,13 +344,13 @@ class RegionProposalNetwork(nn.Module):
         return boxes.cpu().numpy()
 
     def payload(self) -> dict:
-        """What :func:`load_rpn` reads back: format, backbone name, anchors (shapes and centres per
-        cell), sizes and weights (on the CPU, float32)."""
+        """What :func:`load_rpn` reads back: format, backbone name, anchor shapes, the head's
+        layout, sizes and weights (on the CPU, float32)."""
         return {
             "format": RPN_FORMAT,
             "backbone": self.backbone.name,
             "anchor_shapes": self.anchor_shapes.cpu().tolist(),
-            "centres_per_cell": self.head.centres_per_cell,
+            **self.head.layout.payload(),
             "short_side": self.short_side,
             "max_size": self.max_size,
             "state": {key: value.detach().cpu() for key, value in self.state_dict().items()},
@@ -333,10 +379,10 @@ class SharedRPN(nn.Module):
         nms_iou: float = 0.7,
         min_size: float = 16.0,
         max_proposals: int = 300,
-        centres_per_cell: int = 1,
+        layout: HeadLayout = HeadLayout(),
     ) -> None:
         super().__init__()
-        self.head = RPNHead(geometry.out_channels, int(anchor_shapes.shape[0]), centres_per_cell)
+        self.head = RPNHead(geometry.out_channels, int(anchor_shapes.shape[0]), layout)
         self.register_buffer("anchor_shapes", torch.as_tensor(anchor_shapes, dtype=torch.float32))
         self.__dict__["geometry"] = geometry  # not registered: the detector's module
         self.pre_nms, self.nms_iou = int(pre_nms), float(nms_iou)
@@ -359,27 +405,27 @@ class SharedRPN(nn.Module):
         )
 
     def payload(self) -> dict:
-        """What a checkpoint keeps under ``rpn_shared``: format, anchors (shapes and centres per
-        cell) and the head's weights (on the CPU, float32); :meth:`from_payload` reads it back."""
+        """What a checkpoint keeps under ``rpn_shared``: format, anchor shapes, the head's layout
+        and weights (on the CPU, float32); :meth:`from_payload` reads it back."""
         return {
             "format": SHARED_FORMAT,
             "anchor_shapes": self.anchor_shapes.cpu().tolist(),
-            "centres_per_cell": self.head.centres_per_cell,
+            **self.head.layout.payload(),
             "state": {key: value.detach().cpu() for key, value in self.head.state_dict().items()},
         }
 
     @classmethod
     def from_payload(cls, payload: dict, geometry: Backbone, where: str, **settings) -> SharedRPN:
         """The head saved by :meth:`payload` on ``geometry`` (the detector's backbone), with the
-        test-time ``settings`` of ``__init__`` (a payload without ``centres_per_cell``, written
-        before it existed, has 1); a foreign payload is a :class:`DetectError` naming ``where``."""
+        test-time ``settings`` of ``__init__`` and the layout it records
+        (:meth:`HeadLayout.from_payload`); a foreign payload is a :class:`DetectError` naming
+        ``where``."""
         from detect.checkpoints import load_weights
 
         if not isinstance(payload, dict) or payload.get("format") != SHARED_FORMAT:
             raise DetectError(f"{where}: {SHARED_KEY!r} is not a {SHARED_FORMAT} entry")
         shapes = torch.tensor(payload["anchor_shapes"], dtype=torch.float32)
-        centres = _centres_per_cell(payload, where)
-        shared = cls(geometry, shapes, **settings, centres_per_cell=centres)
+        shared = cls(geometry, shapes, **settings, layout=HeadLayout.from_payload(payload, where))
         load_weights(shared.head, payload["state"], where)
         return shared
 
@@ -403,7 +449,7 @@ def load_rpn(path: str | Path) -> RegionProposalNetwork:
         torch.tensor(payload["anchor_shapes"], dtype=torch.float32),
         payload["short_side"],
         payload["max_size"],
-        _centres_per_cell(payload, f"RPN weights {path}"),
+        HeadLayout.from_payload(payload, f"RPN weights {path}"),
     )
     load_weights(rpn, payload["state"], path)
     return rpn.eval()
@@ -431,16 +477,7 @@ def _checkpoint_rpn(payload: dict, path: str | Path) -> RegionProposalNetwork:
         shared.anchor_shapes,
         model["scales"][0],
         model.get("max_size", ModelConfig.max_size),
-        shared.head.centres_per_cell,
+        shared.head.layout,
     )
     rpn.head.load_state_dict(shared.head.state_dict())
     return rpn.eval()
-
-
-def _centres_per_cell(payload: dict, where: str) -> int:
-    """A payload's anchor centres per cell side: 1 when absent (payloads written before the key
-    existed, one centre per cell); anything but a positive int is a :class:`DetectError`."""
-    centres = payload.get("centres_per_cell", 1)
-    if isinstance(centres, bool) or not isinstance(centres, int) or centres < 1:
-        raise DetectError(f"{where}: centres_per_cell is {centres!r}, not a positive integer")
-    return centres

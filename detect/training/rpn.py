@@ -21,6 +21,7 @@ from detect.data.images import DEFAULT_MAX_IMAGE_PIXELS, read_image
 from detect.files import atomic_torch_save
 from detect.models.backbones import Backbone
 from detect.models.rpn import (
+    HeadLayout,
     RegionProposalNetwork,
     SharedRPN,
     assign_targets,
@@ -48,22 +49,32 @@ def training_boxes(dataset: DetectionDataset) -> list[torch.Tensor]:
     ]
 
 
-def fit_anchor_shapes(config: Config, dataset: DetectionDataset) -> torch.Tensor:
-    """``(A, 2)`` float32 anchor ``(w, h)`` shapes in original pixels: the k-means centres of
-    ``dataset``'s box shapes, ``proposals.rpn_num_anchors`` of them (``rpn_centres_per_cell``
-    checked here too: every new RPN's anchors come through here)."""
-    cfg = config.proposals
+def head_layout(cfg: ProposalConfig) -> HeadLayout:
+    """The :class:`HeadLayout` of a new RPN head: ``proposals.rpn_centres_per_cell``,
+    ``rpn_head_width`` and ``rpn_head_depth``, checked."""
     check_values(
         "proposals.",
         [
-            (cfg.rpn_num_anchors >= 1, "rpn_num_anchors", cfg.rpn_num_anchors, ">= 1"),
             (
                 cfg.rpn_centres_per_cell >= 1,
                 "rpn_centres_per_cell",
                 cfg.rpn_centres_per_cell,
                 ">= 1",
             ),
+            (cfg.rpn_head_width >= 0, "rpn_head_width", cfg.rpn_head_width, ">= 0"),
+            (cfg.rpn_head_depth >= 1, "rpn_head_depth", cfg.rpn_head_depth, ">= 1"),
         ],
+    )
+    return HeadLayout(cfg.rpn_centres_per_cell, cfg.rpn_head_width, cfg.rpn_head_depth)
+
+
+def fit_anchor_shapes(config: Config, dataset: DetectionDataset) -> torch.Tensor:
+    """``(A, 2)`` float32 anchor ``(w, h)`` shapes in original pixels: the k-means centres of
+    ``dataset``'s box shapes, ``proposals.rpn_num_anchors`` of them."""
+    cfg = config.proposals
+    check_values(
+        "proposals.",
+        [(cfg.rpn_num_anchors >= 1, "rpn_num_anchors", cfg.rpn_num_anchors, ">= 1")],
     )
     boxes = torch.cat([torch.zeros((0, 4)), *training_boxes(dataset)]).numpy()
     shapes = fit_window_shapes(boxes[:, 2:] - boxes[:, :2], cfg.rpn_num_anchors, config.seed)
@@ -72,18 +83,15 @@ def fit_anchor_shapes(config: Config, dataset: DetectionDataset) -> torch.Tensor
 
 def build_rpn(config: Config, dataset: DetectionDataset) -> RegionProposalNetwork:
     """A fresh RPN on ``config.model.backbone`` (weights per ``model.weights``) with the anchor
-    shapes of :func:`fit_anchor_shapes` at ``proposals.rpn_centres_per_cell`` squared centres per
-    cell, resizing images as the detector does (``model.scales[0]``, ``model.max_size``)."""
+    shapes of :func:`fit_anchor_shapes` and the head of :func:`head_layout`, resizing images as
+    the detector does (``model.scales[0]``, ``model.max_size``)."""
     from detect.models.weights import load_backbone
 
+    layout = head_layout(config.proposals)
     shapes = fit_anchor_shapes(config, dataset)
     backbone = load_backbone(config.model.backbone, config.model.weights)
     return RegionProposalNetwork(
-        backbone,
-        shapes,
-        config.model.scales[0],
-        config.model.max_size,
-        config.proposals.rpn_centres_per_cell,
+        backbone, shapes, config.model.scales[0], config.model.max_size, layout
     )
 
 
@@ -219,27 +227,25 @@ def refit_shared_head(
 ) -> SharedRPN:
     """Faster R-CNN's 4-step training, step 3: an RPN head fitted on the detector's final conv
     layers ``backbone``, kept frozen (a copy is trained through; ``backbone`` itself is not
-    touched), with ``rpn``'s anchors and centres per cell (the step-1 RPN; without one,
-    :func:`fit_anchor_shapes` and ``proposals.rpn_centres_per_cell``), starting from its head when
-    it fits (the same backbone), else from a fresh one;
+    touched), with ``rpn``'s anchors and head layout (the step-1 RPN; without one,
+    :func:`fit_anchor_shapes` and :func:`head_layout`), starting from its head when it fits (the
+    same backbone), else from a fresh one;
     ``proposals.rpn_iterations`` images at ``proposals.rpn_lr``, the detector's first scale.
     Returns the head with the test-time settings of ``config.proposals`` (``rpn_post_nms``
     proposals kept), on the CPU."""
     fits = rpn is not None and rpn.backbone.name == backbone.name
     if rpn is None:
+        layout = head_layout(config.proposals)
         shapes = fit_anchor_shapes(config, dataset)
-        centres = config.proposals.rpn_centres_per_cell
     else:
-        shapes, centres = rpn.anchor_shapes, rpn.head.centres_per_cell
+        shapes, layout = rpn.anchor_shapes, rpn.head.layout
     frozen = copy.deepcopy(backbone)  # train_rpn moves it to runtime.device
     network = RegionProposalNetwork(
-        frozen, shapes, config.model.scales[0], config.model.max_size, centres
+        frozen, shapes, config.model.scales[0], config.model.max_size, layout
     )
     if fits:
         network.head.load_state_dict(rpn.head.state_dict())
     _train_as_configured(network, dataset, config, freeze_backbone=True)
-    shared = SharedRPN(
-        backbone, shapes, **shared_settings(config.proposals), centres_per_cell=centres
-    )
+    shared = SharedRPN(backbone, shapes, **shared_settings(config.proposals), layout=layout)
     shared.head.load_state_dict(network.head.state_dict())
     return shared

@@ -14,13 +14,14 @@ from detect.errors import DetectError
 from detect.files import atomic_torch_save
 from detect.models.backbones import build_backbone
 from detect.models.rpn import (
+    HeadLayout,
     RegionProposalNetwork,
     SharedRPN,
     grid_anchors,
     load_rpn,
     map_outputs,
 )
-from detect.training.rpn import build_rpn, fit_anchor_shapes, refit_shared_head
+from detect.training.rpn import build_rpn, refit_shared_head
 
 SHAPES = torch.tensor([[10.0, 20.0], [33.0, 7.5], [16.0, 16.0]])
 
@@ -57,7 +58,7 @@ def test_two_centres_per_cell_put_anchors_every_half_stride():
 
 @pytest.mark.parametrize("centres", [1, 2])
 def test_head_outputs_line_up_with_the_anchors(centres):
-    rpn = RegionProposalNetwork(build_backbone("tiny"), SHAPES, 64, 100, centres)
+    rpn = RegionProposalNetwork(build_backbone("tiny"), SHAPES, 64, 100, HeadLayout(centres))
     logits, deltas, anchors = rpn(torch.zeros(1, 3, 64, 96), 1.0)
     rows, cols = rpn.backbone(torch.zeros(1, 3, 64, 96)).shape[-2:]
     count = rows * cols * centres**2 * len(SHAPES)
@@ -79,7 +80,7 @@ def _random_head(module: torch.nn.Module) -> None:
 
 
 def test_rpn_weights_file_round_trip_and_old_files(tmp_path):
-    rpn = RegionProposalNetwork(build_backbone("tiny"), SHAPES, 64, 100, centres_per_cell=2)
+    rpn = RegionProposalNetwork(build_backbone("tiny"), SHAPES, 64, 100, HeadLayout(2))
     _random_head(rpn.head)
     image = (torch.rand(64, 80, 3) * 255).to(torch.uint8).numpy()
     path = tmp_path / "rpn.pt"
@@ -103,7 +104,7 @@ def test_rpn_weights_file_round_trip_and_old_files(tmp_path):
 
 def test_shared_head_payload_round_trip_and_old_payloads():
     backbone = build_backbone("tiny")
-    shared = SharedRPN(backbone, SHAPES, min_size=1, centres_per_cell=3)
+    shared = SharedRPN(backbone, SHAPES, min_size=1, layout=HeadLayout(3))
     _random_head(shared.head)
     loaded = SharedRPN.from_payload(shared.payload(), backbone, "here", min_size=1)
     assert loaded.head.centres_per_cell == 3
@@ -131,4 +132,4 @@ def test_config_setting_reaches_the_rpn_and_the_refitted_head(tmp_path):
     assert shared.head.centres_per_cell == 2
     bad = replace(config, proposals=replace(proposals, rpn_centres_per_cell=0))
     with pytest.raises(DetectError, match="rpn_centres_per_cell"):
-        fit_anchor_shapes(bad, dataset)
+        build_rpn(bad, dataset)

@@ -69,6 +69,8 @@ class TrainResult:
 
 def validate_training_config(config: Config, method: str) -> None:
     """Reject settings the training code cannot run, naming the key and value."""
+    from detect.training.rpn import head_layout
+
     checks = [
         (method in METHODS, "method", method, f"one of {list(METHODS)}"),
         (
@@ -140,8 +142,15 @@ def validate_training_config(config: Config, method: str) -> None:
             config.runtime.num_workers,
             ">= 0 (0 = the main process)",
         ),
+        (
+            config.proposals.rpn_refit_iterations >= 0,
+            "proposals.rpn_refit_iterations",
+            config.proposals.rpn_refit_iterations,
+            ">= 0 (0 = rpn_iterations)",
+        ),
     ]
     check_values("config: ", checks)
+    head_layout(config.proposals)  # the RPN head's keys, before step 1
     check_model_config(config.model)
     resolve_runtime(config.runtime)  # an unknown or absent device or precision, before any work
     check_frozen_backbone_is_trained(config)

@@ -192,7 +192,7 @@ def ensure_rpn(
             log.info("training the RPN for %d iterations", cfg.rpn_iterations)
             torch.manual_seed(config.seed)
             rpn = build_rpn(config, dataset)
-            _train_as_configured(rpn, dataset, config)
+            _train_as_configured(rpn, dataset, config, cfg.rpn_iterations)
             save_rpn(rpn, path)
         barrier()
     return load_rpn(path)
@@ -202,15 +202,16 @@ def _train_as_configured(
     rpn: RegionProposalNetwork,
     dataset: DetectionDataset,
     config: Config,
+    iterations: int,
     freeze_backbone: bool = False,
 ) -> None:
-    """:func:`train_rpn` with ``proposals.rpn_iterations`` / ``rpn_lr``, the run's seed, device
-    and image-size limit."""
+    """:func:`train_rpn` for ``iterations`` at ``proposals.rpn_lr``, the run's seed, device and
+    image-size limit."""
     cfg = config.proposals
     train_rpn(
         rpn,
         dataset,
-        cfg.rpn_iterations,
+        iterations,
         cfg.rpn_lr,
         config.seed,
         config.runtime.device,
@@ -229,8 +230,8 @@ def refit_shared_head(
     layers ``backbone``, kept frozen (a copy is trained through; ``backbone`` itself is not
     touched), with ``rpn``'s anchors and head layout (the step-1 RPN; without one,
     :func:`fit_anchor_shapes` and :func:`head_layout`), starting from its head when it fits (the
-    same backbone), else from a fresh one;
-    ``proposals.rpn_iterations`` images at ``proposals.rpn_lr``, the detector's first scale.
+    same backbone), else from a fresh one; ``proposals.rpn_refit_iterations`` images (0: as many
+    as step 1, ``rpn_iterations``) at ``proposals.rpn_lr``, the detector's first scale.
     Returns the head with the test-time settings of ``config.proposals`` (``rpn_post_nms``
     proposals kept), on the CPU."""
     fits = rpn is not None and rpn.backbone.name == backbone.name
@@ -245,7 +246,8 @@ def refit_shared_head(
     )
     if fits:
         network.head.load_state_dict(rpn.head.state_dict())
-    _train_as_configured(network, dataset, config, freeze_backbone=True)
+    iterations = config.proposals.rpn_refit_iterations or config.proposals.rpn_iterations
+    _train_as_configured(network, dataset, config, iterations, freeze_backbone=True)
     shared = SharedRPN(backbone, shapes, **shared_settings(config.proposals), layout=layout)
     shared.head.load_state_dict(network.head.state_dict())
     return shared

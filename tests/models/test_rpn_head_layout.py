@@ -97,3 +97,22 @@ def test_config_reaches_the_rpn_and_the_refit_keeps_the_step1_layout(tmp_path):
         bad = replace(config, proposals=replace(proposals, **{key: value}))
         with pytest.raises(DetectError, match=f"proposals.{key}"):
             build_rpn(bad, dataset)
+
+
+def test_refit_iterations_are_their_own_and_checked_before_training(tmp_path, monkeypatch):
+    import detect.training.rpn as rpn_training
+    from detect.training.pipeline import validate_training_config
+
+    root = make_tiny_voc(tmp_path, num_images=4)
+    config = tiny_config(root)
+    dataset = load_dataset(root / "voc", "trainval", config.data.classes)
+    counts = []
+    monkeypatch.setattr(rpn_training, "train_rpn", lambda _rpn, _data, n, *a, **k: counts.append(n))
+    for refit, expected in ((0, 3), (5, 5)):
+        proposals = replace(config.proposals, rpn_iterations=3, rpn_refit_iterations=refit)
+        refit_shared_head(replace(config, proposals=proposals), dataset, build_backbone("tiny"))
+        assert counts.pop() == expected
+    for key, value in (("rpn_refit_iterations", -1), ("rpn_head_depth", 0)):
+        bad = replace(config, proposals=replace(config.proposals, **{key: value}))
+        with pytest.raises(DetectError, match=f"proposals.{key}"):
+            validate_training_config(bad, "spp")

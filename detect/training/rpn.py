@@ -25,6 +25,7 @@ from detect.models.rpn import (
     RegionProposalNetwork,
     SharedRPN,
     assign_targets,
+    map_outputs,
     rpn_loss,
     sample_anchors,
 )
@@ -33,6 +34,7 @@ from detect.proposals.dense import fit_window_shapes
 from detect.proposals.learned import shared_settings
 from detect.runtime import resolve_device
 from detect.structures import DetectionDataset
+from detect.training.feature_cache import ConvMapCache
 
 log = logging.getLogger(__name__)
 
@@ -105,11 +107,14 @@ def train_rpn(
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
     log_every: int = 50,
     freeze_backbone: bool = False,
+    cache_mb: float = 0,
 ) -> list[float]:
     """Train ``rpn`` for ``iterations`` images of ``dataset`` (images without boxes included: all
     their anchors are negatives); with ``freeze_backbone`` only the head (its conv layers and
-    buffers untouched: no gradients, BatchNorm statistics not updated). Returns the loss of every
-    iteration; ``rpn`` ends on the CPU in eval mode."""
+    buffers untouched: no gradients, BatchNorm statistics not updated), each image's conv map
+    (per flip) then kept in RAM up to ``cache_mb`` (:class:`ConvMapCache`, least recently used
+    dropped first; fp16-rounded, as fc-mode fine-tuning's) instead of computed at every visit.
+    Returns the loss of every iteration; ``rpn`` ends on the CPU in eval mode."""
     check_values(
         "proposals.",
         [(iterations >= 1, "rpn_iterations", iterations, ">= 1"), (lr > 0, "rpn_lr", lr, "> 0")],
@@ -117,8 +122,11 @@ def train_rpn(
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
     rpn.to(resolve_device(device)).train()
+    cache = None
     if freeze_backbone:
         rpn.backbone.requires_grad_(False).eval()
+        # private to this call and its frozen backbone: any fingerprint names its maps
+        cache = ConvMapCache(None, "frozen", cache_mb, rpn.device)
     params = [p for p in rpn.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, [max(1, iterations * 3 // 4)])
@@ -131,11 +139,18 @@ def train_rpn(
         index = order.pop()
         image = read_image(dataset.annotations[index].path, max_image_pixels)
         gt = boxes[index]
-        if rng.random() < 0.5:
+        flip = rng.random() < 0.5
+        if flip:
             image = np.ascontiguousarray(image[:, ::-1])
             gt = hflip_boxes(gt, image.shape[1])
         tensor, scale = rpn.prepare(image)
-        logits, deltas, anchors = rpn(tensor[None], scale)
+        if cache is None:
+            logits, deltas, anchors = rpn(tensor[None], scale)
+        else:
+            features = cache.get(str(index), flip, tensor.shape[-2], _frozen(rpn, tensor))
+            logits, deltas, anchors = map_outputs(
+                rpn.head, rpn.anchor_shapes, features, scale, rpn.backbone
+            )
         labels, matched = assign_targets(anchors.cpu(), gt * scale)
         labels = sample_anchors(labels, generator).to(anchors.device)
         loss = rpn_loss(
@@ -155,6 +170,16 @@ def train_rpn(
             )
     rpn.cpu().eval()
     return losses
+
+
+def _frozen(rpn: RegionProposalNetwork, tensor: torch.Tensor):
+    """``() -> (1, C, h, w)``: the frozen backbone's map of one prepared image, no gradients."""
+
+    def compute() -> torch.Tensor:
+        with torch.no_grad():
+            return rpn.backbone(tensor[None])
+
+    return compute
 
 
 def save_rpn(rpn: RegionProposalNetwork, path: str | Path) -> Path:
@@ -206,7 +231,7 @@ def _train_as_configured(
     freeze_backbone: bool = False,
 ) -> None:
     """:func:`train_rpn` for ``iterations`` at ``proposals.rpn_lr``, the run's seed, device and
-    image-size limit."""
+    image-size limit (a frozen backbone's maps cached in ``finetune.feature_cache_mb`` of RAM)."""
     cfg = config.proposals
     train_rpn(
         rpn,
@@ -217,6 +242,7 @@ def _train_as_configured(
         config.runtime.device,
         config.data.max_image_pixels,
         freeze_backbone=freeze_backbone,
+        cache_mb=config.finetune.feature_cache_mb,
     )
 
 

@@ -116,3 +116,21 @@ def test_refit_iterations_are_their_own_and_checked_before_training(tmp_path, mo
         bad = replace(config, proposals=replace(config.proposals, **{key: value}))
         with pytest.raises(DetectError, match=f"proposals.{key}"):
             validate_training_config(bad, "spp")
+
+
+def test_frozen_backbone_maps_are_computed_once_per_image_and_flip(tmp_path):
+    from detect.training.rpn import train_rpn
+
+    root = make_tiny_voc(tmp_path, num_images=3)
+    dataset = load_dataset(root / "voc", "trainval", tiny_config(root).data.classes)
+    runs = {}
+    for cache_mb in (0, 64):
+        torch.manual_seed(0)
+        rpn = RegionProposalNetwork(build_backbone("tiny"), SHAPES, 64, 100, HeadLayout(1, 8, 2))
+        calls: list[int] = []
+        rpn.backbone.register_forward_hook(lambda *_, calls=calls: calls.append(1))
+        losses = train_rpn(rpn, dataset, 12, 0.01, freeze_backbone=True, cache_mb=cache_mb)
+        runs[cache_mb] = (losses, len(calls))
+    assert runs[0][1] == 12  # no RAM: every visit computes the map
+    assert runs[64][1] <= 6  # 3 images x 2 flips at most
+    assert runs[0][0] == runs[64][0]  # the same maps either way

@@ -94,13 +94,16 @@ FASTER_RCNN_ANCHORS = [
 def shared_rpn_model(model: DetectionModel, cfg: Config) -> DetectionModel:
     """``model`` proposing from its own conv map: its checkpoint's shared head when it has one,
     else a random :class:`~detect.models.rpn.SharedRPN` with :data:`FASTER_RCNN_ANCHORS` (timing
-    does not depend on the weights) and ``cfg.proposals``' test-time settings."""
+    does not depend on the weights), ``cfg.proposals``' head layout and test-time settings."""
     from detect.models.rpn import SharedRPN
     from detect.proposals.learned import shared_settings
+    from detect.training.rpn import head_layout
 
     if model.rpn is None:
         shapes = torch.tensor(FASTER_RCNN_ANCHORS, dtype=torch.float32)
-        model.use_shared_rpn(SharedRPN(model.backbone, shapes, **shared_settings(cfg.proposals)))
+        settings = shared_settings(cfg.proposals)
+        layout = head_layout(cfg.proposals)
+        model.use_shared_rpn(SharedRPN(model.backbone, shapes, **settings, layout=layout))
     return model
 
 

@@ -79,3 +79,33 @@ def warn_relative_paths(config: Config, source: str, keys: tuple[str, ...]) -> N
                 value,
                 os.path.abspath(value),
             )
+
+
+def _folder_of(data: str | Path) -> Path:
+    """The folder of a data location, absolute: the folder itself, or the folder of a file (a
+    COCO json, an image list; named so even when it does not exist)."""
+    path = Path(os.path.abspath(data))
+    is_file = path.is_file() or path.suffix.lower() in (".json", ".txt")
+    return path.parent if is_file else path
+
+
+def cache_dir_for(config: Config, data: str | Path) -> str:
+    """The ``proposals.cache_dir`` to use when the images come from ``data`` (``--data``) instead
+    of ``config.data.root``: a cache_dir inside the config's own data folder (the shipped configs'
+    ``<root>/proposals``) moves to the same place in ``data``'s folder, so the cache is written
+    beside the data the user named, not into a copy of the config's data path under the current
+    folder; any other cache_dir is kept."""
+    cache = Path(os.path.abspath(config.proposals.cache_dir))
+    try:
+        inside = cache.relative_to(_folder_of(config.data.root))
+    except ValueError:
+        return config.proposals.cache_dir
+    return str(_folder_of(data) / inside)
+
+
+def with_data_root(config: Config, data_root: str | Path) -> Config:
+    """``config`` reading its data from ``data_root``: ``data.root`` replaced and the proposal
+    cache moved along (:func:`cache_dir_for`)."""
+    proposals = dataclasses.replace(config.proposals, cache_dir=cache_dir_for(config, data_root))
+    data = dataclasses.replace(config.data, root=str(data_root))
+    return dataclasses.replace(config, data=data, proposals=proposals)

@@ -35,6 +35,7 @@ import numpy as np
 
 from detect.commands import add_config_argument, add_override_argument
 from detect.config import Config, ProposalConfig, load_config
+from detect.config_paths import cache_dir_for
 from detect.distributed import is_distributed, rank, world_size
 from detect.errors import DetectError
 from detect.proposals.cache import ProposalCache
@@ -148,9 +149,10 @@ def _selection(args: argparse.Namespace):
         overrides.append(f"data.classes=[{args.classes}]")
     config = load_config(args.config, overrides)
     cfg = config.proposals
+    cache_dir = args.out if args.out is not None else cache_dir_for(config, args.data)
     changes = {
         key: value
-        for key, value in (("mode", args.mode), ("workers", args.workers), ("cache_dir", args.out))
+        for key, value in (("mode", args.mode), ("workers", args.workers), ("cache_dir", cache_dir))
         if value is not None
     }
     if args.rpn_weights:

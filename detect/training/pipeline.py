@@ -24,7 +24,7 @@ import torch
 
 from detect.checkpoints import check_compatible, load_weights, read_checkpoint
 from detect.config import Config, check_values, save_config
-from detect.config_paths import with_absolute_paths
+from detect.config_paths import with_absolute_paths, with_data_root
 from detect.config_resume import resume_differences
 from detect.distributed import barrier, is_main, process_group
 from detect.errors import DetectError, Interrupted
@@ -274,9 +274,7 @@ def _train(config, data_root, out_dir, method, resume, on_iteration, overwrite) 
     started = time.perf_counter()
     validate_training_config(config, method)
     if data_root is not None:
-        config = dataclasses.replace(
-            config, data=dataclasses.replace(config.data, root=str(data_root))
-        )
+        config = with_data_root(config, data_root)
     config = with_absolute_paths(config)  # the saved config must mean the same files anywhere
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():

@@ -91,9 +91,10 @@ class ProposalConfig:
     rpn_pre_nms: int = 6000  # best-scoring anchors decoded before NMS (0 = all)
     rpn_nms_iou: float = 0.7
     # After the detector is fine-tuned, an RPN head re-fitted on its final, frozen conv layers
-    # (Faster R-CNN's 4-step training, step 3; rpn_refit_iterations at rpn_lr), kept in the checkpoint:
-    # at test time each image's conv map is computed once, the RPN proposes from it and SPP pools
-    # from it. false: the RPN of rpn_weights runs its own backbone (a second conv pass per image).
+    # (Faster R-CNN's 4-step training, step 3; rpn_refit_iterations at rpn_lr), kept in the
+    # checkpoint: at test time each image's conv map is computed once, the RPN proposes from it
+    # and SPP pools from it. false: the RPN of rpn_weights runs its own backbone (a second conv
+    # pass per image).
     rpn_shared: bool = True
     rpn_refit_iterations: int = 0  # that re-fit's training images (0 = rpn_iterations)
     rpn_post_nms: int = 300  # shared path: kept after NMS (Faster R-CNN's; 0 = max_proposals)

@@ -178,8 +178,7 @@ class RPNHead(nn.Module):
     def __init__(self, channels: int, num_anchors: int, layout: HeadLayout = HeadLayout()) -> None:
         super().__init__()
         self.layout = layout
-        self.centres_per_cell = layout.centres_per_cell
-        per_cell = num_anchors * self.centres_per_cell**2
+        per_cell = num_anchors * layout.centres_per_cell**2
         width = layout.width or channels
         self.conv = nn.Conv2d(channels, width, 3, padding=1)
         self.deeper = nn.ModuleList(
@@ -190,6 +189,10 @@ class RPNHead(nn.Module):
         for layer in (self.conv, *self.deeper, self.objectness, self.deltas):
             nn.init.normal_(layer.weight, std=0.01)
             nn.init.zeros_(layer.bias)
+
+    @property
+    def centres_per_cell(self) -> int:
+        return self.layout.centres_per_cell
 
     def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
         hidden = torch.relu(self.conv(features))

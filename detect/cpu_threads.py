@@ -4,15 +4,16 @@ leave free.
 PyTorch's CPU kernels split each operation over their threads and wait for the slowest: when
 another process keeps a core busy, a thread on that core is descheduled for whole time slices and
 every operation waits for it (on this project's 2-core machine one busy core made 2-thread
-fine-tuning 14x slower than 1 thread). :func:`free_cores` leaves out the cores the load average
-says are busy, and :func:`beside_workers` the cores taken by this program's own proposal
-workers.
+fine-tuning 14x slower than 1 thread). :func:`free_cores` leaves out the cores other processes
+keep busy now (sampled from ``/proc/stat``; the load average where there is none), and
+:func:`beside_workers` the cores taken by this program's own proposal workers.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -42,14 +43,48 @@ def physical_cores() -> int:
     return max(1, min(logical or 1, cores or logical or 1))
 
 
-def free_cores() -> int:
-    """:func:`physical_cores` less the cores other processes keep busy (the 1-minute load
-    average, rounded), at least 1."""
+def cpu_times(stat_text: str) -> tuple[int, int] | None:
+    """``(busy, total)`` clock ticks of all CPUs from a Linux ``/proc/stat`` text (its ``cpu``
+    line: idle and iowait are idle, the rest busy; guest time is already in user), or None when
+    it has no such line."""
+    for line in stat_text.splitlines():
+        fields = line.split()
+        if fields and fields[0] == "cpu" and len(fields) >= 5:
+            ticks = [int(value) for value in fields[1:9]]
+            idle = ticks[3] + ticks[4]
+            return sum(ticks) - idle, sum(ticks)
+    return None
+
+
+def busy_fraction(interval: float = 0.5) -> float | None:
+    """The share of all CPU time that processes used during the next ``interval`` seconds (0-1),
+    from two readings of ``/proc/stat``; None where there is no ``/proc/stat``."""
+    stat = Path("/proc/stat")
+    try:
+        before = cpu_times(stat.read_text())
+        time.sleep(interval)
+        after = cpu_times(stat.read_text())
+    except OSError:
+        return None
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
+def free_cores(interval: float = 0.5) -> int:
+    """:func:`physical_cores` less the cores other processes keep busy, at least 1: busy now
+    (:func:`busy_fraction` of the cores, rounded), or where that cannot be read, by the 1-minute
+    load average. The load average alone lags: a minute after a job on every core has ended it
+    still counts most of them busy."""
+    cores = physical_cores()
+    fraction = busy_fraction(interval)
+    if fraction is not None:
+        return max(1, cores - round(fraction * cores))
     try:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):  # not on this platform
         load = 0.0
-    return max(1, physical_cores() - round(load))
+    return max(1, cores - round(load))
 
 
 @contextlib.contextmanager

@@ -251,7 +251,33 @@ def test_bench_bad_input_fails_before_timing(tmp_path, capsys, monkeypatch, extr
 
 
 def test_free_cores_leave_out_the_cores_the_load_average_says_are_busy(monkeypatch):
+    """Where /proc/stat cannot be read (macOS), the 1-minute load average decides."""
     monkeypatch.setattr(cpu_threads, "physical_cores", lambda: 4)
+    monkeypatch.setattr(cpu_threads, "busy_fraction", lambda interval=0.5: None)
     for load, free in [(0.2, 4), (1.4, 3), (2.6, 1), (9.0, 1)]:
         monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, 0.0, 0.0))
         assert cpu_threads.free_cores() == free
+
+
+def test_free_cores_follow_the_cpu_time_used_now_not_the_lagging_load_average(monkeypatch):
+    monkeypatch.setattr(cpu_threads, "physical_cores", lambda: 4)
+    monkeypatch.setattr(os, "getloadavg", lambda: (4.0, 4.0, 4.0))  # a job that just ended
+    for fraction, free in [(0.0, 4), (0.2, 3), (0.5, 2), (0.74, 1), (1.0, 1)]:
+        monkeypatch.setattr(cpu_threads, "busy_fraction", lambda interval=0.5, f=fraction: f)
+        assert cpu_threads.free_cores() == free
+
+
+def test_cpu_times_read_the_busy_and_total_ticks_of_proc_stat():
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    text = "cpu  100 5 50 1000 20 3 2 7 40 0\ncpu0 50 2 25 500 10 1 1 3 20 0\nintr 1 2 3\n"
+    busy = 100 + 5 + 50 + 3 + 2 + 7  # guest time is already counted in user
+    assert cpu_threads.cpu_times(text) == (busy, busy + 1000 + 20)
+    assert cpu_threads.cpu_times("intr 1 2 3\n") is None
+
+
+def test_busy_fraction_is_the_share_of_ticks_used_between_two_readings(monkeypatch, tmp_path):
+    readings = iter(["cpu 100 0 100 800 0 0 0 0\n", "cpu 250 0 150 1000 0 0 0 0\n"])
+    monkeypatch.setattr(cpu_threads.Path, "read_text", lambda self: next(readings))
+    monkeypatch.setattr(cpu_threads.time, "sleep", lambda seconds: None)
+    # busy 200 -> 400 ticks, total 1000 -> 1400: 200 of 400 ticks busy
+    assert cpu_threads.busy_fraction() == 0.5

@@ -16,8 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=int,
         help="torch CPU threads (default: $OMP_NUM_THREADS if set, else the physical cores "
-        "other processes leave free, by the load average: threads on busy cores slow every "
-        "operation down)",
+        "other processes leave free, sampled for half a second: threads on busy cores slow "
+        "every operation down)",
     )
 
 

@@ -250,7 +250,9 @@ class DemoConfig:
     classify_overrides: tuple[str, ...] = ()  # section.key=value changes for the modes only
     # SPP pretraining for detection: model.backbone first trained as an SPP classifier on crops
     # of objects (their boxes scaled by pretrain_context) with pretrain_overrides, then a second
-    # detector fine-tuned from it with pretrained_overrides; false = skip. The objects are those
+    # detector fine-tuned from it with pretrain_comparison_overrides + pretrained_overrides, and
+    # compared with a detector from scratch fine-tuned with pretrain_comparison_overrides (empty:
+    # with the demo's main SPP-net); false = skip. The objects are those
     # of a separate generated set of pretrain_images images (pretrain_root, seed + 1000: other
     # images than the detector's, as the paper's ImageNet is not VOC); 0 = the detector's own
     # training objects.
@@ -259,6 +261,7 @@ class DemoConfig:
     pretrain_images: int = 0
     pretrain_root: str = "data/demo_pretrain"
     pretrain_overrides: tuple[str, ...] = ()
+    pretrain_comparison_overrides: tuple[str, ...] = ()
     pretrained_overrides: tuple[str, ...] = ()
 
 
@@ -430,16 +433,19 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return " ".join(str(exc).split())
 
 
-def apply_overrides(values: dict, overrides: list[str], source: str) -> Config:
+def apply_overrides(
+    values: dict, overrides: list[str], source: str, given_by: str = "--set"
+) -> Config:
     """The :class:`Config` of ``values`` (nested dicts from ``source``) with each
     ``section.key=value`` override applied in order.
 
     ``values`` is checked first, so its errors name ``source``; then each override, so an error
-    it causes names ``--set section.key=value``, not the file.
+    it causes names ``<given_by> section.key=value`` (``--set``, or the config list it came
+    from), not the file.
     """
     config = config_from_dict(values, source)
     for dotted in overrides:
-        where = f"--set {dotted}"
+        where = f"{given_by} {dotted}"
         set_dotted(values, dotted, where)
         config = config_from_dict(values, where)
     return config

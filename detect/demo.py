@@ -198,11 +198,17 @@ def run_demo(
     overrides: list[str] | None = None,
 ) -> DemoSummary:
     """Run the demo; see the module docstring. ``config_path`` defaults to the shipped demo config."""
-    from detect.classify.demo import check_pretrain_images, run_classify_stages
+    from detect.classify.demo import (
+        DetectorScore,
+        check_pretrain_images,
+        comparison_config,
+        run_classify_stages,
+    )
 
     out = Path(out_dir)
     cfg = load_config(config_path or DEMO_CONFIG, overrides)
     check_pretrain_images(cfg)
+    comparison_config(cfg)  # a bad override stops the demo before its first stage
     root = Path(cfg.data.root)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
@@ -259,7 +265,8 @@ def run_demo(
     summary.files += classify.files
     summary.report = out / "report.md"
     summary.files.append(summary.report)
-    classify_report = classify.report(spp_eval.mAP, summary.rcnn_map)
+    main_spp = DetectorScore(spp_eval.mAP, cfg.finetune.iterations)
+    classify_report = classify.report(main_spp, summary.rcnn_map)
     atomic_write_text(summary.report, format_demo_report(summary, cfg) + classify_report)
     return summary
 

@@ -31,7 +31,7 @@ def reduced_overrides(tmp_path):
         "bench.matmul_size=256",
         "model.fc_dims=[32, 32]",
         "model.svd_ranks=[16, 8]",
-        "demo.classify_modes=[]",  # the classification stages: tests/classify/test_demo_stages.py
+        "demo.classify_modes=[]",  # the classification stages: tests/classify/test_classify_demo_stages.py
         "demo.pretrain=false",
     ]
 

@@ -6,7 +6,9 @@
 * :func:`pretrain_backbone`: the detection backbone trained first as an SPP classifier on
   object-centred crops of a separate generated set's objects (``demo.pretrain_images``;
   ``runs/demo/classify/pretrain/``), and
-  :func:`pretrained_config`: the detector's config fine-tuned from it (SPP-net's recipe).
+  :func:`pretrained_config`: the detector's config fine-tuned from it (SPP-net's recipe), with
+  the fine-tuning budget of the comparison (``demo.pretrain_comparison_overrides``) that a
+  second detector from scratch, :func:`comparison_config`, gets too.
 
 A rerun reuses finished checkpoints trained with the same config.
 """
@@ -47,7 +49,7 @@ class ModeResult:
 
 
 def _with(cfg: Config, overrides: list[str], source: str) -> Config:
-    return apply_overrides(config_to_dict(cfg), overrides, source)
+    return apply_overrides(config_to_dict(cfg), overrides, source, given_by=source + ":")
 
 
 def _train_or_reuse(cfg: Config, out: Path, samples=None, class_names=None):
@@ -194,21 +196,39 @@ def pretrain_backbone(cfg: Config, train_dataset, out_dir: Path) -> Path:
     return run.checkpoint
 
 
+def comparison_config(cfg: Config) -> Config:
+    """The detector's config with ``demo.pretrain_comparison_overrides``: the fine-tuning budget
+    that the pretrained detector and the one it is compared with from scratch share."""
+    return _with(
+        cfg, list(cfg.demo.pretrain_comparison_overrides), "demo.pretrain_comparison_overrides"
+    )
+
+
 def pretrained_config(cfg: Config, backbone_checkpoint: Path) -> Config:
     """The detector's config started from the pretrained backbone, with
-    ``demo.pretrained_overrides``."""
+    ``demo.pretrain_comparison_overrides`` then ``demo.pretrained_overrides``."""
     overrides = [f"model.weights={backbone_checkpoint.resolve()}", *cfg.demo.pretrained_overrides]
-    return _with(cfg, overrides, "demo.pretrained_overrides")
+    return _with(comparison_config(cfg), overrides, "demo.pretrained_overrides")
+
+
+@dataclass
+class DetectorScore:
+    """One detector of the pretraining comparison: its VOC07 mAP and fine-tuning iterations."""
+
+    mAP: float
+    iterations: int
 
 
 @dataclass
 class ClassifyDemo:
-    """What the demo's classification stages measured (empty when skipped)."""
+    """What the demo's classification stages measured (empty when skipped). ``scratch``: the
+    detector from scratch that ``pretrained`` is compared with (None: the demo's main SPP-net,
+    when ``demo.pretrain_comparison_overrides`` is empty)."""
 
     modes: list[ModeResult]
     config: Config
-    pretrained_map: float | None = None
-    pretrained_ap: dict[str, float] | None = None
+    pretrained: DetectorScore | None = None
+    scratch: DetectorScore | None = None
     files: list[Path] | None = None
 
     def _pretraining_source(self) -> str:
@@ -217,34 +237,50 @@ class ClassifyDemo:
             return "the detector's training images"
         return f"{count} other generated images ({self.config.demo.pretrain_root})"
 
-    def report(self, scratch_map: float, rcnn_map: float | None) -> str:
-        """The ``report.md`` section: the modes table and the detection mAPs (Markdown)."""
+    def report(self, main_spp: DetectorScore, rcnn_map: float | None) -> str:
+        """The ``report.md`` section: the modes table and the detection mAPs (Markdown);
+        ``main_spp``: the demo's SPP-net (from scratch, its full schedule)."""
         parts = []
         if self.modes:
             parts.append(
                 "## Image classification with SPP (docs/classification.md)\n\n"
                 + format_modes_table(self.modes, self.config)
             )
-        if self.pretrained_map is not None:
-            rcnn = f"{rcnn_map:.3f}" if rcnn_map is not None else "skipped"
-            parts.append(
-                "## SPP pretraining for detection\n\n"
-                "| detector | VOC07 mAP |\n| --- | --- |\n"
-                f"| SPP-net, backbone from scratch | {scratch_map:.3f} |\n"
-                f"| SPP-net, backbone pretrained as an SPP classifier | "
-                f"{self.pretrained_map:.3f} |\n"
-                f"| R-CNN (from the scratch SPP-net) | {rcnn} |\n\n"
-                f"Pretrained on the objects of {self._pretraining_source()}; fine-tuned with "
-                f"{', '.join(self.config.demo.pretrained_overrides) or 'the same schedule'}."
-            )
+        if self.pretrained is not None:
+            parts.append(self._pretraining_report(main_spp, rcnn_map))
         return "".join(f"\n{part}\n" for part in parts)
+
+    def _pretraining_report(self, main_spp: DetectorScore, rcnn_map: float | None) -> str:
+        scratch = self.scratch or main_spp
+        rows = [("SPP-net, backbone from scratch", main_spp)]
+        if self.scratch is not None:
+            rows.append(("SPP-net, backbone from scratch", self.scratch))
+        rows.append(("SPP-net, backbone pretrained as an SPP classifier", self.pretrained))
+        table = "".join(
+            f"| {name} | {score.iterations} | {score.mAP:.3f} |\n" for name, score in rows
+        )
+        rcnn = f"{rcnn_map:.3f}" if rcnn_map is not None else "skipped"
+        holds = "holds" if self.pretrained.mAP >= scratch.mAP else "does not hold"
+        pretrained_changes = ", ".join(self.config.demo.pretrained_overrides)
+        return (
+            "## SPP pretraining for detection (docs/classification.md)\n\n"
+            "| detector | fine-tuning iterations | VOC07 mAP |\n| --- | --- | --- |\n"
+            f"{table}| R-CNN (from the first SPP-net) | | {rcnn} |\n\n"
+            f"Pretrained on the objects of {self._pretraining_source()}; fine-tuned with "
+            f"{'the same schedule as' if not pretrained_changes else pretrained_changes + ' beside'}"
+            f" the detector from scratch it is compared with ({scratch.iterations} iterations). "
+            f"Pretrained >= from scratch at the same budget: {holds} "
+            f"({self.pretrained.mAP:.3f} against {scratch.mAP:.3f})."
+        )
 
 
 def run_classify_stages(stages, cfg: Config, out: Path, train_dataset, train_and_evaluate):
     """The demo's classification stages, timed by ``stages`` (``detect.demo._Stages``):
     the modes (``demo.classify_modes``; checkpoints in ``out/classify/<mode>``), then, with
-    ``demo.pretrain``, the backbone pretraining (``out/classify/pretrain``) and a detector
-    fine-tuned from it by ``train_and_evaluate`` (``out/spp_pretrained``)."""
+    ``demo.pretrain``, the backbone pretraining (``out/classify/pretrain``), a detector from
+    scratch with the comparison's budget (``out/spp_scratch_compare``; only with
+    ``demo.pretrain_comparison_overrides``) and one fine-tuned from the pretrained backbone
+    (``out/spp_pretrained``), each by ``train_and_evaluate``."""
     modes = []
     if cfg.demo.classify_modes:
         modes = stages.run("classify (a)-(c)", classify_modes, cfg, out / "classify")
@@ -254,13 +290,21 @@ def run_classify_stages(stages, cfg: Config, out: Path, train_dataset, train_and
         checkpoint = stages.run(
             "pretrain backbone", pretrain_backbone, cfg, train_dataset, out / "classify/pretrain"
         )
+        if cfg.demo.pretrain_comparison_overrides:
+            scratch_cfg = comparison_config(cfg)
+            _, evaluation = train_and_evaluate(
+                stages,
+                "SPP-net (scratch, same budget)",
+                scratch_cfg,
+                out / "spp_scratch_compare",
+                "spp",
+            )
+            result.scratch = DetectorScore(evaluation.mAP, scratch_cfg.finetune.iterations)
+            result.files.append(evaluation.metrics_path)
+        pretrained_cfg = pretrained_config(cfg, checkpoint)
         _, evaluation = train_and_evaluate(
-            stages,
-            "SPP-net (pretrained)",
-            pretrained_config(cfg, checkpoint),
-            out / "spp_pretrained",
-            "spp",
+            stages, "SPP-net (pretrained)", pretrained_cfg, out / "spp_pretrained", "spp"
         )
-        result.pretrained_map, result.pretrained_ap = evaluation.mAP, evaluation.ap
+        result.pretrained = DetectorScore(evaluation.mAP, pretrained_cfg.finetune.iterations)
         result.files += [checkpoint, evaluation.metrics_path]
     return result

@@ -2,17 +2,20 @@
 backbone a detector's ``model.weights`` loads."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from detect.classify.demo import (
     PRETRAIN_SEED_OFFSET,
+    DetectorScore,
     classify_modes,
     format_modes_table,
     pretrain_backbone,
     pretrained_config,
     pretraining_dataset,
+    run_classify_stages,
 )
 from detect.classify.train import read_classifier_checkpoint
 from detect.config import load_config
@@ -110,3 +113,83 @@ def test_pretraining_set_is_separate_from_the_detectors_images(tmp_path):
     assert Path(pretraining_dataset(cfg, dataset).annotations[0].path).stat().st_mtime_ns == mtime
     with pytest.raises(DetectError, match=r"demo\.pretrain_images.*-1"):
         pretraining_dataset(_cfg(tmp_path, "demo.pretrain_images=-1", *extra), dataset)
+
+
+class _Stages:
+    """detect.demo._Stages without the clock: records the stage names, runs each stage except the
+    pretraining, which yields a stand-in checkpoint path."""
+
+    def __init__(self, checkpoint):
+        self.names, self.checkpoint = [], checkpoint
+
+    def run(self, name, function, *args):
+        self.names.append(name)
+        return self.checkpoint if name == "pretrain backbone" else function(*args)
+
+
+def _run_stages(tmp_path, maps, *extra):
+    """run_classify_stages with a stand-in trainer that scores each detector with ``maps``
+    (by run folder name) and records its config."""
+    trained = {}
+
+    def train_and_evaluate(stages, name, cfg, out_dir, method):
+        trained[out_dir.name] = cfg
+        evaluation = SimpleNamespace(mAP=maps[out_dir.name], metrics_path=out_dir / "m.json")
+        return None, evaluation
+
+    cfg = _cfg(tmp_path, "demo.classify_modes=[]", *extra)
+    checkpoint = tmp_path / "pretrain" / "checkpoint.pt"
+    stages = _Stages(checkpoint)
+    result = run_classify_stages(stages, cfg, tmp_path / "runs", None, train_and_evaluate)
+    return result, trained, stages.names, checkpoint
+
+
+def test_pretrained_and_scratch_detectors_share_the_comparison_budget(tmp_path):
+    budget = [
+        "demo.pretrain_comparison_overrides=[finetune.iterations=40, 'finetune.lr_steps=[30]']"
+    ]
+    maps = {"spp_scratch_compare": 0.61, "spp_pretrained": 0.83}
+    result, trained, names, checkpoint = _run_stages(tmp_path, maps, *budget)
+    assert names == ["pretrain backbone"]
+    assert list(trained) == ["spp_scratch_compare", "spp_pretrained"]
+    scratch, pretrained = trained["spp_scratch_compare"], trained["spp_pretrained"]
+    for cfg in (scratch, pretrained):
+        assert cfg.finetune.iterations == 40 and tuple(cfg.finetune.lr_steps) == (30,)
+    assert scratch.model.weights == "none"
+    assert pretrained.model.weights == str(checkpoint.resolve())
+    report = result.report(DetectorScore(0.90, 1200), rcnn_map=0.88)
+    rows = [line for line in report.splitlines() if line.startswith("| SPP-net")]
+    assert rows == [
+        "| SPP-net, backbone from scratch | 1200 | 0.900 |",
+        "| SPP-net, backbone from scratch | 40 | 0.610 |",
+        "| SPP-net, backbone pretrained as an SPP classifier | 40 | 0.830 |",
+    ]
+    assert "same budget: holds (0.830 against 0.610)" in report
+    assert "| R-CNN (from the first SPP-net) | | 0.880 |" in report
+
+
+def test_without_a_comparison_budget_the_main_detector_is_the_one_compared(tmp_path):
+    maps = {"spp_pretrained": 0.85}
+    result, trained, _, _ = _run_stages(
+        tmp_path, maps, "demo.pretrain_comparison_overrides=[]", "finetune.iterations=50"
+    )
+    assert (
+        list(trained) == ["spp_pretrained"] and trained["spp_pretrained"].finetune.iterations == 50
+    )
+    report = result.report(DetectorScore(0.90, 50), rcnn_map=None)
+    assert "same budget: does not hold (0.850 against 0.900)" in report
+    assert "| R-CNN (from the first SPP-net) | | skipped |" in report
+    assert len([line for line in report.splitlines() if line.startswith("| SPP-net")]) == 2
+
+
+def test_a_bad_comparison_override_is_one_line_before_the_demo_starts(tmp_path, capsys):
+    from detect.cli import main
+
+    out = tmp_path / "demo"
+    status = main(
+        ["demo", "--out", str(out), "--set", "demo.pretrain_comparison_overrides=[finetune.nope=1]"]
+    )
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "demo.pretrain_comparison_overrides" in err and "Traceback" not in err
+    assert not out.exists()

@@ -43,6 +43,8 @@ class DemoSummary:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     report: Path | None = None
     files: list[Path] = field(default_factory=list)
+    # Rows the summary table adds (name, value): the classification and pretraining results.
+    extra_rows: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def speedup(self) -> float:
@@ -266,6 +268,7 @@ def run_demo(
     summary.report = out / "report.md"
     summary.files.append(summary.report)
     main_spp = DetectorScore(spp_eval.mAP, cfg.finetune.iterations)
+    summary.extra_rows = classify.summary_rows(main_spp)
     classify_report = classify.report(main_spp, summary.rcnn_map)
     atomic_write_text(summary.report, format_demo_report(summary, cfg) + classify_report)
     return summary
@@ -308,6 +311,7 @@ def format_summary_table(summary: DemoSummary) -> str:
             f"FLOP ceiling {spp['flop_ceiling']:.1f}x)",
         ),
         ("proposals / image (bench)", f"{summary.bench['regions_per_image']:.0f}"),
+        *summary.extra_rows,
     ]
     lines = ["| | |", "| --- | --- |"] + [f"| {name} | {value} |" for name, value in rows]
     return "\n".join(lines)

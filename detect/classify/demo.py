@@ -100,18 +100,30 @@ def classify_modes(cfg: Config, out_dir: Path) -> list[ModeResult]:
     return results
 
 
-def _verdict(results: list[ModeResult]) -> str:
-    """Whether the paper's ordering holds: full-image error of (c) <= (b) < (a)'s better view
-    (the fixed-size network has no full view); empty unless fixed, single and multi were run."""
+def paper_ordering(results: list[ModeResult]) -> tuple[float, float, float] | None:
+    """``(c, b, a)``: the full-image top-1 errors of (c) multi and (b) single and (a) fixed's
+    better view (crop or warp; it has no full view), or None unless the three were run."""
     by_mode = {result.mode: result.errors for result in results}
     if not {"fixed", "single", "multi"} <= set(by_mode):
-        return ""
+        return None
     a = min(by_mode["fixed"][view]["top1"] for view in ("crop", "warp"))
-    b, c = by_mode["single"]["full"]["top1"], by_mode["multi"]["full"]["top1"]
-    holds = "holds" if c <= b < a else "does not hold"
+    return by_mode["multi"]["full"]["top1"], by_mode["single"]["full"]["top1"], a
+
+
+def _holds(condition: bool) -> str:
+    return "holds" if condition else "does not hold"
+
+
+def _verdict(results: list[ModeResult]) -> str:
+    """Whether the paper's ordering holds: full-image error of (c) <= (b) < (a)'s better view;
+    empty unless fixed, single and multi were run."""
+    errors = paper_ordering(results)
+    if errors is None:
+        return ""
+    c, b, a = errors
     return (
         f"\n\nThe paper's ordering, full-image error of (c) <= (b) < (a)'s better view (crop or "
-        f"warp): {100 * c:.1f} / {100 * b:.1f} / {100 * a:.1f}, {holds}."
+        f"warp): {100 * c:.1f} / {100 * b:.1f} / {100 * a:.1f}, {_holds(c <= b < a)}."
     )
 
 
@@ -250,6 +262,31 @@ class ClassifyDemo:
             parts.append(self._pretraining_report(main_spp, rcnn_map))
         return "".join(f"\n{part}\n" for part in parts)
 
+    def summary_rows(self, main_spp: DetectorScore) -> list[tuple[str, str]]:
+        """The rows the demo's terminal summary adds: the classification ordering and the
+        pretraining comparison, each with whether it holds."""
+        rows = []
+        errors = paper_ordering(self.modes)
+        if errors is not None:
+            c, b, a = errors
+            rows.append(
+                (
+                    "image classification, full-image top-1 error",
+                    f"(c) {100 * c:.1f} <= (b) {100 * b:.1f} < (a) {100 * a:.1f} %: "
+                    f"{_holds(c <= b < a)}",
+                )
+            )
+        if self.pretrained is not None:
+            scratch = self.scratch or main_spp
+            rows.append(
+                (
+                    f"SPP-pretrained vs from scratch ({scratch.iterations} iterations each)",
+                    f"{self.pretrained.mAP:.3f} >= {scratch.mAP:.3f}: "
+                    f"{_holds(self.pretrained.mAP >= scratch.mAP)}",
+                )
+            )
+        return rows
+
     def _pretraining_report(self, main_spp: DetectorScore, rcnn_map: float | None) -> str:
         scratch = self.scratch or main_spp
         rows = [("SPP-net, backbone from scratch", main_spp)]
@@ -260,7 +297,7 @@ class ClassifyDemo:
             f"| {name} | {score.iterations} | {score.mAP:.3f} |\n" for name, score in rows
         )
         rcnn = f"{rcnn_map:.3f}" if rcnn_map is not None else "skipped"
-        holds = "holds" if self.pretrained.mAP >= scratch.mAP else "does not hold"
+        holds = _holds(self.pretrained.mAP >= scratch.mAP)
         pretrained_changes = ", ".join(self.config.demo.pretrained_overrides)
         return (
             "## SPP pretraining for detection (docs/classification.md)\n\n"

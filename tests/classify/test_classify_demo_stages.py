@@ -9,7 +9,9 @@ import torch
 
 from detect.classify.demo import (
     PRETRAIN_SEED_OFFSET,
+    ClassifyDemo,
     DetectorScore,
+    ModeResult,
     classify_modes,
     format_modes_table,
     pretrain_backbone,
@@ -165,6 +167,9 @@ def test_pretrained_and_scratch_detectors_share_the_comparison_budget(tmp_path):
         "| SPP-net, backbone pretrained as an SPP classifier | 40 | 0.830 |",
     ]
     assert "same budget: holds (0.830 against 0.610)" in report
+    assert result.summary_rows(DetectorScore(0.90, 1200)) == [
+        ("SPP-pretrained vs from scratch (40 iterations each)", "0.830 >= 0.610: holds")
+    ]
     assert "| R-CNN (from the first SPP-net) | | 0.880 |" in report
 
 
@@ -193,3 +198,30 @@ def test_a_bad_comparison_override_is_one_line_before_the_demo_starts(tmp_path, 
     err = capsys.readouterr().err
     assert "demo.pretrain_comparison_overrides" in err and "Traceback" not in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("fixed", "single", "multi", "verdict"),
+    [
+        # (a)'s better view is its warp here: 0.20 < crop 0.30
+        ((0.30, 0.20), 0.10, 0.05, "(c) 5.0 <= (b) 10.0 < (a) 20.0 %: holds"),
+        ((0.30, 0.20), 0.10, 0.10, "(c) 10.0 <= (b) 10.0 < (a) 20.0 %: holds"),
+        ((0.12, 0.40), 0.12, 0.05, "(c) 5.0 <= (b) 12.0 < (a) 12.0 %: does not hold"),
+        ((0.30, 0.20), 0.10, 0.11, "(c) 11.0 <= (b) 10.0 < (a) 20.0 %: does not hold"),
+    ],
+)
+def test_the_summary_says_whether_the_papers_classification_ordering_holds(
+    tmp_path, fixed, single, multi, verdict
+):
+    def mode(name, **errors):
+        return ModeResult(name, {v: {"top1": e} for v, e in errors.items()}, tmp_path / name)
+
+    modes = [
+        mode("fixed", crop=fixed[0], warp=fixed[1]),
+        mode("single", crop=0.5, warp=0.5, full=single),
+        mode("multi", crop=0.5, warp=0.5, full=multi),
+    ]
+    result = ClassifyDemo(modes, _cfg(tmp_path))
+    rows = result.summary_rows(DetectorScore(0.9, 1200))
+    assert rows == [("image classification, full-image top-1 error", verdict)]
+    assert ClassifyDemo(modes[1:], _cfg(tmp_path)).summary_rows(DetectorScore(0.9, 1)) == []

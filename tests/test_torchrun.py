@@ -41,9 +41,11 @@ def torchrun(commands: list[list[str]], nproc: int = 2) -> subprocess.CompletedP
     return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
 
 
-# A rank aborting in native code, seen once in about 20 launches of this file's commands (rank 1
-# of the one-image-per-iteration training, "terminate called without an active exception",
-# SIGABRT) and not reproduced since; such a launch is repeated once, with a warning.
+# A rank aborting in native code ("terminate called without an active exception", SIGABRT), seen
+# about once in 20 launches of this file's commands (the one-image-per-iteration training, later
+# the sharded eval). Since the ranks meet at a barrier before tearing the group down
+# (detect.distributed.process_group) it has not come back in 10 runs of this file; should it,
+# the launch is repeated once, with a warning.
 NATIVE_ABORT = "terminate called without an active exception"
 
 

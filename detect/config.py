@@ -451,6 +451,13 @@ def apply_overrides(
     return config
 
 
+def with_overrides(config: Config, overrides: list[str], source: str) -> Config:
+    """``config`` with the ``section.key=value`` overrides of a config list (e.g. a
+    ``demo.*_overrides`` key named ``source``) applied in order; an error names ``source`` and
+    the override."""
+    return apply_overrides(config_to_dict(config), overrides, source, given_by=source + ":")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a YAML config (defaults when ``path`` is None; a shipped config's name such as
     ``"demo"`` when no such file exists) and apply ``section.key=value`` overrides."""

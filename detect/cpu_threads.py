@@ -78,13 +78,15 @@ def free_cores(interval: float = 0.5) -> int:
     still counts most of them busy."""
     cores = physical_cores()
     fraction = busy_fraction(interval)
-    if fraction is not None:
-        return max(1, cores - round(fraction * cores))
+    return max(1, cores - round(fraction * cores if fraction is not None else _load_average()))
+
+
+def _load_average() -> float:
+    """The 1-minute load average (0 where the platform has none)."""
     try:
-        load = os.getloadavg()[0]
+        return os.getloadavg()[0]
     except (AttributeError, OSError):  # not on this platform
-        load = 0.0
-    return max(1, cores - round(load))
+        return 0.0
 
 
 @contextlib.contextmanager

@@ -149,12 +149,10 @@ def _train_and_evaluate(
 def rcnn_config(cfg: Config, spp_checkpoint: Path) -> Config:
     """The baseline's config: the SPP-net config with ``demo.rcnn_overrides`` applied and
     fine-tuning started from SPP-net's checkpoint (same backbone weights)."""
-    from detect.config import config_from_dict, config_to_dict, set_dotted
+    from detect.config import with_overrides
 
-    values = config_to_dict(cfg)
-    for dotted in [*cfg.demo.rcnn_overrides, f"finetune.init_checkpoint={spp_checkpoint}"]:
-        set_dotted(values, dotted, "demo.rcnn_overrides")
-    return config_from_dict(values, "demo.rcnn_overrides")
+    overrides = [*cfg.demo.rcnn_overrides, f"finetune.init_checkpoint={spp_checkpoint}"]
+    return with_overrides(cfg, overrides, "demo.rcnn_overrides")
 
 
 def _bench(cfg: Config, checkpoint: Path, dataset, proposals: dict, out_dir: Path) -> dict:

@@ -66,14 +66,14 @@ def _ensure_set(root: Path, cfg, num_trainval: tuple[int, int], num_test: int, s
         load_or_compute_proposals(load_dataset(root, split, cfg.data.classes), proposals)
 
 
-def _detector(cfg, out_dir: Path, test_root: Path, val_root: Path) -> dict:
+def _detector(cfg, out_dir: Path, demo_root: Path, val_root: Path) -> dict:
     """Train (or reuse a finished) SPP-net; its VOC07 mAP on the test and validation sets."""
     from detect.evaluation.checkpoint_eval import evaluate_checkpoint
     from detect.training import train
 
     run = train(cfg, out_dir=out_dir, method="spp", resume=(out_dir / "checkpoint.pt").is_file())
     scores = {}
-    for name, root in (("val", val_root), ("test", test_root)):
+    for name, root in (("val", val_root), ("test", demo_root)):
         evaluation = evaluate_checkpoint(
             run.checkpoint,
             data_root=root,
@@ -106,11 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     work = args.work.resolve()
-    test_root, val_root = work / "demo", work / "val"
+    demo_root, val_root = work / "demo", work / "val"
     demo = load_config(DEMO_CONFIG)
     d = demo.demo
     # The demo's own images (its seed) for every training seed; the validation set apart.
-    _ensure_set(test_root, demo, (d.num_train, d.num_val), d.num_test, demo.seed)
+    _ensure_set(demo_root, demo, (d.num_train, d.num_val), d.num_test, demo.seed)
     _ensure_set(val_root, demo, (0, 0), args.val_images, args.val_seed)
     results_path = work / "results.jsonl"
     done = {}
@@ -122,12 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         common = [
             f"seed={seed}",
-            f"data.root={test_root}",
-            f"proposals.cache_dir={test_root / 'proposals'}",
+            f"data.root={demo_root}",
+            f"proposals.cache_dir={demo_root / 'proposals'}",
             f"demo.pretrain_root={work / f'pretrain_set_seed{seed}'}",  # seed + 1000, as the demo
         ]
         cfg = load_config(DEMO_CONFIG, common)
-        train_set = load_dataset(test_root, cfg.data.train_split, cfg.data.classes)
+        train_set = load_dataset(demo_root, cfg.data.train_split, cfg.data.classes)
         backbone = pretrain_backbone(cfg, train_set, work / f"pretrain_seed{seed}").resolve()
         for iterations in args.iterations:
             budget = [
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
                 if _row_key(row) not in done:
                     det_cfg = load_config(DEMO_CONFIG, [*common, *budget, *weights])
                     out = work / f"{start}_{iterations}_seed{seed}"
-                    row |= _detector(det_cfg, out, test_root, val_root)
+                    row |= _detector(det_cfg, out, demo_root, val_root)
                     with results_path.open("a") as file:
                         file.write(json.dumps(row) + "\n")
                     done[_row_key(row)] = row

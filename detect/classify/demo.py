@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from detect.config import Config, apply_overrides, config_to_dict
+from detect.config import Config, with_overrides
 from detect.errors import DetectError
 
 log = logging.getLogger(__name__)
@@ -46,10 +46,6 @@ class ModeResult:
     mode: str
     errors: dict[str, dict[str, float]]
     checkpoint: Path
-
-
-def _with(cfg: Config, overrides: list[str], source: str) -> Config:
-    return apply_overrides(config_to_dict(cfg), overrides, source, given_by=source + ":")
 
 
 def _train_or_reuse(cfg: Config, out: Path, samples=None, class_names=None):
@@ -91,7 +87,7 @@ def classify_modes(cfg: Config, out_dir: Path) -> list[ModeResult]:
     results = []
     for mode in d.classify_modes:
         overrides = [*d.classify_overrides, f"classify.mode={mode}"]
-        mode_cfg = _with(cfg, overrides, "demo.classify_overrides")
+        mode_cfg = with_overrides(cfg, overrides, "demo.classify_overrides")
         run = _train_or_reuse(mode_cfg, out_dir / mode)
         loaded = load_classifier(run.checkpoint, cfg.runtime.device, cfg.runtime.precision)
         errors = evaluate_classifier(loaded, progress=False)
@@ -114,6 +110,12 @@ def _holds(condition: bool) -> str:
     return "holds" if condition else "does not hold"
 
 
+def _ordering_holds(errors: tuple[float, float, float]) -> str:
+    """Whether ``(c, b, a)`` (:func:`paper_ordering`) is in the paper's order, c <= b < a."""
+    c, b, a = errors
+    return _holds(c <= b < a)
+
+
 def _verdict(results: list[ModeResult]) -> str:
     """Whether the paper's ordering holds: full-image error of (c) <= (b) < (a)'s better view;
     empty unless fixed, single and multi were run."""
@@ -123,7 +125,7 @@ def _verdict(results: list[ModeResult]) -> str:
     c, b, a = errors
     return (
         f"\n\nThe paper's ordering, full-image error of (c) <= (b) < (a)'s better view (crop or "
-        f"warp): {100 * c:.1f} / {100 * b:.1f} / {100 * a:.1f}, {_holds(c <= b < a)}."
+        f"warp): {100 * c:.1f} / {100 * b:.1f} / {100 * a:.1f}, {_ordering_holds(errors)}."
     )
 
 
@@ -200,7 +202,7 @@ def pretrain_backbone(cfg: Config, train_dataset, out_dir: Path) -> Path:
     ``demo.pretrain_overrides``; returns the checkpoint (``model.weights`` reads its backbone)."""
     from detect.classify.data import object_crops
 
-    pre_cfg = _with(cfg, list(cfg.demo.pretrain_overrides), "demo.pretrain_overrides")
+    pre_cfg = with_overrides(cfg, list(cfg.demo.pretrain_overrides), "demo.pretrain_overrides")
     dataset = pretraining_dataset(cfg, train_dataset)
     samples = object_crops(dataset.annotations, cfg.demo.pretrain_context)
     run = _train_or_reuse(pre_cfg, out_dir, samples, list(dataset.class_names))
@@ -211,7 +213,7 @@ def pretrain_backbone(cfg: Config, train_dataset, out_dir: Path) -> Path:
 def comparison_config(cfg: Config) -> Config:
     """The detector's config with ``demo.pretrain_comparison_overrides``: the fine-tuning budget
     that the pretrained detector and the one it is compared with from scratch share."""
-    return _with(
+    return with_overrides(
         cfg, list(cfg.demo.pretrain_comparison_overrides), "demo.pretrain_comparison_overrides"
     )
 
@@ -220,7 +222,7 @@ def pretrained_config(cfg: Config, backbone_checkpoint: Path) -> Config:
     """The detector's config started from the pretrained backbone, with
     ``demo.pretrain_comparison_overrides`` then ``demo.pretrained_overrides``."""
     overrides = [f"model.weights={backbone_checkpoint.resolve()}", *cfg.demo.pretrained_overrides]
-    return _with(comparison_config(cfg), overrides, "demo.pretrained_overrides")
+    return with_overrides(comparison_config(cfg), overrides, "demo.pretrained_overrides")
 
 
 @dataclass
@@ -273,22 +275,27 @@ class ClassifyDemo:
                 (
                     "image classification, full-image top-1 error",
                     f"(c) {100 * c:.1f} <= (b) {100 * b:.1f} < (a) {100 * a:.1f} %: "
-                    f"{_holds(c <= b < a)}",
+                    f"{_ordering_holds(errors)}",
                 )
             )
         if self.pretrained is not None:
-            scratch = self.scratch or main_spp
+            scratch, holds = self._comparison(main_spp)
             rows.append(
                 (
                     f"SPP-pretrained vs from scratch ({scratch.iterations} iterations each)",
-                    f"{self.pretrained.mAP:.3f} >= {scratch.mAP:.3f}: "
-                    f"{_holds(self.pretrained.mAP >= scratch.mAP)}",
+                    f"{self.pretrained.mAP:.3f} >= {scratch.mAP:.3f}: {holds}",
                 )
             )
         return rows
 
-    def _pretraining_report(self, main_spp: DetectorScore, rcnn_map: float | None) -> str:
+    def _comparison(self, main_spp: DetectorScore) -> tuple[DetectorScore, str]:
+        """The detector from scratch the pretrained one is compared with (:attr:`scratch`, else
+        ``main_spp``), and whether pretrained >= from scratch holds."""
         scratch = self.scratch or main_spp
+        return scratch, _holds(self.pretrained.mAP >= scratch.mAP)
+
+    def _pretraining_report(self, main_spp: DetectorScore, rcnn_map: float | None) -> str:
+        scratch, holds = self._comparison(main_spp)
         rows = [("SPP-net, backbone from scratch", main_spp)]
         if self.scratch is not None:
             rows.append(("SPP-net, backbone from scratch", self.scratch))
@@ -297,7 +304,6 @@ class ClassifyDemo:
             f"| {name} | {score.iterations} | {score.mAP:.3f} |\n" for name, score in rows
         )
         rcnn = f"{rcnn_map:.3f}" if rcnn_map is not None else "skipped"
-        holds = _holds(self.pretrained.mAP >= scratch.mAP)
         pretrained_changes = ", ".join(self.config.demo.pretrained_overrides)
         return (
             "## SPP pretraining for detection (docs/classification.md)\n\n"

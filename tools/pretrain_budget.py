@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -94,7 +95,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-seed", type=int, default=55)
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     args = parser.parse_args(argv)
+    if min(args.iterations) < 1 or args.val_images < 1:
+        parser.error(
+            f"--iterations and --val-images must be >= 1, got {args.iterations} and "
+            f"{args.val_images}"
+        )
     logging.basicConfig(level=logging.WARNING)
+    from detect.errors import DetectError
+
+    try:
+        return _run(args)
+    except DetectError as exc:  # bad input: one line, no traceback
+        print(f"pretrain_budget: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
 
     import torch
 

@@ -401,9 +401,17 @@ def _build(cls: type, values: Any, where: str) -> Any:
     return cls(**kwargs)
 
 
+# Seeds the random generators take (numpy's legacy seeding: below 2**32), with room for the
+# offsets derived seeds add (e.g. the demo's pretraining set: seed + 1000).
+MAX_SEED = 2**31 - 1
+
+
 def config_from_dict(values: dict, source: str = "config") -> Config:
     """Build a :class:`Config` from nested dicts; ``source`` names the origin in errors."""
-    return _build(Config, values, f"{source}: ")
+    config = _build(Config, values, f"{source}: ")
+    seed = config.seed
+    check_values(f"{source}: ", [(0 <= seed <= MAX_SEED, "seed", seed, f"in [0, {MAX_SEED}]")])
+    return config
 
 
 def set_dotted(values: dict, dotted: str, source: str) -> None:

@@ -166,3 +166,14 @@ def test_a_missing_config_names_the_value_and_the_shipped_configs(value, tmp_pat
     message = str(error.value)
     assert message.startswith(f"config {value}: file not found")
     assert "demo" in message and "voc07_zf5" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("seed", [-1, 2**31, 2**32])
+def test_a_seed_the_random_generators_refuse_is_one_line(seed):
+    """numpy's legacy seeding takes 0 .. 2**32 - 1 and derived seeds add offsets (+1000): a
+    negative or too large seed stopped training with a traceback."""
+    with pytest.raises(
+        DetectError, match=rf"--set seed={seed}: seed must be in \[0, 2147483647\], got {seed}$"
+    ):
+        load_config("demo", [f"seed={seed}"])
+    assert load_config("demo", [f"seed={2**31 - 1}"]).seed == 2**31 - 1

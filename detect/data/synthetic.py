@@ -544,6 +544,8 @@ class SyntheticParams:
                 f"synthetic data: image size {height}x{width} is too small "
                 f"(min side {2 * MIN_OBJECT_SIZE})"
             )
+        if self.seed < 0:
+            raise DetectError(f"synthetic data: seed must be >= 0, got {self.seed}")
         counts = (self.num_train, self.num_val, self.num_test)
         if min(counts) < 0 or sum(counts) == 0:
             raise DetectError(

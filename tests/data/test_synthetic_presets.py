@@ -92,6 +92,8 @@ def test_preset_defaults_and_bad_values():
     assert SyntheticParams().image_size == (256, 320) and SyntheticParams().max_objects == 5
     with pytest.raises(DetectError, match=r"preset must be one of \['default', 'small-dense'\]"):
         SyntheticParams(preset="tiny")
+    with pytest.raises(DetectError, match=r"seed must be >= 0, got -3"):
+        SyntheticParams(seed=-3)  # numpy's generators refuse it (a traceback before)
     with pytest.raises(DetectError, match=r"max_objects must be >= 30 \(preset small-dense\)"):
         SyntheticParams(preset="small-dense", max_objects=10)
 

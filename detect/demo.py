@@ -208,7 +208,9 @@ def run_demo(
     out = Path(out_dir)
     cfg = load_config(config_path or DEMO_CONFIG, overrides)
     check_pretrain_images(cfg)
-    comparison_config(cfg)  # a bad override stops the demo before its first stage
+    # A bad override in a demo list stops the demo before its first stage, not minutes into it.
+    comparison_config(cfg)
+    rcnn_config(cfg, out / "spp" / "checkpoint.pt")
     root = Path(cfg.data.root)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")

@@ -187,16 +187,16 @@ def test_without_a_comparison_budget_the_main_detector_is_the_one_compared(tmp_p
     assert len([line for line in report.splitlines() if line.startswith("| SPP-net")]) == 2
 
 
-def test_a_bad_comparison_override_is_one_line_before_the_demo_starts(tmp_path, capsys):
+@pytest.mark.parametrize("key", ["demo.pretrain_comparison_overrides", "demo.rcnn_overrides"])
+def test_a_bad_demo_override_is_one_line_before_the_demo_starts(tmp_path, capsys, key):
     from detect.cli import main
 
     out = tmp_path / "demo"
-    status = main(
-        ["demo", "--out", str(out), "--set", "demo.pretrain_comparison_overrides=[finetune.nope=1]"]
-    )
+    status = main(["demo", "--out", str(out), "--set", f"{key}=[finetune.nope=1]"])
     assert status == 2
     err = capsys.readouterr().err
-    assert "demo.pretrain_comparison_overrides" in err and "Traceback" not in err
+    assert f"{key}: finetune.nope=1: finetune: unknown key 'nope'" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
 
 

@@ -119,6 +119,8 @@ def _run(args: argparse.Namespace) -> int:
     from detect.data import load_dataset
     from detect.demo import DEMO_CONFIG
 
+    for seed in args.seeds:  # a bad seed is one line before any data set is generated
+        load_config(DEMO_CONFIG, [f"seed={seed}"])
     if args.threads:
         torch.set_num_threads(args.threads)
     work = args.work.resolve()
